@@ -1,0 +1,145 @@
+//! `convo-bot`: joins a room, publishes synthetic media, receives everyone else's, and prints
+//! a report per remote track. For tests, demos and load.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use convo_client::api::Api;
+use convo_client::call::{self, CallOptions};
+use tracing_subscriber::EnvFilter;
+
+/// Join a ConvoConnect room as a bot with synthetic audio, camera and screen.
+#[derive(Debug, Parser)]
+#[command(name = "convo-bot", version, about)]
+struct Cli {
+    /// Server base URL, e.g. http://127.0.0.1:8080
+    #[arg(long, env = "CONVO_SERVER")]
+    server: String,
+    #[arg(long)]
+    user: String,
+    /// The account's password.
+    #[arg(long, env = "CONVO_BOT_PASSWORD", hide_env_values = true)]
+    password: String,
+    /// Room id, like abc-defg-hij.
+    #[arg(long)]
+    room: String,
+    #[arg(long)]
+    room_password: Option<String>,
+    /// What to publish: any of audio, video, screen (comma-separated), or none.
+    #[arg(long, default_value = "audio,video")]
+    publish: String,
+    /// How long to stay: 30s, 2m, 500ms.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Pitch of the published tone, in Hz.
+    #[arg(long, default_value_t = 440.0)]
+    tone: f64,
+    #[arg(long, default_value_t = 15)]
+    fps: u32,
+    /// Report format.
+    #[arg(long, default_value = "json", value_parser = ["json", "text"])]
+    report: String,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let n: f64 = num.parse().map_err(|_| format!("not a duration: {s}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("unknown unit in {s}: use ms, s, m or h")),
+    };
+    if !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("duration out of range: {s}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("CONVO_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let mut opts = CallOptions {
+        room_id: cli.room.clone(),
+        room_password: cli.room_password.clone(),
+        audio: false,
+        video: false,
+        screen: false,
+        tone_hz: cli.tone,
+        fps: cli.fps,
+        duration: cli.duration,
+    };
+    for part in cli
+        .publish
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        match part {
+            "audio" => opts.audio = true,
+            "video" => opts.video = true,
+            "screen" => opts.screen = true,
+            "none" => {}
+            other => bail!("unknown media {other:?}: use audio, video, screen or none"),
+        }
+    }
+    let api = Api::new(&cli.server);
+    let tokens = api
+        .login(&cli.user, &cli.password)
+        .await
+        .context("signing in")?;
+    let report = call::run(api.base(), &tokens.access_token, opts)
+        .await
+        .context("the call")?;
+    if cli.report == "json" {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "participant {} in {}",
+            report.participant_id, report.room_id
+        );
+        for t in &report.tracks {
+            println!(
+                "{:<48} {:<6} packets {:>6} frames {:>6} fps {:>5.1} freezes {:>3} content {} first {:?} ms latency p50 {:?} p99 {:?}",
+                t.track_id,
+                t.kind,
+                t.packets,
+                t.frames_decoded,
+                t.fps,
+                t.freezes,
+                if t.content_ok { "ok" } else { "FAILED" },
+                t.join_to_first_frame_ms,
+                t.latency_p50_ms,
+                t.latency_p99_ms
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("3y").is_err());
+    }
+}

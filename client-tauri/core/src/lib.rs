@@ -1,0 +1,41 @@
+//! ConvoConnect's client engine, without a window.
+//!
+//! What the desktop app drives, and what `convo-bot` runs: the REST client ([`api`]), the
+//! signaling client ([`signal`]), and a call ([`call`]) that publishes media on a WebRTC
+//! `publish` connection and receives everyone else's on a `subscribe` connection, with Opus
+//! and OpenH264 encoders and decoders. Media comes from sources behind traits; this crate
+//! brings the synthetic ones ([`synth`]) whose content a receiver can verify ([`stats`]).
+//!
+//! Not here: real capture devices (camera, microphone, screen) and playout, which come with
+//! the desktop app behind the same traits; the ui.
+
+pub mod api;
+pub mod call;
+pub mod jitter;
+pub mod media;
+pub mod signal;
+pub mod stats;
+pub mod synth;
+
+/// Why something the engine did failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the server: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("the server said {status} {code}: {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("signaling: {0}")]
+    Signal(String),
+    #[error("media: {0}")]
+    Media(String),
+}
+
+impl From<webrtc::Error> for ClientError {
+    fn from(e: webrtc::Error) -> Self {
+        ClientError::Media(e.to_string())
+    }
+}

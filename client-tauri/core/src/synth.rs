@@ -1,0 +1,409 @@
+//! Synthetic media whose content can be checked at the far end.
+//!
+//! Video frames (I420) carry a moving pattern people can see, and three strips of 32 blocks
+//! each, black or white: the frame counter, the capture time (unix milliseconds, low 32 bits),
+//! and the counter XOR [`CHECK_MAGIC`]. A receiver that decodes a frame reads the strips back:
+//! the check strip proves the read is right, the counter proves order, the time gives
+//! capture-to-decode latency.
+//!
+//! Audio is a sine tone of a known pitch with a marker at every wall-clock second: its first
+//! [`MARKER_MS`] ms are a [`MARKER_HZ`] tone instead. A receiver finds each marker's onset
+//! ([`MarkerDetector`]): the markers prove the audio arrives in order at its real pace, and the
+//! time from the second's start to the onset's decoding is capture-to-decode latency (sender
+//! and receiver share a clock here; across machines it needs NTP-synchronised clocks, as the
+//! video's capture times do).
+//!
+//! The pure functions paint and read; [`SyntheticMic`] and [`SyntheticVideo`] are the sources
+//! (they pace themselves in real time, as devices do).
+
+/// Width and height of synthetic video (multiples of 16).
+pub const WIDTH: usize = 320;
+pub const HEIGHT: usize = 240;
+const BLOCKS: usize = 32;
+const BLOCK_W: usize = WIDTH / BLOCKS;
+const STRIP_H: usize = 16;
+pub const CHECK_MAGIC: u32 = 0xA5C3_5A3C;
+
+/// What a synthetic frame says about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameCode {
+    pub counter: u32,
+    pub capture_ms: u32,
+}
+
+/// Which picture: the camera-like pattern or the screen-like one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pattern {
+    Camera,
+    Screen,
+}
+
+/// Paints one I420 frame (Y plane, then U, then V).
+pub fn frame(code: FrameCode, pattern: Pattern) -> Vec<u8> {
+    let y_len = WIDTH * HEIGHT;
+    let c_len = y_len / 4;
+    let mut buf = vec![0u8; y_len + 2 * c_len];
+    let shift = code.counter as usize * 4;
+    let (y, uv) = buf.split_at_mut(y_len);
+    for row in 0..HEIGHT {
+        for col in 0..WIDTH {
+            y[row * WIDTH + col] = match pattern {
+                // Diagonal bands sliding right: visibly moving.
+                Pattern::Camera => (((col + row + shift) % 128) + 64) as u8,
+                // Large checkerboard scrolling down, like a document.
+                Pattern::Screen => {
+                    if ((col / 40) + (row + shift) / 40).is_multiple_of(2) {
+                        200
+                    } else {
+                        60
+                    }
+                }
+            };
+        }
+    }
+    let (u, v) = uv.split_at_mut(c_len);
+    u.fill(match pattern {
+        Pattern::Camera => 90,
+        Pattern::Screen => 128,
+    });
+    v.fill(match pattern {
+        Pattern::Camera => 160,
+        Pattern::Screen => 128,
+    });
+    let strips = [code.counter, code.capture_ms, code.counter ^ CHECK_MAGIC];
+    for (s, value) in strips.iter().enumerate() {
+        for bit in 0..BLOCKS {
+            let on = (value >> (BLOCKS - 1 - bit)) & 1 == 1;
+            let luma = if on { 235 } else { 16 };
+            for row in s * STRIP_H..(s + 1) * STRIP_H {
+                let start = row * WIDTH + bit * BLOCK_W;
+                y[start..start + BLOCK_W].fill(luma);
+            }
+        }
+    }
+    buf
+}
+
+/// Reads the code back from a decoded luma plane; `None` when the check strip disagrees
+/// (a damaged or foreign frame).
+pub fn read_code(y: &[u8], stride: usize, width: usize, height: usize) -> Option<FrameCode> {
+    if width != WIDTH || height != HEIGHT || stride < width || y.len() < stride * (3 * STRIP_H) {
+        return None;
+    }
+    let mut strips = [0u32; 3];
+    for (s, out) in strips.iter_mut().enumerate() {
+        for bit in 0..BLOCKS {
+            // Average the block's interior, away from edges the codec may blur.
+            let mut sum = 0u32;
+            let mut n = 0u32;
+            for row in s * STRIP_H + 4..(s + 1) * STRIP_H - 4 {
+                for col in bit * BLOCK_W + 2..(bit + 1) * BLOCK_W - 2 {
+                    sum += u32::from(y[row * stride + col]);
+                    n += 1;
+                }
+            }
+            if sum / n.max(1) > 128 {
+                *out |= 1 << (BLOCKS - 1 - bit);
+            }
+        }
+    }
+    (strips[2] == strips[0] ^ CHECK_MAGIC).then_some(FrameCode {
+        counter: strips[0],
+        capture_ms: strips[1],
+    })
+}
+
+/// Unix time in milliseconds, low 32 bits (what the frames carry).
+pub fn now_ms32() -> u32 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    (ms & 0xFFFF_FFFF) as u32
+}
+
+/// Milliseconds from `captured` to `now`, across the 32-bit wrap.
+pub fn elapsed_ms(captured: u32, now: u32) -> u32 {
+    now.wrapping_sub(captured)
+}
+
+/// 20 ms of a sine tone at 48 kHz, continuing from sample `start`.
+pub fn tone(hz: f64, start: u64, samples: usize) -> Vec<i16> {
+    (0..samples)
+        .map(|i| {
+            let t = (start + i as u64) as f64 / 48_000.0;
+            ((t * hz * std::f64::consts::TAU).sin() * 12_000.0) as i16
+        })
+        .collect()
+}
+
+/// The marker's pitch and length (at the start of every wall-clock second).
+pub const MARKER_HZ: f64 = 1900.0;
+pub const MARKER_MS: u64 = 100;
+
+/// Unix time in milliseconds.
+pub fn now_ms64() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `samples` of the tone with markers, the first sample captured at unix time `start_us`
+/// (microseconds). Samples in the first [`MARKER_MS`] of a second carry [`MARKER_HZ`].
+pub fn tone_with_markers(hz: f64, start_us: u64, samples: usize) -> Vec<i16> {
+    (0..samples)
+        .map(|i| {
+            let us = start_us + i as u64 * 1_000_000 / 48_000;
+            let t = us as f64 / 1_000_000.0;
+            let f = if hz > 0.0 && (us / 1000) % 1000 < MARKER_MS {
+                MARKER_HZ
+            } else {
+                hz
+            };
+            ((t * f * std::f64::consts::TAU).sin() * 12_000.0) as i16
+        })
+        .collect()
+}
+
+/// The share of a stretch of audio's energy at `hz` (Goertzel): about 1 for a pure tone of
+/// that pitch, about 0 for anything else.
+pub fn tone_share(samples: &[i16], hz: f64) -> f64 {
+    let n = samples.len() as f64;
+    let energy: f64 = samples.iter().map(|s| f64::from(*s).powi(2)).sum();
+    if samples.is_empty() || energy <= 0.0 {
+        return 0.0;
+    }
+    let coeff = 2.0 * (std::f64::consts::TAU * hz / 48_000.0).cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for x in samples {
+        let s = f64::from(*x) + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
+    (2.0 * power / (n * energy)).min(1.0)
+}
+
+/// Finds marker onsets in decoded audio, 20 ms at a time.
+#[derive(Debug, Default)]
+pub struct MarkerDetector {
+    in_marker: bool,
+}
+
+impl MarkerDetector {
+    /// Feeds one frame; true when a marker begins in it.
+    pub fn feed(&mut self, frame: &[i16]) -> bool {
+        let share = tone_share(frame, MARKER_HZ);
+        if !self.in_marker && share > 0.3 {
+            self.in_marker = true;
+            return true;
+        }
+        if self.in_marker && share < 0.05 {
+            self.in_marker = false;
+        }
+        false
+    }
+
+    /// Whether a frame holds (part of) a marker: such frames are left out of pitch checks.
+    pub fn is_marker(frame: &[i16]) -> bool {
+        tone_share(frame, MARKER_HZ) > 0.05
+    }
+}
+
+/// Capture-to-decode latency of a marker whose onset decoded at unix time `now_ms`: the time
+/// since the second began (valid while latency stays under a second).
+pub fn marker_latency_ms(now_ms: u64) -> u32 {
+    (now_ms % 1000) as u32
+}
+
+/// A microphone that plays the tone with markers, in real time.
+#[derive(Debug)]
+pub struct SyntheticMic {
+    hz: f64,
+    next: std::time::Instant,
+}
+
+impl SyntheticMic {
+    pub fn new(hz: f64) -> Self {
+        SyntheticMic {
+            hz,
+            next: std::time::Instant::now(),
+        }
+    }
+}
+
+impl crate::media::AudioSource for SyntheticMic {
+    fn read(&mut self) -> Result<Vec<i16>, crate::media::MediaError> {
+        use crate::media::AUDIO_FRAME;
+        self.next += std::time::Duration::from_millis(20);
+        let now = std::time::Instant::now();
+        match self.next.checked_duration_since(now) {
+            Some(wait) => std::thread::sleep(wait),
+            // Far behind (the thread was starved): start afresh rather than burst.
+            None if now - self.next > std::time::Duration::from_millis(200) => self.next = now,
+            None => {}
+        }
+        // Like a sound card: the frame handed over now holds the last 20 ms.
+        let end_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        Ok(tone_with_markers(
+            self.hz,
+            end_us.saturating_sub(20_000),
+            AUDIO_FRAME,
+        ))
+    }
+}
+
+/// A camera or screen that paints the synthetic pattern at `fps`, in real time.
+#[derive(Debug)]
+pub struct SyntheticVideo {
+    pattern: Pattern,
+    fps: u32,
+    counter: u32,
+    start: std::time::Instant,
+}
+
+impl SyntheticVideo {
+    pub fn new(pattern: Pattern, fps: u32) -> Self {
+        SyntheticVideo {
+            pattern,
+            fps: fps.clamp(1, 60),
+            counter: 0,
+            start: std::time::Instant::now(),
+        }
+    }
+}
+
+impl crate::media::VideoSource for SyntheticVideo {
+    fn next_frame(&mut self) -> Result<crate::media::VideoFrame, crate::media::MediaError> {
+        let due = self.start
+            + std::time::Duration::from_secs_f64(f64::from(self.counter) / f64::from(self.fps));
+        if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let code = FrameCode {
+            counter: self.counter,
+            capture_ms: now_ms32(),
+        };
+        self.counter += 1;
+        Ok(crate::media::VideoFrame {
+            width: WIDTH,
+            height: HEIGHT,
+            i420: frame(code, self.pattern),
+        })
+    }
+
+    fn fps(&self) -> u32 {
+        self.fps
+    }
+}
+
+/// The dominant pitch of a stretch of audio, from zero crossings.
+pub fn pitch(samples: &[i16], rate: u32) -> f64 {
+    if samples.len() < 2 {
+        return 0.0;
+    }
+    let crossings = samples
+        .windows(2)
+        .filter(|p| (p[0] < 0) != (p[1] < 0))
+        .count();
+    crossings as f64 / 2.0 / (samples.len() as f64 / f64::from(rate))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_round_trips_through_a_frame() {
+        for pattern in [Pattern::Camera, Pattern::Screen] {
+            let code = FrameCode {
+                counter: 0xDEAD_0042,
+                capture_ms: 0x1234_5678,
+            };
+            let f = frame(code, pattern);
+            assert_eq!(f.len(), WIDTH * HEIGHT * 3 / 2);
+            assert_eq!(read_code(&f, WIDTH, WIDTH, HEIGHT), Some(code));
+        }
+    }
+
+    #[test]
+    fn damaged_frames_are_rejected() {
+        let mut f = frame(
+            FrameCode {
+                counter: 7,
+                capture_ms: 9,
+            },
+            Pattern::Camera,
+        );
+        // Flip one block of the counter strip.
+        for row in 0..STRIP_H {
+            let start = row * WIDTH + 31 * BLOCK_W;
+            f[start..start + BLOCK_W].fill(16);
+        }
+        assert_eq!(read_code(&f, WIDTH, WIDTH, HEIGHT), None);
+        assert_eq!(read_code(&f, WIDTH, 100, 100), None);
+    }
+
+    #[test]
+    fn frames_move() {
+        let a = frame(
+            FrameCode {
+                counter: 1,
+                capture_ms: 0,
+            },
+            Pattern::Camera,
+        );
+        let b = frame(
+            FrameCode {
+                counter: 2,
+                capture_ms: 0,
+            },
+            Pattern::Camera,
+        );
+        let below = 3 * STRIP_H * WIDTH;
+        assert_ne!(a[below..WIDTH * HEIGHT], b[below..WIDTH * HEIGHT]);
+    }
+
+    #[test]
+    fn latency_wraps() {
+        assert_eq!(elapsed_ms(u32::MAX - 5, 10), 16);
+        assert_eq!(elapsed_ms(100, 150), 50);
+    }
+
+    #[test]
+    fn markers_start_each_second_and_are_found() {
+        // Two seconds of audio starting 500 ms into a second, in 20 ms frames.
+        let start_us = 1_700_000_000_500_000u64;
+        let mut det = MarkerDetector::default();
+        let mut onsets = Vec::new();
+        for f in 0..100u64 {
+            let at = start_us + f * 20_000;
+            let pcm = tone_with_markers(440.0, at, 960);
+            if det.feed(&pcm) {
+                onsets.push(at / 1000);
+            }
+            let in_marker = (at / 1000) % 1000 < MARKER_MS;
+            assert_eq!(MarkerDetector::is_marker(&pcm), in_marker, "frame {f}");
+        }
+        assert_eq!(onsets, vec![1_700_000_001_000, 1_700_000_002_000]);
+        // Without a tone there are no markers either.
+        assert!(!MarkerDetector::default().feed(&tone_with_markers(0.0, 1_000_000_000, 960)));
+    }
+
+    #[test]
+    fn tone_share_tells_pitches_apart() {
+        let a = tone(440.0, 0, 960);
+        assert!(tone_share(&a, 440.0) > 0.9);
+        assert!(tone_share(&a, MARKER_HZ) < 0.01);
+        assert_eq!(tone_share(&[0; 960], 440.0), 0.0);
+        assert_eq!(marker_latency_ms(1_700_000_001_042), 42);
+    }
+
+    #[test]
+    fn pitch_of_a_tone() {
+        let s = tone(440.0, 0, 48_000);
+        assert!((pitch(&s, 48_000) - 440.0).abs() < 2.0);
+        assert_eq!(pitch(&[], 48_000), 0.0);
+    }
+}

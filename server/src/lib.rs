@@ -1,0 +1,26 @@
+//! The ConvoConnect companion server.
+//!
+//! Accounts and sessions, rooms and their participants, over an HTTP API described by a
+//! generated OpenAPI document; storage in SQLite (embedded default) or PostgreSQL. The binary
+//! `convo-server` wraps [`app::Server`]; tests start the same server in-process.
+//!
+//! Not here: media and signaling (the SFU comes with the real-time core), the desktop client.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod extract;
+pub mod mail;
+pub mod meetings;
+pub mod rooms;
+pub mod sfu;
+pub mod signal;
+pub mod speaker;
+pub mod users;
+pub mod validate;
+pub mod whip;
+
+pub use app::{Server, StartError};
+pub use config::{Config, ServerArgs};

@@ -1,0 +1,389 @@
+//! Signaling: the authenticated WebSocket at `/api/ws` through which clients join rooms and
+//! learn who else is there. One socket per client; messages are `convo_shared::signal`.
+
+pub mod room;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use convo_shared::ErrorCode;
+use convo_shared::signal::{
+    BEARER_SUBPROTOCOL_PREFIX, ClientMessage, Envelope, PROTOCOL_VERSION, SUBPROTOCOL,
+    ServerMessage,
+};
+use tokio::sync::{mpsc, oneshot};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::auth::{AuthUser, authenticate_token};
+use crate::error::ApiError;
+use room::{Command, ConnId, Joiner};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(ws))
+}
+
+/// Largest message accepted (an SDP with many candidates fits comfortably).
+const MAX_MESSAGE: usize = 64 * 1024;
+/// Time allowed for the `auth` message when the token did not come as a subprotocol.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// The server pings this often; a connection silent for three intervals is dropped.
+const PING_EVERY: Duration = Duration::from_secs(15);
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh connection number (signaling sockets, WHIP sessions).
+pub fn next_conn() -> ConnId {
+    NEXT_CONN.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The signaling WebSocket. Authenticate with the subprotocols `convo.v1` and
+/// `bearer.<access token>`, or with an `auth` message first. See `convo_shared::signal`.
+#[utoipa::path(get, path = "/api/ws", tag = "signaling",
+    responses(
+        (status = 101, description = "Switching to the signaling WebSocket"),
+        (status = 401, body = convo_shared::ErrorBody, description = "The subprotocol token is not valid"),
+        (status = 400, body = convo_shared::ErrorBody, description = "Not a WebSocket upgrade"),
+    ))]
+async fn ws(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let Ok(upgrade) = upgrade else {
+        return ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidBody,
+            "Connect with a WebSocket client (Upgrade: websocket).",
+        )
+        .into_response();
+    };
+    let token = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix(BEARER_SUBPROTOCOL_PREFIX))
+        .map(str::to_string);
+    let user = match token {
+        Some(t) => match authenticate_token(&state, &t).await {
+            Ok(u) => Some(u),
+            Err(e) => return e.into_response(),
+        },
+        None => None,
+    };
+    upgrade
+        .protocols([SUBPROTOCOL])
+        .max_message_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| connection(state, socket, user))
+}
+
+fn error(code: &str, message: impl Into<String>) -> ServerMessage {
+    ServerMessage::Error {
+        code: code.to_string(),
+        message: message.into(),
+    }
+}
+
+fn api_error(e: &ApiError) -> ServerMessage {
+    error(e.code.as_str(), e.message.clone())
+}
+
+async fn send(socket: &mut WebSocket, msg: ServerMessage) -> Result<(), axum::Error> {
+    // Serialising our own message types cannot fail.
+    let text = serde_json::to_string(&Envelope::new(msg)).unwrap_or_default();
+    socket.send(Message::Text(text.into())).await
+}
+
+/// A frame that is not a valid message: the error code and message to answer with.
+type BadFrame = (&'static str, String);
+
+/// Parses one frame.
+fn parse(text: &str) -> Result<ClientMessage, BadFrame> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|_| {
+        (
+            "malformed_json",
+            "A message is one JSON object.".to_string(),
+        )
+    })?;
+    match value.get("v").and_then(serde_json::Value::as_u64) {
+        Some(v) if v == u64::from(PROTOCOL_VERSION) => {}
+        Some(v) => {
+            return Err((
+                "unsupported_version",
+                format!("Protocol version {v} is not spoken here; use {PROTOCOL_VERSION}."),
+            ));
+        }
+        None => {
+            return Err((
+                "invalid_message",
+                "A message needs the protocol version `v`.".to_string(),
+            ));
+        }
+    }
+    serde_json::from_value::<Envelope<ClientMessage>>(value)
+        .map(|e| e.msg)
+        .map_err(|e| ("invalid_message", format!("Not a valid message: {e}")))
+}
+
+/// Where a connection is.
+struct InRoom {
+    room_id: String,
+    participant_id: String,
+}
+
+async fn connection(state: AppState, mut socket: WebSocket, user: Option<AuthUser>) {
+    let conn: ConnId = next_conn();
+    let user = match user {
+        Some(u) => u,
+        None => match wait_for_auth(&state, &mut socket).await {
+            Some(u) => u,
+            None => {
+                let _ = socket.send(Message::Close(None)).await;
+                return;
+            }
+        },
+    };
+    if send(
+        &mut socket,
+        ServerMessage::Ready {
+            user_id: user.user_id.clone(),
+        },
+    )
+    .await
+    .is_err()
+    {
+        return;
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel::<ServerMessage>();
+    let mut here: Option<InRoom> = None;
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    let mut silent_ticks = 0u32;
+    loop {
+        tokio::select! {
+            frame = socket.recv() => {
+                let Some(Ok(frame)) = frame else { break };
+                silent_ticks = 0;
+                let text = match frame {
+                    Message::Text(t) => t,
+                    Message::Close(_) => break,
+                    Message::Ping(_) | Message::Pong(_) => continue,
+                    Message::Binary(_) => {
+                        if send(&mut socket, error("invalid_message", "Messages are JSON text frames.")).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                };
+                let reply = match parse(text.as_str()) {
+                    Err((code, message)) => Some(error(code, message)),
+                    Ok(msg) => handle(&state, &user, conn, &tx, &mut here, msg).await,
+                };
+                if let Some(reply) = reply
+                    && send(&mut socket, reply).await.is_err()
+                {
+                    break;
+                }
+            }
+            Some(msg) = rx.recv() => {
+                if let ServerMessage::Left { .. } = msg {
+                    here = None;
+                }
+                if send(&mut socket, msg).await.is_err() {
+                    break;
+                }
+            }
+            _ = ping.tick() => {
+                silent_ticks += 1;
+                if silent_ticks > 3 || socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(r) = here {
+        state.rooms.notify(
+            &r.room_id,
+            Command::Disconnected {
+                conn,
+                participant_id: r.participant_id,
+            },
+        );
+    }
+}
+
+async fn wait_for_auth(state: &AppState, socket: &mut WebSocket) -> Option<AuthUser> {
+    let deadline = tokio::time::sleep(AUTH_TIMEOUT);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            () = &mut deadline => {
+                let _ = send(socket, error("unauthenticated", "Send `auth` with an access token first.")).await;
+                return None;
+            }
+            frame = socket.recv() => {
+                let Some(Ok(frame)) = frame else { return None };
+                let Message::Text(text) = frame else { continue };
+                let reply = match parse(text.as_str()) {
+                    Ok(ClientMessage::Auth { token }) => match authenticate_token(state, &token).await {
+                        Ok(u) => return Some(u),
+                        Err(e) => api_error(&e),
+                    },
+                    Ok(ClientMessage::Ping { nonce }) => ServerMessage::Pong { nonce },
+                    Ok(_) => error("unauthenticated", "Send `auth` with an access token first."),
+                    Err((code, message)) => error(code, message),
+                };
+                if send(socket, reply).await.is_err() {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Acts on one message; answers directly when there is something to say to the sender only.
+async fn handle(
+    state: &AppState,
+    user: &AuthUser,
+    conn: ConnId,
+    tx: &mpsc::UnboundedSender<ServerMessage>,
+    here: &mut Option<InRoom>,
+    msg: ClientMessage,
+) -> Option<ServerMessage> {
+    let not_in_room = || error("not_in_room", "Join a room first.");
+    match msg {
+        ClientMessage::Ping { nonce } => Some(ServerMessage::Pong { nonce }),
+        ClientMessage::Auth { .. } => Some(error(
+            "already_authenticated",
+            "This connection is already signed in.",
+        )),
+        ClientMessage::Join {
+            room_id,
+            password,
+            audio_muted,
+            video_muted,
+        } => {
+            if let Some(r) = here.as_ref()
+                && r.room_id != room_id
+            {
+                return Some(error(
+                    "already_in_room",
+                    "Leave the current room before joining another.",
+                ));
+            }
+            let participant = match crate::rooms::admit(state, &room_id, user, password).await {
+                Ok(p) => p,
+                Err(e) => return Some(api_error(&e)),
+            };
+            let (reply_tx, reply_rx) = oneshot::channel();
+            state.rooms.send(
+                state,
+                &participant.room_id,
+                Command::Join {
+                    joiner: Joiner {
+                        conn,
+                        user: participant.user,
+                        role: participant.role,
+                        joined_at: participant.joined_at,
+                        audio_muted,
+                        video_muted,
+                    },
+                    tx: tx.clone(),
+                    reply: reply_tx,
+                },
+            );
+            match reply_rx.await {
+                Ok(participant_id) => {
+                    *here = Some(InRoom {
+                        room_id: participant.room_id,
+                        participant_id,
+                    });
+                    None
+                }
+                Err(_) => Some(error(
+                    "internal",
+                    "The room could not be joined; try again.",
+                )),
+            }
+        }
+        ClientMessage::Leave {} => {
+            let r = here.take()?;
+            state.rooms.notify(
+                &r.room_id,
+                Command::Leave {
+                    conn,
+                    participant_id: r.participant_id,
+                },
+            );
+            None
+        }
+        ClientMessage::Mute { kind, muted } => {
+            let Some(r) = here.as_ref() else {
+                return Some(not_in_room());
+            };
+            state.rooms.notify(
+                &r.room_id,
+                Command::Mute {
+                    conn,
+                    participant_id: r.participant_id.clone(),
+                    kind,
+                    muted,
+                },
+            );
+            None
+        }
+        msg @ (ClientMessage::Offer { .. }
+        | ClientMessage::Answer { .. }
+        | ClientMessage::Candidate { .. }) => {
+            let Some(r) = here.as_ref() else {
+                return Some(not_in_room());
+            };
+            state.rooms.notify(
+                &r.room_id,
+                Command::Signal {
+                    conn,
+                    participant_id: r.participant_id.clone(),
+                    msg,
+                },
+            );
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_reports_what_is_wrong() {
+        let code = |r: Result<ClientMessage, BadFrame>| match r {
+            Err((code, _)) => code,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(code(parse("not json")), "malformed_json");
+        assert_eq!(code(parse(r#"{"type":"leave"}"#)), "invalid_message");
+        assert_eq!(
+            code(parse(r#"{"v":9,"type":"leave"}"#)),
+            "unsupported_version"
+        );
+        assert_eq!(code(parse(r#"{"v":1,"type":"fly"}"#)), "invalid_message");
+        assert_eq!(
+            code(parse(
+                r#"{"v":1,"type":"mute","kind":"smell","muted":true}"#
+            )),
+            "invalid_message"
+        );
+        assert!(matches!(
+            parse(r#"{"v":1,"type":"ping","nonce":7}"#),
+            Ok(ClientMessage::Ping { nonce: 7 })
+        ));
+    }
+}

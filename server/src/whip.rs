@@ -1,0 +1,220 @@
+//! WHIP (RFC 9725) publishing into a room and WHEP watching one, for any standard WebRTC
+//! stack (browsers, OBS, GStreamer, aiortc). SDP offer in, `201 Created` with the SDP answer
+//! and a `Location` out; `DELETE` on that location ends the session.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use convo_shared::ErrorCode;
+use serde::Deserialize;
+use tokio::sync::oneshot;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::auth::AuthUser;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Query;
+use crate::sfu::ViewError;
+use crate::signal::room::{Command, Joiner};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(whip))
+        .routes(routes!(whip_end))
+        .routes(routes!(whep))
+        .routes(routes!(whep_end))
+}
+
+fn require_sdp(headers: &HeaderMap, body: &str) -> ApiResult<()> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !ct.to_ascii_lowercase().starts_with("application/sdp") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnsupportedMediaType,
+            "Send the SDP offer with `Content-Type: application/sdp`.",
+        ));
+    }
+    if !body.trim_start().starts_with("v=0") {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidBody,
+            "The body is not an SDP offer.",
+        ));
+    }
+    Ok(())
+}
+
+fn invalid_sdp(e: String) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidBody,
+        format!("The SDP offer could not be used: {e}"),
+    )
+}
+
+fn created(location: String, sdp: String) -> Response {
+    (
+        StatusCode::CREATED,
+        [
+            (header::CONTENT_TYPE, "application/sdp".to_string()),
+            (header::LOCATION, location),
+        ],
+        sdp,
+    )
+        .into_response()
+}
+
+/// Publish into a room with WHIP. The publisher appears as a participant (the caller) and
+/// everyone receives its audio and video.
+#[utoipa::path(post, path = "/api/rooms/{id}/whip", tag = "signaling",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id")),
+    request_body(content = String, content_type = "application/sdp", description = "SDP offer"),
+    responses(
+        (status = 201, description = "SDP answer; `Location` names the session", content_type = "application/sdp", body = String),
+        (status = 400, body = convo_shared::ErrorBody),
+        (status = 404, body = convo_shared::ErrorBody),
+        (status = 415, body = convo_shared::ErrorBody),
+    ))]
+async fn whip(
+    State(state): State<AppState>,
+    me: AuthUser,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> ApiResult<Response> {
+    require_sdp(&headers, &body)?;
+    let participant = crate::rooms::admit(&state, &id, &me, None).await?;
+    let (reply, rx) = oneshot::channel();
+    state.rooms.send(
+        &state,
+        &participant.room_id,
+        Command::WhipPublish {
+            joiner: Joiner {
+                conn: crate::signal::next_conn(),
+                user: participant.user,
+                role: participant.role,
+                joined_at: participant.joined_at,
+                audio_muted: false,
+                video_muted: false,
+            },
+            sdp: body,
+            reply,
+        },
+    );
+    let (pid, answer) = rx
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(invalid_sdp)?;
+    Ok(created(
+        format!("/api/rooms/{}/whip/{pid}", participant.room_id),
+        answer,
+    ))
+}
+
+/// End a WHIP session: the publisher leaves the room.
+#[utoipa::path(delete, path = "/api/rooms/{id}/whip/{session}", tag = "signaling",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id"), ("session" = String, Path, description = "From `Location`")),
+    responses((status = 200, description = "Ended"), (status = 404, body = convo_shared::ErrorBody)))]
+async fn whip_end(
+    State(state): State<AppState>,
+    me: AuthUser,
+    axum::extract::Path((id, session)): axum::extract::Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    end(&state, &id, session, &me).await
+}
+
+async fn end(state: &AppState, room_id: &str, id: String, me: &AuthUser) -> ApiResult<StatusCode> {
+    let (reply, rx) = oneshot::channel();
+    state.rooms.notify(
+        room_id,
+        Command::EndResource {
+            id,
+            user_id: me.user_id.clone(),
+            admin: me.is_admin(),
+            reply,
+        },
+    );
+    match rx.await {
+        Ok(true) => Ok(StatusCode::OK),
+        _ => Err(ApiError::not_found("No such session.")),
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct WhepQuery {
+    /// Watch this participant; without it, whoever is speaking.
+    participant: Option<String>,
+}
+
+/// Watch a room with WHEP: the audio and camera of one participant, or of the active speaker
+/// (switching as the speaker changes). Needs the same right as joining the room.
+#[utoipa::path(post, path = "/api/rooms/{id}/whep", tag = "signaling",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id"), WhepQuery),
+    request_body(content = String, content_type = "application/sdp", description = "SDP offer (receive-only audio and video)"),
+    responses(
+        (status = 201, description = "SDP answer; `Location` names the session", content_type = "application/sdp", body = String),
+        (status = 400, body = convo_shared::ErrorBody),
+        (status = 403, body = convo_shared::ErrorBody),
+        (status = 404, body = convo_shared::ErrorBody),
+        (status = 409, body = convo_shared::ErrorBody, description = "`nothing_to_watch`: nobody publishes yet"),
+    ))]
+async fn whep(
+    State(state): State<AppState>,
+    me: AuthUser,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Query(q): Query<WhepQuery>,
+    headers: HeaderMap,
+    body: String,
+) -> ApiResult<Response> {
+    require_sdp(&headers, &body)?;
+    let role = crate::rooms::visible_role(&state, &id, &me).await?;
+    if role.is_none() && !me.is_admin() && crate::rooms::is_guarded(&state, &id).await? {
+        return Err(ApiError::forbidden(
+            "Join this room once (with its password) before watching it.",
+        ));
+    }
+    let viewer_id = uuid::Uuid::new_v4().to_string();
+    let (reply, rx) = oneshot::channel();
+    state.rooms.send(
+        &state,
+        &id,
+        Command::WhepView {
+            viewer_id: viewer_id.clone(),
+            owner: me.user_id.clone(),
+            pinned: q.participant,
+            sdp: body,
+            reply,
+        },
+    );
+    let answer = rx
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(|e| match e {
+            ViewError::NothingToWatch(m) => {
+                ApiError::new(StatusCode::CONFLICT, ErrorCode::NothingToWatch, m)
+            }
+            ViewError::Refused(m) => invalid_sdp(m),
+        })?;
+    Ok(created(format!("/api/rooms/{id}/whep/{viewer_id}"), answer))
+}
+
+/// End a WHEP session.
+#[utoipa::path(delete, path = "/api/rooms/{id}/whep/{session}", tag = "signaling",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id"), ("session" = String, Path, description = "From `Location`")),
+    responses((status = 200, description = "Ended"), (status = 404, body = convo_shared::ErrorBody)))]
+async fn whep_end(
+    State(state): State<AppState>,
+    me: AuthUser,
+    axum::extract::Path((id, session)): axum::extract::Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    end(&state, &id, session, &me).await
+}

@@ -1,0 +1,370 @@
+//! Real media through the SFU: webrtc-rs peers publish Opus-encoded tones over the signaling
+//! WebSocket; every other participant receives, decodes and recognises them. On SQLite and on
+//! PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::ws::Client;
+use common::{Backend, Session, TestEnv, TestServer};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, mpsc};
+use tokio_tungstenite::tungstenite::Message;
+use webrtc::api::interceptor_registry::register_default_interceptors;
+use webrtc::api::media_engine::{MIME_TYPE_OPUS, MediaEngine};
+use webrtc::api::setting_engine::SettingEngine;
+use webrtc::api::{API, APIBuilder};
+use webrtc::ice_transport::ice_candidate::RTCIceCandidateInit;
+use webrtc::interceptor::registry::Registry;
+use webrtc::media::Sample;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::peer_connection::configuration::RTCConfiguration;
+use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
+use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
+use webrtc::track::track_local::TrackLocal;
+use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSample;
+
+on_both_databases!(three_participants_hear_each_other);
+
+const RATE: u32 = 48_000;
+const FRAME: usize = 960; // 20 ms
+
+fn api() -> API {
+    let mut m = MediaEngine::default();
+    m.register_default_codecs().unwrap();
+    let registry = register_default_interceptors(Registry::new(), &mut m).unwrap();
+    let mut s = SettingEngine::default();
+    s.set_include_loopback_candidate(true);
+    APIBuilder::new()
+        .with_media_engine(m)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(s)
+        .build()
+}
+
+/// What a participant's client saw of one remote track.
+#[derive(Debug, Default, Clone)]
+struct Heard {
+    packets: usize,
+    /// Dominant frequency of the decoded audio, from zero crossings.
+    hz: f64,
+    ended: bool,
+}
+
+/// A participant: signaling socket, `publish` and `subscribe` peer connections, a tone source,
+/// and decoders for everything it receives.
+struct Participant {
+    out: mpsc::UnboundedSender<Value>,
+    events: mpsc::UnboundedReceiver<Value>,
+    heard: Arc<Mutex<HashMap<String, Heard>>>,
+    heard_tx: mpsc::UnboundedSender<()>,
+    heard_rx: mpsc::UnboundedReceiver<()>,
+    participant_id: String,
+    /// The `joined` message: who was already there, with their tracks.
+    joined: Value,
+}
+
+impl Participant {
+    async fn join(srv: &TestServer, s: &Session, room: &str, tone_hz: Option<f64>) -> Participant {
+        let mut client = Client::connect(srv, s).await;
+        let joined = client.join(room).await;
+        let participant_id = joined["participant_id"].as_str().unwrap().to_string();
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Value>();
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel::<Value>();
+        let (heard_tx, heard_rx) = mpsc::unbounded_channel::<()>();
+        let heard: Arc<Mutex<HashMap<String, Heard>>> = Arc::default();
+        let api = Arc::new(api());
+
+        let publish = Arc::new(
+            api.new_peer_connection(RTCConfiguration::default())
+                .await
+                .unwrap(),
+        );
+        watch_candidates(&publish, "publish", out_tx.clone());
+        if let Some(hz) = tone_hz {
+            let track = Arc::new(TrackLocalStaticSample::new(
+                RTCRtpCodecCapability {
+                    mime_type: MIME_TYPE_OPUS.to_owned(),
+                    clock_rate: RATE,
+                    channels: 2,
+                    ..Default::default()
+                },
+                "audio".to_owned(),
+                "local".to_owned(),
+            ));
+            publish
+                .add_track(track.clone() as Arc<dyn TrackLocal + Send + Sync>)
+                .await
+                .unwrap();
+            tokio::spawn(play_tone(track, hz));
+            let offer = publish.create_offer(None).await.unwrap();
+            publish.set_local_description(offer.clone()).await.unwrap();
+            out_tx
+                .send(json!({"v": 1, "type": "offer", "target": "publish", "sdp": offer.sdp}))
+                .unwrap();
+        }
+
+        let subscribe: Arc<Mutex<Option<Arc<RTCPeerConnection>>>> = Arc::default();
+        // The socket: one task reads, writes, and drives both peer connections.
+        let mut ws = client.ws;
+        let heard2 = heard.clone();
+        let heard_tx2 = heard_tx.clone();
+        let out = out_tx.clone();
+        tokio::spawn(async move {
+            let out_tx = out;
+            loop {
+                tokio::select! {
+                    Some(msg) = out_rx.recv() => {
+                        if ws.send(Message::Text(msg.to_string().into())).await.is_err() { break; }
+                    }
+                    frame = ws.next() => {
+                        let Some(Ok(Message::Text(t))) = frame else {
+                            if matches!(frame, Some(Ok(_))) { continue; }
+                            break;
+                        };
+                        let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                        match (v["type"].as_str().unwrap(), v["target"].as_str()) {
+                            ("answer", Some("publish")) => {
+                                let sdp = v["sdp"].as_str().unwrap().to_string();
+                                publish.set_remote_description(RTCSessionDescription::answer(sdp).unwrap()).await.unwrap();
+                            }
+                            ("offer", Some("subscribe")) => {
+                                let pc = {
+                                    let mut slot = subscribe.lock().await;
+                                    if slot.is_none() {
+                                        let pc = Arc::new(api.new_peer_connection(RTCConfiguration::default()).await.unwrap());
+                                        watch_candidates(&pc, "subscribe", out_tx.clone());
+                                        let heard = heard2.clone();
+                                        let notify = heard_tx2.clone();
+                                        pc.on_track(Box::new(move |track, _, _| {
+                                            tokio::spawn(listen(track, heard.clone(), notify.clone()));
+                                            Box::pin(async {})
+                                        }));
+                                        *slot = Some(pc);
+                                    }
+                                    slot.clone().unwrap()
+                                };
+                                let sdp = v["sdp"].as_str().unwrap().to_string();
+                                pc.set_remote_description(RTCSessionDescription::offer(sdp).unwrap()).await.unwrap();
+                                let answer = pc.create_answer(None).await.unwrap();
+                                pc.set_local_description(answer.clone()).await.unwrap();
+                                out_tx.send(json!({"v": 1, "type": "answer", "target": "subscribe", "sdp": answer.sdp})).unwrap();
+                            }
+                            ("candidate", Some(target)) => {
+                                let c = &v["candidate"];
+                                let init = RTCIceCandidateInit {
+                                    candidate: c["candidate"].as_str().unwrap().to_string(),
+                                    sdp_mid: c["sdp_mid"].as_str().map(str::to_string),
+                                    sdp_mline_index: c["sdp_mline_index"].as_u64().map(|i| i as u16),
+                                    username_fragment: None,
+                                };
+                                let pc = if target == "publish" { Some(publish.clone()) } else { subscribe.lock().await.clone() };
+                                if let Some(pc) = pc { pc.add_ice_candidate(init).await.unwrap(); }
+                            }
+                            _ => { let _ = ev_tx.send(v); }
+                        }
+                    }
+                }
+            }
+            let _ = publish.close().await;
+            if let Some(pc) = subscribe.lock().await.take() {
+                let _ = pc.close().await;
+            }
+        });
+        Participant {
+            out: out_tx,
+            events: ev_rx,
+            heard,
+            heard_tx,
+            heard_rx,
+            participant_id,
+            joined,
+        }
+    }
+
+    /// Waits (up to 20 s) until `check` holds for what this participant heard.
+    async fn until(&mut self, what: &str, check: impl Fn(&HashMap<String, Heard>) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if check(&*self.heard.lock().await) {
+                return;
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if tokio::time::timeout(left, self.heard_rx.recv())
+                .await
+                .is_err()
+            {
+                panic!(
+                    "timed out waiting for {what}: {:?}",
+                    self.heard.lock().await
+                );
+            }
+        }
+    }
+
+    /// The next signaling event of `kind` (other events before it are skipped).
+    async fn event(&mut self, kind: &str) -> Value {
+        loop {
+            let v = tokio::time::timeout(Duration::from_secs(20), self.events.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no {kind} within 20 s"))
+                .expect("socket open");
+            if v["type"] == kind {
+                return v;
+            }
+        }
+    }
+
+    fn leave(&self) {
+        let _ = self.out.send(json!({"v": 1, "type": "leave"}));
+        let _ = &self.heard_tx;
+    }
+}
+
+fn watch_candidates(
+    pc: &Arc<RTCPeerConnection>,
+    target: &'static str,
+    out: mpsc::UnboundedSender<Value>,
+) {
+    pc.on_ice_candidate(Box::new(move |c| {
+        let out = out.clone();
+        Box::pin(async move {
+            if let Some(c) = c {
+                let init = c.to_json().unwrap();
+                let _ = out.send(json!({"v": 1, "type": "candidate", "target": target, "candidate": {
+                    "candidate": init.candidate, "sdp_mid": init.sdp_mid, "sdp_mline_index": init.sdp_mline_index}}));
+            }
+        })
+    }));
+}
+
+/// Encodes a sine tone with Opus and sends it in 20 ms frames, in real time.
+async fn play_tone(track: Arc<TrackLocalStaticSample>, hz: f64) {
+    let mut enc = opus::Encoder::new(RATE, opus::Channels::Mono, opus::Application::Audio).unwrap();
+    let mut ticker = tokio::time::interval(Duration::from_millis(20));
+    let mut n: u64 = 0;
+    let mut buf = vec![0u8; 4000];
+    for _ in 0..3000 {
+        ticker.tick().await;
+        let pcm: Vec<i16> = (0..FRAME)
+            .map(|i| {
+                let t = (n + i as u64) as f64 / f64::from(RATE);
+                ((t * hz * std::f64::consts::TAU).sin() * 12_000.0) as i16
+            })
+            .collect();
+        n += FRAME as u64;
+        let len = enc.encode(&pcm, &mut buf).unwrap();
+        let sample = Sample {
+            data: bytes::Bytes::copy_from_slice(&buf[..len]),
+            duration: Duration::from_millis(20),
+            ..Default::default()
+        };
+        if track.write_sample(&sample).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Receives one remote track: depacketised Opus frames are decoded and their pitch measured.
+async fn listen(
+    track: Arc<webrtc::track::track_remote::TrackRemote>,
+    heard: Arc<Mutex<HashMap<String, Heard>>>,
+    notify: mpsc::UnboundedSender<()>,
+) {
+    let publisher = track.stream_id();
+    let mut dec = opus::Decoder::new(RATE, opus::Channels::Mono).unwrap();
+    let mut pcm = vec![0i16; 5760];
+    let mut window: Vec<i16> = Vec::new();
+    while let Ok((packet, _)) = track.read_rtp().await {
+        let Ok(n) = dec.decode(&packet.payload, &mut pcm, false) else {
+            continue;
+        };
+        window.extend_from_slice(&pcm[..n]);
+        let mut h = heard.lock().await;
+        let e = h.entry(publisher.clone()).or_default();
+        e.packets += 1;
+        // Measure over the last second, skipping the decoder's first frames.
+        if window.len() >= RATE as usize + 5 * FRAME {
+            let w = &window[window.len() - RATE as usize..];
+            let crossings = w.windows(2).filter(|p| (p[0] < 0) != (p[1] < 0)).count();
+            e.hz = crossings as f64 / 2.0;
+            window.drain(..window.len() - RATE as usize);
+        }
+        drop(h);
+        let _ = notify.send(());
+    }
+    heard.lock().await.entry(publisher).or_default().ended = true;
+    let _ = notify.send(());
+}
+
+fn hears(h: &HashMap<String, Heard>, who: &str, hz: f64) -> bool {
+    h.get(who).is_some_and(|x| (x.hz - hz).abs() < hz * 0.03)
+}
+
+async fn three_participants_hear_each_other(backend: Backend) {
+    let env = TestEnv::new(backend).await;
+    let srv = env.start().await;
+    let (a, b, c) = (
+        srv.user("alto").await,
+        srv.user("bass").await,
+        srv.user("cello").await,
+    );
+    let room = srv
+        .create_room(&a, json!({"name": "Choir", "privacy": "public"}))
+        .await;
+    let id = room["id"].as_str().unwrap();
+
+    let mut pa = Participant::join(&srv, &a, id, Some(440.0)).await;
+    let mut pb = Participant::join(&srv, &b, id, Some(660.0)).await;
+    let (ida, idb) = (pa.participant_id.clone(), pb.participant_id.clone());
+    pa.until("A hears B's 660 Hz", |h| hears(h, &idb, 660.0))
+        .await;
+    pb.until("B hears A's 440 Hz", |h| hears(h, &ida, 440.0))
+        .await;
+
+    // A late joiner who publishes nothing gets both, at once.
+    let mut pc = Participant::join(&srv, &c, id, None).await;
+    pc.until("C hears A and B", |h| {
+        hears(h, &ida, 440.0) && hears(h, &idb, 660.0)
+    })
+    .await;
+    // C was told of A's published track when joining.
+    let a_info = pc.joined["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["participant_id"] == ida.as_str())
+        .expect("A listed");
+    assert_eq!(a_info["tracks"][0]["kind"], "audio");
+    assert_eq!(a_info["tracks"][0]["track_id"], format!("{ida}:audio"));
+    {
+        let h = pa.heard.lock().await;
+        assert!(!h.contains_key(&ida), "nobody hears themself");
+        assert!(!h.contains_key(&pc.participant_id), "C sends nothing");
+    }
+
+    // A leaves: A's track ends for B and C, and they are told.
+    pa.leave();
+    pb.until("A's track ends for B", |h| {
+        h.get(&ida).is_some_and(|x| x.ended)
+    })
+    .await;
+    pc.until("A's track ends for C", |h| {
+        h.get(&ida).is_some_and(|x| x.ended)
+    })
+    .await;
+    let gone = pc.event("track_unpublished").await;
+    assert_eq!(gone["participant_id"], ida.as_str());
+    // B is still heard by C.
+    let before = pc.heard.lock().await.get(&idb).map_or(0, |x| x.packets);
+    pc.until("B still reaches C", |h| {
+        h.get(&idb).is_some_and(|x| x.packets > before + 10)
+    })
+    .await;
+    srv.stop().await;
+}

@@ -1,0 +1,163 @@
+//! Bots in a room, end to end: every bot decodes every other bot's audio, camera and screen,
+//! and the content checks pass; a late joiner gets video at once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use convo_client::call::{self, CallOptions};
+use convo_client::stats::{BotReport, TrackReport};
+use convo_e2e::{Backend, Env, on_both_databases};
+
+on_both_databases!(
+    three_bots_see_and_hear_each_other,
+    late_joiner_gets_video_at_once,
+    the_one_speaking_is_the_active_speaker,
+);
+
+fn opts(room: &str, secs: u64) -> CallOptions {
+    CallOptions {
+        room_id: room.to_string(),
+        duration: Duration::from_secs(secs),
+        ..Default::default()
+    }
+}
+
+fn track<'a>(r: &'a BotReport, from: &str, kind: &str) -> &'a TrackReport {
+    r.tracks
+        .iter()
+        .find(|t| t.participant_id == from && t.kind == kind)
+        .unwrap_or_else(|| panic!("no {kind} from {from} in {r:#?}"))
+}
+
+fn assert_good(t: &TrackReport) {
+    assert!(t.frames_decoded > 0, "nothing decoded: {t:?}");
+    assert!(t.content_ok, "content check failed: {t:?}");
+}
+
+async fn three_bots_see_and_hear_each_other(backend: Backend) {
+    let env = Env::start(backend).await;
+    let (ta, tb, tc) = (
+        env.user("bot-a").await,
+        env.user("bot-b").await,
+        env.user("bot-c").await,
+    );
+    let room = env.room(&ta, "Bots").await;
+    let base = env.base.clone();
+    let run = |token: String, o: CallOptions| {
+        let base = base.clone();
+        tokio::spawn(async move { call::run(&base, &token, o).await.unwrap() })
+    };
+    let a = run(
+        ta,
+        CallOptions {
+            screen: true,
+            ..opts(&room, 8)
+        },
+    );
+    let b = run(tb, opts(&room, 8));
+    let c = run(tc, opts(&room, 8));
+    let (a, b, c) = (a.await.unwrap(), b.await.unwrap(), c.await.unwrap());
+    let summary: Vec<String> = [&a, &b, &c]
+        .iter()
+        .map(|r| {
+            let got: Vec<String> = r
+                .tracks
+                .iter()
+                .map(|t| format!("{}({})", t.track_id, t.frames_decoded))
+                .collect();
+            format!("{} got {:?}", r.participant_id, got)
+        })
+        .collect();
+    eprintln!("{summary:#?}");
+    for (me, others) in [(&a, [&b, &c]), (&b, [&a, &c]), (&c, [&a, &b])] {
+        assert!(
+            me.tracks
+                .iter()
+                .all(|t| t.participant_id != me.participant_id),
+            "no echo"
+        );
+        for other in others {
+            let audio = track(me, &other.participant_id, "audio");
+            assert_good(audio);
+            assert_eq!(audio.pitch_hz, Some(440.0));
+            let video = track(me, &other.participant_id, "video");
+            assert_good(video);
+            assert!(video.latency_p50_ms.is_some());
+        }
+    }
+    // A's screen reached both others.
+    for me in [&b, &c] {
+        assert_good(track(me, &a.participant_id, "screen"));
+    }
+    env.stop().await;
+}
+
+async fn late_joiner_gets_video_at_once(backend: Backend) {
+    let env = Env::start(backend).await;
+    let (ta, tb) = (env.user("early").await, env.user("late").await);
+    let room = env.room(&ta, "Late").await;
+    let base = env.base.clone();
+    let early = {
+        let (base, room) = (base.clone(), room.clone());
+        tokio::spawn(async move { call::run(&base, &ta, opts(&room, 10)).await.unwrap() })
+    };
+    // Join once the early bot's stream has long passed its first (and only scheduled)
+    // keyframe: the next scheduled one is 30 s away.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let late = call::run(
+        &base,
+        &tb,
+        CallOptions {
+            audio: false,
+            video: false,
+            ..opts(&room, 4)
+        },
+    )
+    .await
+    .unwrap();
+    let early = early.await.unwrap();
+    let video = track(&late, &early.participant_id, "video");
+    assert_good(video);
+    assert!(video.frames_decoded > 10, "{video:?}");
+    env.stop().await;
+}
+
+async fn the_one_speaking_is_the_active_speaker(backend: Backend) {
+    let env = Env::start(backend).await;
+    let (ta, tb, tc) = (
+        env.user("talker").await,
+        env.user("quiet1").await,
+        env.user("quiet2").await,
+    );
+    let room = env.room(&ta, "Speaker").await;
+    let base = env.base.clone();
+    let run = |token: String, o: CallOptions| {
+        let base = base.clone();
+        tokio::spawn(async move { call::run(&base, &token, o).await.unwrap() })
+    };
+    // Only A makes a sound; B and C send silence. Nobody needs video here.
+    let quiet = |room: &str| CallOptions {
+        video: false,
+        tone_hz: 0.0,
+        ..opts(room, 5)
+    };
+    // A stays longest: when the speaker leaves, the others are told nobody is speaking.
+    let a = run(
+        ta,
+        CallOptions {
+            video: false,
+            ..opts(&room, 7)
+        },
+    );
+    let b = run(tb, quiet(&room));
+    let c = run(tc, quiet(&room));
+    let (a, b, c) = (a.await.unwrap(), b.await.unwrap(), c.await.unwrap());
+    for r in [&a, &b, &c] {
+        assert_eq!(
+            r.active_speaker.as_deref(),
+            Some(a.participant_id.as_str()),
+            "{r:#?}"
+        );
+    }
+    env.stop().await;
+}

@@ -1,0 +1,158 @@
+//! Harness for end-to-end tests: a real server on loopback over SQLite or a fresh PostgreSQL
+//! database, and helpers to make accounts and rooms through the client engine's REST client.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use convo_client::api::Api;
+use convo_server::{Config, Server, ServerArgs};
+use convo_shared::auth::RegisterRequest;
+use convo_shared::rooms::{CreateRoomRequest, Privacy};
+use sqlx::Connection;
+
+pub const PASSWORD: &str = "correct horse battery";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each named test function once per database.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(convo_e2e::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(convo_e2e::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
+fn postgres_admin_url() -> String {
+    std::env::var("CONVO_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+/// A running server and what it runs on; the PostgreSQL database is dropped at the end.
+pub struct Env {
+    pub server: Option<Server>,
+    pub base: String,
+    pub api: Api,
+    _dir: tempfile::TempDir,
+    pg_database: Option<String>,
+}
+
+impl Env {
+    pub async fn start(backend: Backend) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let (database_url, pg_database) = match backend {
+            Backend::Sqlite => (None, None),
+            Backend::Postgres => {
+                let admin = postgres_admin_url();
+                let name = format!("convo_e2e_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!("PostgreSQL is not reachable at {admin} ({e}); see .ci/run")
+                    });
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+                (Some(format!("{base}/{name}")), Some(name))
+            }
+        };
+        let config = Config::from_args(&ServerArgs {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            data_dir: Some(dir.path().to_path_buf()),
+            database_url,
+            public_url: None,
+            smtp_url: None,
+            smtp_from: None,
+            jwt_secret: None,
+            cors_origins: vec![],
+            ice_servers: vec![],
+            turn_username: None,
+            turn_credential: None,
+            reconnect_grace_secs: 15,
+            udp_ports: None,
+            public_ip: None,
+        })
+        .unwrap();
+        let server = Server::start(config).await.unwrap();
+        let base = format!("http://{}", server.addr);
+        Env {
+            api: Api::new(&base),
+            base,
+            server: Some(server),
+            _dir: dir,
+            pg_database,
+        }
+    }
+
+    /// Registers `name` and signs in; the access token.
+    pub async fn user(&self, name: &str) -> String {
+        self.api
+            .register(&RegisterRequest {
+                username: name.into(),
+                email: format!("{name}@example.com"),
+                password: PASSWORD.into(),
+                display_name: None,
+            })
+            .await
+            .unwrap();
+        self.api.login(name, PASSWORD).await.unwrap().access_token
+    }
+
+    pub async fn room(&self, token: &str, name: &str) -> String {
+        self.api
+            .create_room(
+                token,
+                &CreateRoomRequest {
+                    name: name.into(),
+                    privacy: Privacy::Public,
+                    password: None,
+                    max_participants: None,
+                    expires_at: None,
+                },
+            )
+            .await
+            .unwrap()
+            .id
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop().await;
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_database.take() else {
+            return;
+        };
+        let admin = postgres_admin_url();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
