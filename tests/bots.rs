@@ -2,9 +2,12 @@
 //! and the content checks pass; a late joiner gets video at once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use convo_client::call::{self, CallOptions};
+use convo_client::media::{self, MediaBackend};
 use convo_client::stats::{BotReport, TrackReport};
 use convo_e2e::{Backend, Env, on_both_databases};
 
@@ -79,7 +82,11 @@ async fn three_bots_see_and_hear_each_other(backend: Backend) {
         for other in others {
             let audio = track(me, &other.participant_id, "audio");
             assert_good(audio);
-            assert_eq!(audio.pitch_hz, Some(440.0));
+            // (content_ok holds the pitch to 440 Hz ± 3 %.)
+            assert!(audio.pitch_hz.is_some(), "{audio:?}");
+            // Every second's marker arrived, in order, soon after it was captured.
+            assert!(audio.markers >= 3, "{audio:?}");
+            assert!(audio.latency_p50_ms.is_some_and(|l| l < 500), "{audio:?}");
             let video = track(me, &other.participant_id, "video");
             assert_good(video);
             assert!(video.latency_p50_ms.is_some());
@@ -104,12 +111,15 @@ async fn late_joiner_gets_video_at_once(backend: Backend) {
     // Join once the early bot's stream has long passed its first (and only scheduled)
     // keyframe: the next scheduled one is 30 s away.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    // The late joiner hands what it decodes to sinks of its own backend.
+    let sinks = Recorder::default();
     let late = call::run(
         &base,
         &tb,
         CallOptions {
             audio: false,
             video: false,
+            backend: Some(media::Backend(Arc::new(sinks.clone()))),
             ..opts(&room, 4)
         },
     )
@@ -119,7 +129,77 @@ async fn late_joiner_gets_video_at_once(backend: Backend) {
     let video = track(&late, &early.participant_id, "video");
     assert_good(video);
     assert!(video.frames_decoded > 10, "{video:?}");
+    let audio = track(&late, &early.participant_id, "audio");
+    assert_good(audio);
+    // Every decoded frame reached the sinks, whole, for the right track.
+    let got = sinks.0.lock().unwrap().clone();
+    let video_id = format!("{}:video", early.participant_id);
+    let audio_id = format!("{}:audio", early.participant_id);
+    assert_eq!(got.get(&video_id).map(|r| r.0), Some(video.frames_decoded));
+    assert_eq!(got[&video_id].1, (320, 240));
+    assert_eq!(
+        got.get(&audio_id).map(|r| r.0),
+        Some(audio.frames_decoded + audio.concealed_frames)
+    );
+    assert_eq!(got[&audio_id].1, (960, 1));
     env.stop().await;
+}
+
+/// Per track: frames given, and the last one's size.
+type Seen = HashMap<String, (u64, (usize, usize))>;
+
+/// A backend whose sinks count what they are given.
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Seen>>);
+
+struct RecorderSink(Recorder, String);
+
+impl media::VideoSink for RecorderSink {
+    fn frame(&mut self, f: &media::DecodedVideo<'_>) {
+        assert!(f.y.len() >= f.strides.0 * f.height, "whole Y plane");
+        let mut m = self.0.0.lock().unwrap();
+        let e = m.entry(self.1.clone()).or_default();
+        e.0 += 1;
+        e.1 = (f.width, f.height);
+    }
+}
+
+impl media::AudioSink for RecorderSink {
+    fn play(&mut self, pcm: &[i16]) {
+        let mut m = self.0.0.lock().unwrap();
+        let e = m.entry(self.1.clone()).or_default();
+        e.0 += 1;
+        e.1 = (pcm.len(), 1);
+    }
+}
+
+impl MediaBackend for Recorder {
+    fn microphone(&self) -> Result<Box<dyn media::AudioSource>, media::MediaError> {
+        media::Synthetic {
+            tone_hz: 440.0,
+            fps: 15,
+        }
+        .microphone()
+    }
+    fn camera(&self) -> Result<Box<dyn media::VideoSource>, media::MediaError> {
+        media::Synthetic {
+            tone_hz: 440.0,
+            fps: 15,
+        }
+        .camera()
+    }
+    fn screen(&self) -> Result<Box<dyn media::VideoSource>, media::MediaError> {
+        Err(media::MediaError::Unavailable {
+            device: "screen".into(),
+            reason: "not in this test".into(),
+        })
+    }
+    fn audio_sink(&self, t: &media::RemoteTrack) -> Option<Box<dyn media::AudioSink>> {
+        Some(Box::new(RecorderSink(self.clone(), t.track_id.clone())))
+    }
+    fn video_sink(&self, t: &media::RemoteTrack) -> Option<Box<dyn media::VideoSink>> {
+        Some(Box::new(RecorderSink(self.clone(), t.track_id.clone())))
+    }
 }
 
 async fn the_one_speaking_is_the_active_speaker(backend: Backend) {

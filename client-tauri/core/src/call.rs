@@ -1,5 +1,6 @@
-//! A call: join a room over signaling, publish synthetic audio, camera and screen on the
-//! `publish` connection, receive and decode everyone else's on `subscribe`, and measure it.
+//! A call: join a room over signaling, publish audio, camera and screen from the backend's
+//! sources on the `publish` connection, receive everyone else's on `subscribe` through a
+//! jitter buffer, decode it, hand it to the backend's sinks, and measure it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use convo_shared::signal::TrackKind;
 use convo_shared::signal::{ClientMessage, IceCandidate, ServerMessage, Transport};
 use openh264::OpenH264API;
 use openh264::encoder::{BitRate, Encoder, EncoderConfig, FrameRate, IntraFramePeriod};
@@ -36,9 +38,14 @@ use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSampl
 use webrtc::track::track_remote::TrackRemote;
 
 use crate::ClientError;
+use crate::jitter::{JitterBuffer, Released};
+use crate::media::{
+    AUDIO_FRAME, AudioSink, AudioSource, Backend, DecodedVideo, MediaBackend, RemoteTrack,
+    Synthetic, VideoSink, VideoSource,
+};
 use crate::signal::Signaling;
 use crate::stats::{BotReport, TrackStats};
-use crate::synth::{self, FrameCode, Pattern};
+use crate::synth::{self, MarkerDetector};
 
 /// What to publish and for how long.
 #[derive(Debug, Clone)]
@@ -52,6 +59,8 @@ pub struct CallOptions {
     pub tone_hz: f64,
     pub fps: u32,
     pub duration: Duration,
+    /// Where media comes from and goes; `None` is [`Synthetic`] with `tone_hz` and `fps`.
+    pub backend: Option<Backend>,
 }
 
 impl Default for CallOptions {
@@ -65,6 +74,7 @@ impl Default for CallOptions {
             tone_hz: 440.0,
             fps: 15,
             duration: Duration::from_secs(10),
+            backend: None,
         }
     }
 }
@@ -158,10 +168,21 @@ pub async fn run(base: &str, token: &str, opts: CallOptions) -> Result<BotReport
     let stop = Arc::new(AtomicBool::new(false));
     let stats: Stats = Arc::default();
 
+    let backend: Arc<dyn MediaBackend> = match &opts.backend {
+        Some(b) => b.0.clone(),
+        None => Arc::new(Synthetic {
+            tone_hz: opts.tone_hz,
+            fps: opts.fps,
+        }),
+    };
+
     // Publish.
     let publish = Arc::new(api.new_peer_connection(RTCConfiguration::default()).await?);
     watch_candidates(&publish, Transport::Publish, sig.sender());
     if opts.audio {
+        let source = backend
+            .microphone()
+            .map_err(|e| ClientError::Media(e.to_string()))?;
         let track = Arc::new(TrackLocalStaticSample::new(
             RTCRtpCodecCapability {
                 mime_type: MIME_TYPE_OPUS.to_owned(),
@@ -175,15 +196,18 @@ pub async fn run(base: &str, token: &str, opts: CallOptions) -> Result<BotReport
         publish
             .add_track(track.clone() as Arc<dyn TrackLocal + Send + Sync>)
             .await?;
-        tokio::spawn(send_tone(track, opts.tone_hz, stop.clone()));
+        send_audio(track, source, stop.clone());
     }
-    for (on, id, pattern) in [
-        (opts.video, "video", Pattern::Camera),
-        (opts.screen, "screen", Pattern::Screen),
-    ] {
+    for (on, id) in [(opts.video, "video"), (opts.screen, "screen")] {
         if !on {
             continue;
         }
+        let source = if id == "video" {
+            backend.camera()
+        } else {
+            backend.screen()
+        }
+        .map_err(|e| ClientError::Media(e.to_string()))?;
         let track = Arc::new(TrackLocalStaticSample::new(
             RTCRtpCodecCapability {
                 mime_type: MIME_TYPE_H264.to_owned(),
@@ -211,7 +235,7 @@ pub async fn run(base: &str, token: &str, opts: CallOptions) -> Result<BotReport
                 }
             }
         });
-        send_video(track, pattern, opts.fps, keyframe, stop.clone());
+        send_video(track, source, keyframe, stop.clone());
     }
     if opts.audio || opts.video || opts.screen {
         let offer = publish.create_offer(None).await?;
@@ -254,11 +278,13 @@ pub async fn run(base: &str, token: &str, opts: CallOptions) -> Result<BotReport
                         watch_candidates(&pc, Transport::Subscribe, sig.sender());
                         let stats = stats.clone();
                         let weak = Arc::downgrade(&pc);
+                        let backend = backend.clone();
                         pc.on_track(Box::new(move |track, _, _| {
                             let stats = stats.clone();
                             let pc = weak.clone();
+                            let backend = backend.clone();
                             tokio::spawn(async move {
-                                receive(track, stats, joined_at, pc).await;
+                                receive(track, stats, joined_at, pc, backend).await;
                             });
                             Box::pin(async {})
                         }));
@@ -317,51 +343,73 @@ pub async fn run(base: &str, token: &str, opts: CallOptions) -> Result<BotReport
     })
 }
 
-/// Opus-encoded tone in 20 ms frames, in real time.
-async fn send_tone(track: Arc<TrackLocalStaticSample>, hz: f64, stop: Arc<AtomicBool>) {
-    let Ok(mut enc) = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Audio)
-    else {
-        return;
-    };
-    let mut ticker = tokio::time::interval(Duration::from_millis(20));
-    let mut n: u64 = 0;
-    let mut buf = vec![0u8; 4000];
-    while !stop.load(Ordering::Relaxed) {
-        ticker.tick().await;
-        let pcm = synth::tone(hz, n, 960);
-        n += 960;
-        let Ok(len) = enc.encode(&pcm, &mut buf) else {
-            continue;
-        };
-        let sample = Sample {
-            data: Bytes::copy_from_slice(&buf[..len]),
-            duration: Duration::from_millis(20),
-            ..Default::default()
-        };
-        let level = HeaderExtension::AudioLevel(AudioLevelExtension {
-            level: audio_level(&pcm),
-            voice: hz > 0.0,
-        });
-        if track
-            .write_sample_with_extensions(&sample, &[level])
-            .await
-            .is_err()
-        {
+/// Opus-encodes the source's 20 ms frames on a thread of its own (sources block until their
+/// next frame is captured) and hands them, with their RFC 6464 level, to an async writer.
+fn send_audio(
+    track: Arc<TrackLocalStaticSample>,
+    mut source: Box<dyn AudioSource>,
+    stop: Arc<AtomicBool>,
+) {
+    let (tx, mut rx) = mpsc::channel::<(Vec<u8>, u8)>(16);
+    let stop2 = stop.clone();
+    std::thread::spawn(move || {
+        let Ok(mut enc) = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip)
+        else {
+            tracing::error!("Opus encoder unavailable");
             return;
+        };
+        let mut buf = vec![0u8; 4000];
+        while !stop2.load(Ordering::Relaxed) {
+            let pcm = match source.read() {
+                Ok(pcm) => pcm,
+                Err(e) => {
+                    tracing::warn!(error = %e, "microphone stopped");
+                    return;
+                }
+            };
+            let Ok(len) = enc.encode(&pcm, &mut buf) else {
+                continue;
+            };
+            if tx
+                .blocking_send((buf[..len].to_vec(), audio_level(&pcm)))
+                .is_err()
+            {
+                return;
+            }
         }
-    }
+    });
+    tokio::spawn(async move {
+        while let Some((data, level)) = rx.recv().await {
+            let sample = Sample {
+                data: Bytes::from(data),
+                duration: Duration::from_millis(20),
+                ..Default::default()
+            };
+            let level = HeaderExtension::AudioLevel(AudioLevelExtension {
+                level,
+                voice: level < 127,
+            });
+            if track
+                .write_sample_with_extensions(&sample, &[level])
+                .await
+                .is_err()
+            {
+                stop.store(true, Ordering::Relaxed);
+                return;
+            }
+        }
+    });
 }
 
-/// Synthetic frames encoded with OpenH264 on a thread of their own (the encoder is not
-/// `Send`), handed to an async writer.
+/// Frames from the source encoded with OpenH264 on a thread of their own (the encoder is not
+/// `Send`; the source blocks until its next frame), handed to an async writer.
 fn send_video(
     track: Arc<TrackLocalStaticSample>,
-    pattern: Pattern,
-    fps: u32,
+    mut source: Box<dyn VideoSource>,
     keyframe: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 ) {
-    let fps = fps.clamp(1, 60);
+    let fps = source.fps().clamp(1, 60);
     let interval = Duration::from_secs_f64(1.0 / f64::from(fps));
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
     let stop2 = stop.clone();
@@ -376,27 +424,27 @@ fn send_video(
             tracing::error!("OpenH264 encoder unavailable");
             return;
         };
-        let start = Instant::now();
-        let mut n: u32 = 0;
         while !stop2.load(Ordering::Relaxed) {
+            let frame = match source.next_frame() {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!(error = %e, "video source stopped");
+                    return;
+                }
+            };
+            if frame.width % 2 != 0 || frame.height % 2 != 0 {
+                tracing::warn!(frame.width, frame.height, "odd frame size dropped");
+                continue;
+            }
             if keyframe.swap(false, Ordering::Relaxed) {
                 enc.force_intra_frame();
             }
-            let code = FrameCode {
-                counter: n,
-                capture_ms: synth::now_ms32(),
-            };
-            let yuv = YUVBuffer::from_vec(synth::frame(code, pattern), synth::WIDTH, synth::HEIGHT);
+            let yuv = YUVBuffer::from_vec(frame.i420, frame.width, frame.height);
             if let Ok(bits) = enc.encode(&yuv) {
                 let data = bits.to_vec();
                 if !data.is_empty() && tx.blocking_send(data).is_err() {
                     return;
                 }
-            }
-            n += 1;
-            let next = start + interval * n;
-            if let Some(wait) = next.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
             }
         }
     });
@@ -415,84 +463,222 @@ fn send_video(
     });
 }
 
-/// Receives one remote track until it ends: counts packets, reassembles and decodes frames,
-/// checks their content.
+/// How long a gap may hold up the packets after it (a NACK retransmission on a good network
+/// takes one round trip), and how many packets the buffer holds at most.
+const AUDIO_JITTER: (Duration, usize) = (Duration::from_millis(60), 50);
+const VIDEO_JITTER: (Duration, usize) = (Duration::from_millis(150), 600);
+
+/// The RTP packets of a track in sequence order, through a jitter buffer; `None` when the
+/// track has ended and everything held has been released.
+struct Ordered {
+    track: Arc<TrackRemote>,
+    jb: JitterBuffer<webrtc::rtp::packet::Packet>,
+    ended: bool,
+    stats: Stats,
+    track_id: String,
+}
+
+impl Ordered {
+    async fn next(&mut self) -> Option<Released<webrtc::rtp::packet::Packet>> {
+        loop {
+            if let Some(r) = self.jb.pop(Instant::now()) {
+                return Some(r);
+            }
+            if self.ended {
+                // Release what is left, gaps and all.
+                return self.jb.pop(Instant::now() + Duration::from_secs(3600));
+            }
+            let read = self.track.read_rtp();
+            let got = match self.jb.deadline() {
+                Some(d) => match tokio::time::timeout_at(d.into(), read).await {
+                    Ok(r) => r,
+                    Err(_) => continue,
+                },
+                None => read.await,
+            };
+            match got {
+                Ok((packet, _)) => {
+                    if let Some(t) = lock(&self.stats).get_mut(&self.track_id) {
+                        t.packets += 1;
+                    }
+                    self.jb
+                        .push(packet.header.sequence_number, Instant::now(), packet);
+                }
+                Err(_) => self.ended = true,
+            }
+        }
+    }
+}
+
+/// Whether an Annex-B access unit holds an IDR picture (decodable on its own).
+fn has_idr(annex_b: &[u8]) -> bool {
+    annex_b
+        .windows(4)
+        .any(|w| w[0] == 0 && w[1] == 0 && w[2] == 1 && w[3] & 0x1F == 5)
+}
+
+/// Receives one remote track until it ends: orders its packets, conceals or skips what was
+/// lost, decodes, checks the content, and hands the media to the backend's sink.
 async fn receive(
     track: Arc<TrackRemote>,
     stats: Stats,
     joined_at: Instant,
     pc: std::sync::Weak<RTCPeerConnection>,
+    backend: Arc<dyn MediaBackend>,
 ) {
     let participant = track.stream_id();
     let track_id = track.id();
     let kind = match track.kind() {
-        RTPCodecType::Audio => "audio",
-        _ if track_id.ends_with("screen") => "screen",
-        _ => "video",
+        RTPCodecType::Audio => TrackKind::Audio,
+        _ if track_id.ends_with("screen") => TrackKind::Screen,
+        _ => TrackKind::Video,
+    };
+    let label = match kind {
+        TrackKind::Audio => "audio",
+        TrackKind::Video => "video",
+        TrackKind::Screen => "screen",
     };
     lock(&stats).insert(
         track_id.clone(),
-        TrackStats::new(&participant, &track_id, kind),
+        TrackStats::new(&participant, &track_id, label),
     );
+    let remote = RemoteTrack {
+        participant_id: participant.clone(),
+        track_id: track_id.clone(),
+        kind,
+    };
     let since_join = move || joined_at.elapsed().as_millis() as u64;
-    if kind == "audio" {
-        let Ok(mut dec) = opus::Decoder::new(48_000, opus::Channels::Mono) else {
-            return;
-        };
-        let mut pcm = vec![0i16; 5760];
-        let mut window: Vec<i16> = Vec::new();
-        while let Ok((packet, _)) = track.read_rtp().await {
-            let decoded = dec.decode(&packet.payload, &mut pcm, false).ok();
-            let mut pitch = None;
-            if let Some(n) = decoded {
-                window.extend_from_slice(&pcm[..n]);
-                if window.len() >= 48_000 + 5 * 960 {
-                    let w = &window[window.len() - 48_000..];
-                    pitch = Some(synth::pitch(w, 48_000));
-                    window.drain(..window.len() - 48_000);
+    let (wait, capacity) = if kind == TrackKind::Audio {
+        AUDIO_JITTER
+    } else {
+        VIDEO_JITTER
+    };
+    let mut ordered = Ordered {
+        track: track.clone(),
+        jb: JitterBuffer::new(wait, capacity),
+        ended: false,
+        stats: stats.clone(),
+        track_id: track_id.clone(),
+    };
+    if kind == TrackKind::Audio {
+        let sink = backend.audio_sink(&remote);
+        receive_audio(&mut ordered, sink, since_join).await;
+    } else {
+        let sink = backend.video_sink(&remote);
+        receive_video(&mut ordered, sink, since_join, pc).await;
+    }
+    if let Some(t) = lock(&stats).get_mut(&track_id) {
+        t.ended = true;
+        t.jitter = ordered.jb.stats;
+    }
+}
+
+async fn receive_audio(
+    ordered: &mut Ordered,
+    mut sink: Option<Box<dyn AudioSink>>,
+    since_join: impl Fn() -> u64,
+) {
+    let Ok(mut dec) = opus::Decoder::new(48_000, opus::Channels::Mono) else {
+        return;
+    };
+    let mut pcm = vec![0i16; 5760];
+    let mut pitch_meter = synth::PitchMeter::default();
+    let mut markers = MarkerDetector::default();
+    while let Some(released) = ordered.next().await {
+        // A lost packet is concealed (up to 100 ms; longer gaps are silence to the sink).
+        let (frames, concealed) = match released {
+            Released::Packet(p) => match dec.decode(&p.payload, &mut pcm, false) {
+                Ok(n) => (vec![pcm[..n].to_vec()], false),
+                Err(_) => continue,
+            },
+            Released::Lost(k) => {
+                let mut out = Vec::new();
+                for _ in 0..k.min(5) {
+                    // Empty input: concealment, as long as the buffer it is given.
+                    if let Ok(n) = dec.decode(&[], &mut pcm[..AUDIO_FRAME], false) {
+                        out.push(pcm[..n].to_vec());
+                    }
                 }
+                (out, true)
             }
-            let mut s = lock(&stats);
-            if let Some(t) = s.get_mut(&track_id) {
-                t.packets += 1;
-                if decoded.is_some() {
+        };
+        for frame in frames {
+            if let Some(sink) = sink.as_mut() {
+                sink.play(&frame);
+            }
+            let onset = markers.feed(&frame);
+            // The pitch of the tone, markers left out.
+            let pitch = if MarkerDetector::is_marker(&frame) || concealed {
+                pitch_meter.gap();
+                None
+            } else {
+                pitch_meter.feed(&frame)
+            };
+            let now_ms = synth::now_ms64();
+            let mut s = lock(&ordered.stats);
+            if let Some(t) = s.get_mut(&ordered.track_id) {
+                if concealed {
+                    t.concealed_frames += 1;
+                } else {
                     t.audio_frame(since_join(), pitch);
+                }
+                if onset {
+                    t.audio_marker(now_ms, synth::marker_latency_ms(now_ms));
                 }
             }
         }
-    } else {
-        // Decoding on a thread of its own (the decoder is not `Send`).
-        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-        let decoded_any = Arc::new(AtomicBool::new(false));
-        let (stats2, tid, flag) = (stats.clone(), track_id.clone(), decoded_any.clone());
-        std::thread::spawn(move || {
-            let Ok(mut dec) = openh264::decoder::Decoder::new() else {
-                return;
-            };
-            while let Ok(frame) = rx.recv() {
-                let yuv = match dec.decode(&frame) {
-                    Ok(Some(yuv)) => yuv,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        // Typically: P-frames before the first keyframe.
-                        tracing::debug!(error = %e, "frame not decoded");
-                        continue;
-                    }
-                };
-                let (w, h) = yuv.dimensions();
-                let code = synth::read_code(yuv.y(), yuv.strides().0, w, h);
-                let latency = code.map(|c| synth::elapsed_ms(c.capture_ms, synth::now_ms32()));
-                flag.store(true, Ordering::Relaxed);
-                if let Some(t) = lock(&stats2).get_mut(&tid) {
-                    t.video_frame(code, since_join(), latency);
+    }
+}
+
+async fn receive_video(
+    ordered: &mut Ordered,
+    mut sink: Option<Box<dyn VideoSink>>,
+    since_join: impl Fn() -> u64 + Send + 'static,
+    pc: std::sync::Weak<RTCPeerConnection>,
+) {
+    // Decoding on a thread of its own (the decoder is not `Send`).
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let (stats, tid) = (ordered.stats.clone(), ordered.track_id.clone());
+    std::thread::spawn(move || {
+        let Ok(mut dec) = openh264::decoder::Decoder::new() else {
+            return;
+        };
+        while let Ok(frame) = rx.recv() {
+            let yuv = match dec.decode(&frame) {
+                Ok(Some(yuv)) => yuv,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::debug!(error = %e, "frame not decoded");
+                    continue;
                 }
+            };
+            let (w, h) = yuv.dimensions();
+            let code = synth::read_code(yuv.y(), yuv.strides().0, w, h);
+            let latency = code.map(|c| synth::elapsed_ms(c.capture_ms, synth::now_ms32()));
+            if let Some(t) = lock(&stats).get_mut(&tid) {
+                t.video_frame(code, since_join(), latency);
             }
-        });
-        // Until the first frame decodes, ask for a keyframe every half second.
-        let media_ssrc = track.ssrc();
-        let pli_flag = decoded_any.clone();
-        tokio::spawn(async move {
-            while !pli_flag.load(Ordering::Relaxed) {
+            if let Some(sink) = sink.as_mut() {
+                sink.frame(&DecodedVideo {
+                    width: w,
+                    height: h,
+                    y: yuv.y(),
+                    u: yuv.u(),
+                    v: yuv.v(),
+                    strides: yuv.strides(),
+                });
+            }
+        }
+    });
+    // Until a keyframe arrives (at the start, and after a loss the jitter buffer gave up on),
+    // ask for one every half second; frames that depend on what was lost are not decoded.
+    let need_keyframe = Arc::new(AtomicBool::new(true));
+    let media_ssrc = ordered.track.ssrc();
+    let (want, done) = (need_keyframe.clone(), Arc::new(AtomicBool::new(false)));
+    let done2 = done.clone();
+    tokio::spawn(async move {
+        while !done2.load(Ordering::Relaxed) {
+            if want.load(Ordering::Relaxed) {
                 let Some(pc) = pc.upgrade() else { return };
                 let pli = PictureLossIndication {
                     sender_ssrc: 0,
@@ -501,25 +687,64 @@ async fn receive(
                 if pc.write_rtcp(&[Box::new(pli)]).await.is_err() {
                     return;
                 }
-                drop(pc);
-                tokio::time::sleep(Duration::from_millis(500)).await;
             }
-        });
-        let mut depacketizer = H264Packet::default();
-        let mut frame = BytesMut::new();
-        while let Ok((packet, _)) = track.read_rtp().await {
-            if let Some(t) = lock(&stats).get_mut(&track_id) {
-                t.packets += 1;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    let mut depacketizer = H264Packet::default();
+    let mut frame = BytesMut::new();
+    while let Some(released) = ordered.next().await {
+        let packet = match released {
+            Released::Packet(p) => p,
+            Released::Lost(_) => {
+                frame.clear();
+                need_keyframe.store(true, Ordering::Relaxed);
+                continue;
             }
-            if let Ok(nals) = depacketizer.depacketize(&packet.payload) {
-                frame.extend_from_slice(&nals);
+        };
+        if let Ok(nals) = depacketizer.depacketize(&packet.payload) {
+            frame.extend_from_slice(&nals);
+        }
+        if packet.header.marker && !frame.is_empty() {
+            let unit = frame.split();
+            if need_keyframe.load(Ordering::Relaxed) {
+                if !has_idr(&unit) {
+                    if let Some(t) = lock(&ordered.stats).get_mut(&ordered.track_id) {
+                        t.frames_skipped += 1;
+                    }
+                    continue;
+                }
+                need_keyframe.store(false, Ordering::Relaxed);
             }
-            if packet.header.marker && !frame.is_empty() {
-                let _ = tx.send(frame.split().to_vec());
-            }
+            let _ = tx.send(unit.to_vec());
         }
     }
-    if let Some(t) = lock(&stats).get_mut(&track_id) {
-        t.ended = true;
+    done.store(true, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idr_units_are_recognised() {
+        // SPS, PPS, IDR slice.
+        let idr = [
+            0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x68, 0xCE, 0, 0, 1, 0x65, 0x88,
+        ];
+        assert!(has_idr(&idr));
+        // A non-IDR slice.
+        assert!(!has_idr(&[0, 0, 0, 1, 0x41, 0x9A, 0x02]));
+        assert!(!has_idr(&[]));
+    }
+
+    #[test]
+    fn levels_follow_loudness() {
+        assert_eq!(audio_level(&[]), 127);
+        assert_eq!(audio_level(&[0; 960]), 127);
+        let loud = synth::tone(440.0, 0, 960);
+        let quiet: Vec<i16> = loud.iter().map(|s| s / 100).collect();
+        assert!(audio_level(&loud) < 15);
+        assert!(audio_level(&quiet) > audio_level(&loud) + 35);
     }
 }

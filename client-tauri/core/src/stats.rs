@@ -25,6 +25,16 @@ pub struct TrackStats {
     latencies_ms: Vec<u32>,
     /// Audio: the measured pitch of the last second.
     pub pitch_hz: Option<f64>,
+    /// Audio: marker onsets found, and how many came at the wrong time.
+    pub markers: u64,
+    pub marker_errors: u64,
+    last_marker_ms: Option<u64>,
+    /// Audio frames made up for lost packets; video frames not decoded while waiting for a
+    /// keyframe.
+    pub concealed_frames: u64,
+    pub frames_skipped: u64,
+    /// What the jitter buffer saw.
+    pub jitter: crate::jitter::JitterStats,
     pub ended: bool,
 }
 
@@ -81,6 +91,22 @@ impl TrackStats {
         }
     }
 
+    /// An audio marker's onset decoded at unix time `now_ms`, `latency_ms` after its capture.
+    /// Markers start every wall-clock second: one that does not follow the previous by a
+    /// whole number of seconds (±150 ms) means audio arrived out of order or at the wrong pace.
+    pub fn audio_marker(&mut self, now_ms: u64, latency_ms: u32) {
+        self.markers += 1;
+        if let Some(last) = self.last_marker_ms {
+            let gap = now_ms.saturating_sub(last);
+            let off = (gap + 500) % 1000;
+            if gap < 850 || !(350..=650).contains(&off) {
+                self.marker_errors += 1;
+            }
+        }
+        self.last_marker_ms = Some(now_ms);
+        self.latencies_ms.push(latency_ms);
+    }
+
     fn percentile(&self, p: f64) -> Option<u32> {
         if self.latencies_ms.is_empty() {
             return None;
@@ -104,9 +130,13 @@ impl TrackStats {
         };
         let content_ok = self.frames_decoded > 0
             && match self.kind.as_str() {
-                "audio" => self
-                    .pitch_hz
-                    .is_some_and(|hz| (hz - expected_hz).abs() < expected_hz * 0.03),
+                // The tone's pitch, and its second markers, on time.
+                "audio" => {
+                    self.pitch_hz
+                        .is_some_and(|hz| (hz - expected_hz).abs() < expected_hz * 0.03)
+                        && self.markers > 0
+                        && self.marker_errors == 0
+                }
                 _ => {
                     // Every frame's code read back, in order (a lost frame is fine; a
                     // garbled or reordered one is not).
@@ -126,6 +156,11 @@ impl TrackStats {
             join_to_first_frame_ms: self.join_to_first_frame_ms,
             latency_p50_ms: self.percentile(0.5),
             latency_p99_ms: self.percentile(0.99),
+            markers: self.markers,
+            lost_packets: self.jitter.lost,
+            reordered_packets: self.jitter.reordered,
+            concealed_frames: self.concealed_frames,
+            frames_skipped: self.frames_skipped,
             ended: self.ended,
         }
     }
@@ -144,9 +179,18 @@ pub struct TrackReport {
     pub content_ok: bool,
     pub pitch_hz: Option<f64>,
     pub join_to_first_frame_ms: Option<u64>,
-    /// Capture-to-decode latency of video frames.
+    /// Capture-to-decode latency: of video frames (their capture time), of audio markers.
     pub latency_p50_ms: Option<u32>,
     pub latency_p99_ms: Option<u32>,
+    /// Audio: second markers found.
+    pub markers: u64,
+    /// Packets the jitter buffer gave up on, and packets it put back in order.
+    pub lost_packets: u64,
+    pub reordered_packets: u64,
+    /// Audio frames concealed (packet loss concealment) in place of lost packets.
+    pub concealed_frames: u64,
+    /// Video frames not decoded while waiting for a keyframe (after a loss, or at the start).
+    pub frames_skipped: u64,
     pub ended: bool,
 }
 
@@ -202,10 +246,22 @@ mod tests {
     }
 
     #[test]
-    fn audio_checks_the_pitch() {
+    fn audio_checks_the_pitch_and_the_markers() {
         let mut s = TrackStats::new("p", "t", "audio");
         s.audio_frame(0, Some(441.0));
-        assert!(s.report(440.0).content_ok);
+        // No marker yet: not proven.
+        assert!(!s.report(440.0).content_ok);
+        s.audio_marker(10_030, 30);
+        s.audio_marker(11_045, 45);
+        // One lost marker is a loss, not disorder.
+        s.audio_marker(13_020, 20);
+        let r = s.report(440.0);
+        assert!(r.content_ok, "{r:?}");
+        assert_eq!(r.markers, 3);
+        assert_eq!(r.latency_p50_ms, Some(30));
         assert!(!s.report(660.0).content_ok);
+        // A marker half a second off: wrong.
+        s.audio_marker(13_520, 20);
+        assert!(!s.report(440.0).content_ok);
     }
 }

@@ -215,18 +215,27 @@ pub fn marker_latency_ms(now_ms: u64) -> u32 {
     (now_ms % 1000) as u32
 }
 
-/// A microphone that plays the tone with markers, in real time.
+/// A microphone that plays the tone with markers, in real time. Its sample clock starts at
+/// the wall-clock time it was opened and runs at exactly 48 kHz (as a sound card's does), so
+/// the tone is continuous whatever the scheduling jitter of the thread reading it.
 #[derive(Debug)]
 pub struct SyntheticMic {
     hz: f64,
-    next: std::time::Instant,
+    opened_us: u64,
+    opened: std::time::Instant,
+    frames: u64,
 }
 
 impl SyntheticMic {
     pub fn new(hz: f64) -> Self {
+        let opened_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
         SyntheticMic {
             hz,
-            next: std::time::Instant::now(),
+            opened_us,
+            opened: std::time::Instant::now(),
+            frames: 0,
         }
     }
 }
@@ -234,23 +243,21 @@ impl SyntheticMic {
 impl crate::media::AudioSource for SyntheticMic {
     fn read(&mut self) -> Result<Vec<i16>, crate::media::MediaError> {
         use crate::media::AUDIO_FRAME;
-        self.next += std::time::Duration::from_millis(20);
+        const FRAME: std::time::Duration = std::time::Duration::from_millis(20);
+        // Like a sound card: the frame handed over at the end of its 20 ms.
+        let due = self.opened + FRAME * (self.frames as u32 + 1);
         let now = std::time::Instant::now();
-        match self.next.checked_duration_since(now) {
+        match due.checked_duration_since(now) {
             Some(wait) => std::thread::sleep(wait),
-            // Far behind (the thread was starved): start afresh rather than burst.
-            None if now - self.next > std::time::Duration::from_millis(200) => self.next = now,
+            // Far behind (the reader was starved): drop what was missed, as a device overruns.
+            None if now - due > FRAME * 10 => {
+                self.frames = ((now - self.opened).as_millis() / 20) as u64;
+            }
             None => {}
         }
-        // Like a sound card: the frame handed over now holds the last 20 ms.
-        let end_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        Ok(tone_with_markers(
-            self.hz,
-            end_us.saturating_sub(20_000),
-            AUDIO_FRAME,
-        ))
+        let start_us = self.opened_us + self.frames * 20_000;
+        self.frames += 1;
+        Ok(tone_with_markers(self.hz, start_us, AUDIO_FRAME))
     }
 }
 
@@ -298,16 +305,48 @@ impl crate::media::VideoSource for SyntheticVideo {
     }
 }
 
-/// The dominant pitch of a stretch of audio, from zero crossings.
-pub fn pitch(samples: &[i16], rate: u32) -> f64 {
-    if samples.len() < 2 {
-        return 0.0;
+/// Measures the pitch of decoded audio from its zero crossings, with hysteresis (coding noise
+/// around zero does not count) and across gaps (frames left out, such as markers, end a run;
+/// no crossing is counted across the splice).
+#[derive(Debug, Default)]
+pub struct PitchMeter {
+    /// Which side of zero the signal was last seen on, beyond the threshold: -1, 0 (unknown), 1.
+    side: i8,
+    crossings: u64,
+    samples: u64,
+}
+
+impl PitchMeter {
+    const THRESHOLD: i16 = 600;
+
+    /// Feeds consecutive audio; returns the pitch once a second's worth has been measured.
+    pub fn feed(&mut self, frame: &[i16]) -> Option<f64> {
+        for &x in frame {
+            let side = if x > Self::THRESHOLD {
+                1
+            } else if x < -Self::THRESHOLD {
+                -1
+            } else {
+                continue;
+            };
+            if self.side != 0 && side != self.side {
+                self.crossings += 1;
+            }
+            self.side = side;
+        }
+        self.samples += frame.len() as u64;
+        (self.samples >= 48_000).then(|| {
+            let hz = self.crossings as f64 / 2.0 / (self.samples as f64 / 48_000.0);
+            self.crossings = 0;
+            self.samples = 0;
+            hz
+        })
     }
-    let crossings = samples
-        .windows(2)
-        .filter(|p| (p[0] < 0) != (p[1] < 0))
-        .count();
-    crossings as f64 / 2.0 / (samples.len() as f64 / f64::from(rate))
+
+    /// The audio does not continue from what was fed last.
+    pub fn gap(&mut self) {
+        self.side = 0;
+    }
 }
 
 #[cfg(test)]
@@ -401,9 +440,28 @@ mod tests {
     }
 
     #[test]
-    fn pitch_of_a_tone() {
-        let s = tone(440.0, 0, 48_000);
-        assert!((pitch(&s, 48_000) - 440.0).abs() < 2.0);
-        assert_eq!(pitch(&[], 48_000), 0.0);
+    fn pitch_of_a_tone_across_gaps_and_noise() {
+        let mut m = PitchMeter::default();
+        let mut got = None;
+        let mut start = 0u64;
+        // 440 Hz with a little noise, in 20 ms frames, every fifth frame left out.
+        for f in 0..80u64 {
+            let mut frame = tone(440.0, start, 960);
+            for (i, x) in frame.iter_mut().enumerate() {
+                *x = x.saturating_add(if i % 2 == 0 { 300 } else { -300 });
+            }
+            start += 960;
+            if f % 5 == 4 {
+                m.gap();
+                continue;
+            }
+            if let Some(hz) = m.feed(&frame) {
+                got = Some(hz);
+            }
+        }
+        let hz = got.expect("a second measured");
+        assert!((hz - 440.0).abs() < 4.0, "{hz}");
+        let mut m = PitchMeter::default();
+        assert_eq!(m.feed(&[0; 48_000]), Some(0.0));
     }
 }

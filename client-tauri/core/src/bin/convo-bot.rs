@@ -79,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
         tone_hz: cli.tone,
         fps: cli.fps,
         duration: cli.duration,
+        backend: None,
     };
     for part in cli
         .publish
