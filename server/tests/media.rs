@@ -53,6 +53,8 @@ struct Heard {
     packets: usize,
     /// Dominant frequency of the decoded audio, from zero crossings.
     hz: f64,
+    /// RTCP sender reports received for the track (for lip sync).
+    sender_reports: usize,
     ended: bool,
 }
 
@@ -141,8 +143,16 @@ impl Participant {
                                         watch_candidates(&pc, "subscribe", out_tx.clone());
                                         let heard = heard2.clone();
                                         let notify = heard_tx2.clone();
-                                        pc.on_track(Box::new(move |track, _, _| {
+                                        pc.on_track(Box::new(move |track, receiver, _| {
+                                            let publisher = track.stream_id();
                                             tokio::spawn(listen(track, heard.clone(), notify.clone()));
+                                            let heard = heard.clone();
+                                            tokio::spawn(async move {
+                                                while let Ok((packets, _)) = receiver.read_rtcp().await {
+                                                    let srs = packets.iter().filter(|p| p.as_any().is::<webrtc::rtcp::sender_report::SenderReport>()).count();
+                                                    heard.lock().await.entry(publisher.clone()).or_default().sender_reports += srs;
+                                                }
+                                            });
                                             Box::pin(async {})
                                         }));
                                         *slot = Some(pc);
@@ -347,6 +357,37 @@ async fn three_participants_hear_each_other(backend: Backend) {
         assert!(!h.contains_key(&ida), "nobody hears themself");
         assert!(!h.contains_key(&pc.participant_id), "C sends nothing");
     }
+
+    // The server's RTCP sender reports reach subscribers (they map RTP time to wall time).
+    pc.until("sender reports for A's track", |h| {
+        h.get(&ida).is_some_and(|x| x.sender_reports > 0)
+    })
+    .await;
+
+    // B mutes: the server stops forwarding B's audio and says so; unmuted, it flows again.
+    pb.out
+        .send(json!({"v": 1, "type": "mute", "kind": "audio", "muted": true}))
+        .unwrap();
+    let m = pc.event("mute_changed").await;
+    assert_eq!(
+        (m["participant_id"].as_str(), m["muted"].as_bool()),
+        (Some(idb.as_str()), Some(true))
+    );
+    // What was in flight when the mute took effect may still land.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let muted_at = pc.heard.lock().await[&idb].packets;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = pc.heard.lock().await[&idb].packets;
+    assert!(
+        after <= muted_at + 2,
+        "B muted, yet {} packets reached C",
+        after - muted_at
+    );
+    pb.out
+        .send(json!({"v": 1, "type": "mute", "kind": "audio", "muted": false}))
+        .unwrap();
+    pc.until("B's audio flows again", |h| h[&idb].packets > after + 10)
+        .await;
 
     // A leaves: A's track ends for B and C, and they are told.
     pa.leave();
