@@ -12,6 +12,7 @@ use convo_client::stats::{BotReport, TrackReport};
 use convo_e2e::{Backend, Env, on_both_databases};
 
 on_both_databases!(
+    lost_video_packets_are_retransmitted,
     three_bots_see_and_hear_each_other,
     late_joiner_gets_video_at_once,
     the_one_speaking_is_the_active_speaker,
@@ -200,6 +201,48 @@ impl MediaBackend for Recorder {
     fn video_sink(&self, t: &media::RemoteTrack) -> Option<Box<dyn media::VideoSink>> {
         Some(Box::new(RecorderSink(self.clone(), t.track_id.clone())))
     }
+}
+
+/// One in 8 video packets never reaches the subscriber's stack on first arrival: its NACKs
+/// make the server resend them from its packet cache, in time for the jitter buffer.
+async fn lost_video_packets_are_retransmitted(backend: Backend) {
+    let env = Env::start(backend).await;
+    let (ta, tb) = (env.user("sender").await, env.user("lossy").await);
+    let room = env.room(&ta, "Lossy").await;
+    let sender = {
+        let (base, room) = (env.base.clone(), room.clone());
+        tokio::spawn(async move {
+            let o = CallOptions {
+                audio: false,
+                ..opts(&room, 8)
+            };
+            call::run(&base, &ta, o).await.unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let lossy = call::run(
+        &env.base,
+        &tb,
+        CallOptions {
+            audio: false,
+            video: false,
+            drop_video_one_in: 8,
+            ..opts(&room, 6)
+        },
+    )
+    .await
+    .unwrap();
+    let sender = sender.await.unwrap();
+    let video = track(&lossy, &sender.participant_id, "video");
+    assert!(
+        lossy.simulated_drops > 5,
+        "the loss was simulated: {lossy:?}"
+    );
+    assert_good(video);
+    assert!(video.frames_decoded > 30, "{video:?}");
+    // Every dropped packet came back: the jitter buffer never had to give one up.
+    assert_eq!(video.lost_packets, 0, "{video:?}");
+    env.stop().await;
 }
 
 async fn the_one_speaking_is_the_active_speaker(backend: Backend) {

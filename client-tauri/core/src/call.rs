@@ -61,6 +61,9 @@ pub struct CallOptions {
     pub duration: Duration,
     /// Where media comes from and goes; `None` is [`Synthetic`] with `tone_hz` and `fps`.
     pub backend: Option<Backend>,
+    /// Simulated loss: drop one in this many incoming video packets on first arrival (see
+    /// [`crate::loss`]); 0 drops nothing.
+    pub drop_video_one_in: u64,
 }
 
 impl Default for CallOptions {
@@ -75,6 +78,7 @@ impl Default for CallOptions {
             fps: 15,
             duration: Duration::from_secs(10),
             backend: None,
+            drop_video_one_in: 0,
         }
     }
 }
@@ -100,7 +104,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn webrtc_api() -> Result<API, ClientError> {
+fn webrtc_api(loss: Option<crate::loss::DropVideo>) -> Result<API, ClientError> {
+    let mut registry = Registry::new();
+    let simulating = loss.is_some();
+    // Closest to the network: before the NACK generator.
+    if let Some(loss) = loss {
+        registry.add(Box::new(loss));
+    }
     let mut m = MediaEngine::default();
     m.register_default_codecs()?;
     // Audio levels let the server find the active speaker.
@@ -111,9 +121,14 @@ fn webrtc_api() -> Result<API, ClientError> {
         RTPCodecType::Audio,
         None,
     )?;
-    let registry = register_default_interceptors(Registry::new(), &mut m)?;
+    let registry = register_default_interceptors(registry, &mut m)?;
     let mut s = SettingEngine::default();
     s.set_include_loopback_candidate(true);
+    if simulating {
+        // Simulated drops happen after SRTP has decrypted the packet: its retransmission
+        // would otherwise be refused as a replay.
+        s.disable_srtp_replay_protection(true);
+    }
     Ok(APIBuilder::new()
         .with_media_engine(m)
         .with_interceptor_registry(registry)
@@ -164,7 +179,12 @@ pub async fn run(base: &str, token: &str, opts: CallOptions) -> Result<BotReport
             None => return Err(ClientError::Signal("the server closed the socket".into())),
         }
     };
-    let api = Arc::new(webrtc_api()?);
+    let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let loss = (opts.drop_video_one_in > 0).then(|| crate::loss::DropVideo {
+        one_in: opts.drop_video_one_in,
+        dropped: dropped.clone(),
+    });
+    let api = Arc::new(webrtc_api(loss)?);
     let stop = Arc::new(AtomicBool::new(false));
     let stats: Stats = Arc::default();
 
@@ -340,6 +360,7 @@ pub async fn run(base: &str, token: &str, opts: CallOptions) -> Result<BotReport
         room_id: opts.room_id,
         active_speaker,
         tracks,
+        simulated_drops: dropped.load(Ordering::Relaxed),
     })
 }
 

@@ -12,6 +12,7 @@
 pub mod api;
 pub mod call;
 pub mod jitter;
+pub mod loss;
 pub mod media;
 pub mod signal;
 pub mod stats;

@@ -202,6 +202,9 @@ pub struct BotReport {
     /// The last active speaker the server announced.
     pub active_speaker: Option<String>,
     pub tracks: Vec<TrackReport>,
+    /// Incoming video packets dropped by simulated loss (`--drop-video-one-in`).
+    #[serde(default)]
+    pub simulated_drops: u64,
 }
 
 #[cfg(test)]

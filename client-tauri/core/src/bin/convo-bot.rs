@@ -37,6 +37,9 @@ struct Cli {
     tone: f64,
     #[arg(long, default_value_t = 15)]
     fps: u32,
+    /// Simulated loss: drop one in N incoming video packets (NACK retransmissions get through).
+    #[arg(long, default_value_t = 0)]
+    drop_video_one_in: u64,
     /// Report format.
     #[arg(long, default_value = "json", value_parser = ["json", "text"])]
     report: String,
@@ -80,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
         fps: cli.fps,
         duration: cli.duration,
         backend: None,
+        drop_video_one_in: cli.drop_video_one_in,
     };
     for part in cli
         .publish
