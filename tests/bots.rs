@@ -8,10 +8,13 @@ use std::time::Duration;
 
 use convo_client::call::{self, CallOptions};
 use convo_client::media::{self, MediaBackend};
+use convo_client::mixer::Mixer;
 use convo_client::stats::{BotReport, TrackReport};
+use convo_client::synth;
 use convo_e2e::{Backend, Env, on_both_databases};
 
 on_both_databases!(
+    everyone_is_heard_in_the_mix,
     lost_video_packets_are_retransmitted,
     three_bots_see_and_hear_each_other,
     late_joiner_gets_video_at_once,
@@ -200,6 +203,101 @@ impl MediaBackend for Recorder {
     }
     fn video_sink(&self, t: &media::RemoteTrack) -> Option<Box<dyn media::VideoSink>> {
         Some(Box::new(RecorderSink(self.clone(), t.track_id.clone())))
+    }
+}
+
+/// Two bots speak at 440 and 660 Hz; a listener mixes what it decodes (playout buffers and
+/// the mixer the desktop app plays from) and its "sound card" hears both voices at once.
+async fn everyone_is_heard_in_the_mix(backend: Backend) {
+    let env = Env::start(backend).await;
+    let (ta, tb, tl) = (
+        env.user("low").await,
+        env.user("high").await,
+        env.user("listener").await,
+    );
+    let room = env.room(&ta, "Mix").await;
+    let speak = |token: String, hz: f64| {
+        let (base, room) = (env.base.clone(), room.clone());
+        tokio::spawn(async move {
+            let o = CallOptions {
+                video: false,
+                tone_hz: hz,
+                ..opts(&room, 7)
+            };
+            call::run(&base, &token, o).await.unwrap()
+        })
+    };
+    let (a, b) = (speak(ta, 440.0), speak(tb, 660.0));
+    let mixer = Mixer::new(Duration::from_millis(60), Duration::from_millis(300));
+    // The output device: pulls 20 ms every 20 ms and keeps it.
+    let heard = Arc::new(Mutex::new(Vec::<i16>::new()));
+    let device = {
+        let (mixer, heard) = (mixer.clone(), heard.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            let mut buf = vec![0i16; 960];
+            for _ in 0..300 {
+                tick.tick().await;
+                mixer.fill(&mut buf);
+                heard.lock().unwrap().extend_from_slice(&buf);
+            }
+        })
+    };
+    let listener = call::run(
+        &env.base,
+        &tl,
+        CallOptions {
+            audio: false,
+            video: false,
+            backend: Some(media::Backend(Arc::new(MixBackend(mixer.clone())))),
+            ..opts(&room, 5)
+        },
+    )
+    .await
+    .unwrap();
+    device.abort();
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    for who in [&a, &b] {
+        let t = track(&listener, &who.participant_id, "audio");
+        assert!(t.frames_decoded > 100, "{t:?}");
+    }
+    // The sinks left the mix with their tracks.
+    assert_eq!(mixer.sources(), 0);
+    // Both voices, together, in 200 ms stretches of what the device played (markers aside).
+    let pcm = heard.lock().unwrap().clone();
+    let both = pcm
+        .chunks_exact(9600)
+        .filter(|c| {
+            synth::tone_share(c, 440.0) > 0.2
+                && synth::tone_share(c, 660.0) > 0.2
+                && synth::tone_share(c, synth::MARKER_HZ) < 0.05
+        })
+        .count();
+    assert!(both >= 5, "{both} stretches with both voices");
+    env.stop().await;
+}
+
+struct MixBackend(Mixer);
+
+impl MediaBackend for MixBackend {
+    fn microphone(&self) -> Result<Box<dyn media::AudioSource>, media::MediaError> {
+        Err(unavailable("microphone"))
+    }
+    fn camera(&self) -> Result<Box<dyn media::VideoSource>, media::MediaError> {
+        Err(unavailable("camera"))
+    }
+    fn screen(&self) -> Result<Box<dyn media::VideoSource>, media::MediaError> {
+        Err(unavailable("screen"))
+    }
+    fn audio_sink(&self, t: &media::RemoteTrack) -> Option<Box<dyn media::AudioSink>> {
+        Some(Box::new(self.0.sink(&t.track_id)))
+    }
+}
+
+fn unavailable(device: &str) -> media::MediaError {
+    media::MediaError::Unavailable {
+        device: device.into(),
+        reason: "not in this test".into(),
     }
 }
 

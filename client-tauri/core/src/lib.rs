@@ -14,6 +14,7 @@ pub mod call;
 pub mod jitter;
 pub mod loss;
 pub mod media;
+pub mod mixer;
 pub mod signal;
 pub mod stats;
 pub mod synth;
