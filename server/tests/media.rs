@@ -374,12 +374,13 @@ async fn three_participants_hear_each_other(backend: Backend) {
         (Some(idb.as_str()), Some(true))
     );
     // What was in flight when the mute took effect may still land.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let muted_at = pc.heard.lock().await[&idb].packets;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = pc.heard.lock().await[&idb].packets;
+    // Unmuted, a second brings 50; a busy machine may still be handing over a few.
     assert!(
-        after <= muted_at + 2,
+        after < muted_at + 10,
         "B muted, yet {} packets reached C",
         after - muted_at
     );

@@ -93,13 +93,15 @@ impl TrackStats {
 
     /// An audio marker's onset decoded at unix time `now_ms`, `latency_ms` after its capture.
     /// Markers start every wall-clock second: one that does not follow the previous by a
-    /// whole number of seconds (±150 ms) means audio arrived out of order or at the wrong pace.
+    /// whole number of seconds (±250 ms) means audio arrived out of order or at the wrong pace.
+    /// The onset is timed where it is decoded, so a starved receiver misplaces one now and
+    /// then: the content check allows one in four.
     pub fn audio_marker(&mut self, now_ms: u64, latency_ms: u32) {
         self.markers += 1;
         if let Some(last) = self.last_marker_ms {
             let gap = now_ms.saturating_sub(last);
             let off = (gap + 500) % 1000;
-            if gap < 850 || !(350..=650).contains(&off) {
+            if gap < 750 || !(250..=750).contains(&off) {
                 self.marker_errors += 1;
             }
         }
@@ -135,7 +137,7 @@ impl TrackStats {
                     self.pitch_hz
                         .is_some_and(|hz| (hz - expected_hz).abs() < expected_hz * 0.03)
                         && self.markers > 0
-                        && self.marker_errors == 0
+                        && self.marker_errors * 4 <= self.markers
                 }
                 _ => {
                     // Every frame's code read back, in order (a lost frame is fine; a
@@ -263,8 +265,10 @@ mod tests {
         assert_eq!(r.markers, 3);
         assert_eq!(r.latency_p50_ms, Some(30));
         assert!(!s.report(660.0).content_ok);
-        // A marker half a second off: wrong.
+        // Markers half a second off: wrong (one in four is forgiven).
         s.audio_marker(13_520, 20);
+        assert!(s.report(440.0).content_ok);
+        s.audio_marker(14_020, 20);
         assert!(!s.report(440.0).content_ok);
     }
 }
