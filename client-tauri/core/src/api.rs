@@ -1,8 +1,11 @@
 //! The companion server's REST API.
 
 use convo_shared::ErrorBody;
-use convo_shared::auth::{LoginRequest, RegisterRequest, TokenResponse};
-use convo_shared::rooms::{CreateRoomRequest, Room};
+use convo_shared::auth::{
+    ForgotPasswordRequest, LoginRequest, LogoutRequest, RefreshRequest, RegisterRequest,
+    TokenResponse,
+};
+use convo_shared::rooms::{CreateRoomRequest, Room, RoomList};
 use convo_shared::users::User;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -34,12 +37,31 @@ impl Api {
         token: Option<&str>,
         body: &B,
     ) -> Result<T, ClientError> {
-        let mut req = self.http.post(format!("{}{path}", self.base)).json(body);
+        let req = self.http.post(format!("{}{path}", self.base)).json(body);
+        self.send(req, token).await
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str, token: &str) -> Result<T, ClientError> {
+        let req = self.http.get(format!("{}{path}", self.base));
+        self.send(req, Some(token)).await
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        mut req: reqwest::RequestBuilder,
+        token: Option<&str>,
+    ) -> Result<T, ClientError> {
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
         let resp = req.send().await?;
         let status = resp.status();
+        if status == reqwest::StatusCode::ACCEPTED || status == reqwest::StatusCode::NO_CONTENT {
+            // Bodies of 202/204 carry nothing the caller needs.
+            return serde_json::from_value(serde_json::Value::Null)
+                .or_else(|_| serde_json::from_str("{}"))
+                .map_err(|e| ClientError::Signal(e.to_string()));
+        }
         if status.is_success() {
             return Ok(resp.json().await?);
         }
@@ -72,6 +94,49 @@ impl Api {
             },
         )
         .await
+    }
+
+    /// Trades a refresh token for new tokens (the old refresh token is used up).
+    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenResponse, ClientError> {
+        self.post(
+            "/api/auth/refresh",
+            None,
+            &RefreshRequest {
+                refresh_token: refresh_token.into(),
+            },
+        )
+        .await
+    }
+
+    pub async fn logout(&self, refresh_token: &str) -> Result<serde_json::Value, ClientError> {
+        self.post(
+            "/api/auth/logout",
+            None,
+            &LogoutRequest {
+                refresh_token: Some(refresh_token.into()),
+            },
+        )
+        .await
+    }
+
+    pub async fn forgot_password(&self, email: &str) -> Result<serde_json::Value, ClientError> {
+        self.post(
+            "/api/auth/password/forgot",
+            None,
+            &ForgotPasswordRequest {
+                email: email.into(),
+            },
+        )
+        .await
+    }
+
+    /// Rooms I host or joined, and open public rooms (first page).
+    pub async fn rooms(&self, token: &str) -> Result<RoomList, ClientError> {
+        self.get("/api/rooms", token).await
+    }
+
+    pub async fn room(&self, token: &str, id: &str) -> Result<Room, ClientError> {
+        self.get(&format!("/api/rooms/{id}"), token).await
     }
 
     pub async fn create_room(

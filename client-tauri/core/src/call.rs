@@ -159,8 +159,88 @@ fn watch_candidates(
     }));
 }
 
+/// What a running call tells its owner (the desktop app, a test): the signaling events that
+/// change what the ui shows, remote tracks as they start, and the end.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CallEvent {
+    /// A remote track is being received (its media goes to the backend's sink).
+    TrackStarted {
+        participant_id: String,
+        track_id: String,
+        kind: TrackKind,
+    },
+    /// A signaling message from the server: participants, mute, tracks, speaker, errors.
+    Signal { message: ServerMessage },
+    /// The call is over (left, replaced by another device, removed, or the server went away).
+    Ended { reason: String },
+}
+
+/// Something the owner asks of a running call.
+#[derive(Debug)]
+enum Control {
+    Mute(TrackKind, bool),
+    Leave,
+}
+
+/// A running call.
+#[derive(Debug)]
+pub struct CallHandle {
+    pub participant_id: String,
+    /// Everyone in the room when we joined, with their tracks.
+    pub participants: Vec<convo_shared::signal::ParticipantInfo>,
+    ctl: mpsc::UnboundedSender<Control>,
+    task: tokio::task::JoinHandle<Result<BotReport, ClientError>>,
+}
+
+impl CallHandle {
+    /// Mutes or unmutes what we send: the source keeps running, nothing is encoded or sent,
+    /// and everyone is told.
+    pub fn set_muted(&self, kind: TrackKind, muted: bool) {
+        let _ = self.ctl.send(Control::Mute(kind, muted));
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Leaves (if still in the call) and reports every remote track.
+    pub async fn leave(self) -> Result<BotReport, ClientError> {
+        let _ = self.ctl.send(Control::Leave);
+        self.task
+            .await
+            .map_err(|e| ClientError::Media(format!("the call task failed: {e}")))?
+    }
+}
+
 /// Joins, publishes, receives for `opts.duration`, leaves, and reports every remote track.
 pub async fn run(base: &str, token: &str, opts: CallOptions) -> Result<BotReport, ClientError> {
+    let duration = opts.duration;
+    let call = start(base, token, opts, None).await?;
+    let deadline = tokio::time::Instant::now() + duration;
+    while tokio::time::Instant::now() < deadline && !call.is_finished() {
+        tokio::time::sleep(
+            Duration::from_millis(50)
+                .min(deadline.saturating_duration_since(tokio::time::Instant::now())),
+        )
+        .await;
+    }
+    call.leave().await
+}
+
+/// Joins and starts publishing and receiving; the call runs until [`CallHandle::leave`] or
+/// until the server ends it. `events`, if given, hears what happens.
+pub async fn start(
+    base: &str,
+    token: &str,
+    opts: CallOptions,
+    events: Option<mpsc::UnboundedSender<CallEvent>>,
+) -> Result<CallHandle, ClientError> {
+    let emit = move |e: CallEvent| {
+        if let Some(tx) = &events {
+            let _ = tx.send(e);
+        }
+    };
     let mut sig = Signaling::connect(base, token).await?;
     let joined_at = Instant::now();
     sig.send(ClientMessage::Join {
@@ -169,15 +249,31 @@ pub async fn run(base: &str, token: &str, opts: CallOptions) -> Result<BotReport
         audio_muted: !opts.audio,
         video_muted: !opts.video,
     });
-    let participant_id = loop {
+    let (participant_id, participants, ice_servers) = loop {
         match sig.recv().await {
-            Some(ServerMessage::Joined { participant_id, .. }) => break participant_id,
+            Some(ServerMessage::Joined {
+                participant_id,
+                participants,
+                ice_servers,
+                ..
+            }) => break (participant_id, participants, ice_servers),
             Some(ServerMessage::Error { code, message }) => {
                 return Err(ClientError::Signal(format!("{code}: {message}")));
             }
             Some(_) => continue,
             None => return Err(ClientError::Signal("the server closed the socket".into())),
         }
+    };
+    let rtc_config = move || RTCConfiguration {
+        ice_servers: ice_servers
+            .iter()
+            .map(|s| webrtc::ice_transport::ice_server::RTCIceServer {
+                urls: s.urls.clone(),
+                username: s.username.clone().unwrap_or_default(),
+                credential: s.credential.clone().unwrap_or_default(),
+            })
+            .collect(),
+        ..Default::default()
     };
     let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let loss = (opts.drop_video_one_in > 0).then(|| crate::loss::DropVideo {
@@ -196,8 +292,10 @@ pub async fn run(base: &str, token: &str, opts: CallOptions) -> Result<BotReport
         }),
     };
 
-    // Publish.
-    let publish = Arc::new(api.new_peer_connection(RTCConfiguration::default()).await?);
+    // Publish. Per published track: its mute flag, and for video its keyframe flag.
+    #[allow(clippy::type_complexity)]
+    let mut mutes: Vec<(TrackKind, Arc<AtomicBool>, Option<Arc<AtomicBool>>)> = Vec::new();
+    let publish = Arc::new(api.new_peer_connection(rtc_config()).await?);
     watch_candidates(&publish, Transport::Publish, sig.sender());
     if opts.audio {
         let source = backend
@@ -216,7 +314,9 @@ pub async fn run(base: &str, token: &str, opts: CallOptions) -> Result<BotReport
         publish
             .add_track(track.clone() as Arc<dyn TrackLocal + Send + Sync>)
             .await?;
-        send_audio(track, source, stop.clone());
+        let muted = Arc::new(AtomicBool::new(false));
+        mutes.push((TrackKind::Audio, muted.clone(), None));
+        send_audio(track, source, muted, stop.clone());
     }
     for (on, id) in [(opts.video, "video"), (opts.screen, "screen")] {
         if !on {
@@ -255,7 +355,14 @@ pub async fn run(base: &str, token: &str, opts: CallOptions) -> Result<BotReport
                 }
             }
         });
-        send_video(track, source, keyframe, stop.clone());
+        let muted = Arc::new(AtomicBool::new(false));
+        let kind = if id == "video" {
+            TrackKind::Video
+        } else {
+            TrackKind::Screen
+        };
+        mutes.push((kind, muted.clone(), Some(keyframe.clone())));
+        send_video(track, source, keyframe, muted, stop.clone());
     }
     if opts.audio || opts.video || opts.screen {
         let offer = publish.create_offer(None).await?;
@@ -266,101 +373,166 @@ pub async fn run(base: &str, token: &str, opts: CallOptions) -> Result<BotReport
         });
     }
 
-    // Receive until the time is up.
-    let mut subscribe: Option<Arc<RTCPeerConnection>> = None;
-    let mut active_speaker: Option<String> = None;
-    let deadline = tokio::time::sleep(opts.duration);
-    tokio::pin!(deadline);
-    loop {
-        let msg = tokio::select! {
-            () = &mut deadline => break,
-            m = sig.recv() => m,
-        };
-        let Some(msg) = msg else { break };
-        match msg {
-            ServerMessage::Answer {
-                target: Transport::Publish,
-                sdp,
-            } => {
-                publish
-                    .set_remote_description(RTCSessionDescription::answer(sdp)?)
-                    .await?;
-            }
-            ServerMessage::Offer {
-                target: Transport::Subscribe,
-                sdp,
-            } => {
-                let pc = match &subscribe {
-                    Some(pc) => pc.clone(),
-                    None => {
-                        let pc =
-                            Arc::new(api.new_peer_connection(RTCConfiguration::default()).await?);
-                        watch_candidates(&pc, Transport::Subscribe, sig.sender());
-                        let stats = stats.clone();
-                        let weak = Arc::downgrade(&pc);
-                        let backend = backend.clone();
-                        pc.on_track(Box::new(move |track, _, _| {
-                            let stats = stats.clone();
-                            let pc = weak.clone();
-                            let backend = backend.clone();
-                            tokio::spawn(async move {
-                                receive(track, stats, joined_at, pc, backend).await;
-                            });
-                            Box::pin(async {})
-                        }));
-                        subscribe = Some(pc.clone());
-                        pc
+    // Receive until told to leave or the server ends the call.
+    let (ctl_tx, mut ctl) = mpsc::unbounded_channel::<Control>();
+    let handle_participants = participants.clone();
+    let handle_pid = participant_id.clone();
+    let task = tokio::spawn(async move {
+        let participant_id = handle_pid;
+        let mut subscribe: Option<Arc<RTCPeerConnection>> = None;
+        let mut active_speaker: Option<String> = None;
+        let emit = Arc::new(emit);
+        let mut ended = "left".to_string();
+        let outcome: Result<(), ClientError> = async {
+            loop {
+                let msg = tokio::select! {
+                    c = ctl.recv() => match c {
+                        Some(Control::Mute(kind, muted)) => {
+                            for (k, flag, keyframe) in &mutes {
+                                if *k == kind {
+                                    flag.store(muted, Ordering::Relaxed);
+                                    if let (false, Some(kf)) = (muted, keyframe) {
+                                        kf.store(true, Ordering::Relaxed);
+                                    }
+                                }
+                            }
+                            sig.send(ClientMessage::Mute { kind, muted });
+                            continue;
+                        }
+                        Some(Control::Leave) | None => break,
+                    },
+                    m = sig.recv() => m,
+                };
+                let Some(msg) = msg else {
+                    ended = "the connection to the server was lost".into();
+                    break;
+                };
+                match msg {
+                    ServerMessage::Answer {
+                        target: Transport::Publish,
+                        sdp,
+                    } => {
+                        publish
+                            .set_remote_description(RTCSessionDescription::answer(sdp)?)
+                            .await?;
                     }
-                };
-                pc.set_remote_description(RTCSessionDescription::offer(sdp)?)
-                    .await?;
-                let answer = pc.create_answer(None).await?;
-                pc.set_local_description(answer.clone()).await?;
-                sig.send(ClientMessage::Answer {
-                    target: Transport::Subscribe,
-                    sdp: answer.sdp,
-                });
-            }
-            ServerMessage::Candidate { target, candidate } => {
-                let pc = match target {
-                    Transport::Publish => Some(publish.clone()),
-                    Transport::Subscribe => subscribe.clone(),
-                };
-                if let Some(pc) = pc {
-                    let init = RTCIceCandidateInit {
-                        candidate: candidate.candidate,
-                        sdp_mid: candidate.sdp_mid,
-                        sdp_mline_index: candidate.sdp_mline_index,
-                        username_fragment: None,
-                    };
-                    if let Err(e) = pc.add_ice_candidate(init).await {
-                        tracing::debug!(error = %e, "candidate refused");
+                    ServerMessage::Offer {
+                        target: Transport::Subscribe,
+                        sdp,
+                    } => {
+                        let pc = match &subscribe {
+                            Some(pc) => pc.clone(),
+                            None => {
+                                let pc = Arc::new(api.new_peer_connection(rtc_config()).await?);
+                                watch_candidates(&pc, Transport::Subscribe, sig.sender());
+                                let stats = stats.clone();
+                                let weak = Arc::downgrade(&pc);
+                                let backend = backend.clone();
+                                let emit = emit.clone();
+                                pc.on_track(Box::new(move |track, _, _| {
+                                    let stats = stats.clone();
+                                    let pc = weak.clone();
+                                    let backend = backend.clone();
+                                    emit(CallEvent::TrackStarted {
+                                        participant_id: track.stream_id(),
+                                        track_id: track.id(),
+                                        kind: match track.kind() {
+                                            RTPCodecType::Audio => TrackKind::Audio,
+                                            _ if track.id().ends_with("screen") => {
+                                                TrackKind::Screen
+                                            }
+                                            _ => TrackKind::Video,
+                                        },
+                                    });
+                                    tokio::spawn(async move {
+                                        receive(track, stats, joined_at, pc, backend).await;
+                                    });
+                                    Box::pin(async {})
+                                }));
+                                subscribe = Some(pc.clone());
+                                pc
+                            }
+                        };
+                        pc.set_remote_description(RTCSessionDescription::offer(sdp)?)
+                            .await?;
+                        let answer = pc.create_answer(None).await?;
+                        pc.set_local_description(answer.clone()).await?;
+                        sig.send(ClientMessage::Answer {
+                            target: Transport::Subscribe,
+                            sdp: answer.sdp,
+                        });
+                    }
+                    ServerMessage::Candidate { target, candidate } => {
+                        let pc = match target {
+                            Transport::Publish => Some(publish.clone()),
+                            Transport::Subscribe => subscribe.clone(),
+                        };
+                        if let Some(pc) = pc {
+                            let init = RTCIceCandidateInit {
+                                candidate: candidate.candidate,
+                                sdp_mid: candidate.sdp_mid,
+                                sdp_mline_index: candidate.sdp_mline_index,
+                                username_fragment: None,
+                            };
+                            if let Err(e) = pc.add_ice_candidate(init).await {
+                                tracing::debug!(error = %e, "candidate refused");
+                            }
+                        }
+                    }
+                    ServerMessage::Left { reason } => {
+                        ended = serde_json::to_value(reason)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_else(|| "left".into());
+                        break;
+                    }
+                    other => {
+                        match &other {
+                            ServerMessage::Error { code, message } => {
+                                tracing::warn!(%code, %message, "server error");
+                            }
+                            ServerMessage::ActiveSpeaker { participant_id } => {
+                                active_speaker.clone_from(participant_id);
+                            }
+                            _ => {}
+                        }
+                        emit(CallEvent::Signal { message: other });
                     }
                 }
             }
-            ServerMessage::Error { code, message } => {
-                tracing::warn!(%code, %message, "server error");
-            }
-            ServerMessage::ActiveSpeaker { participant_id } => active_speaker = participant_id,
-            ServerMessage::Left { .. } => break,
-            _ => {}
+            Ok(())
         }
-    }
-    stop.store(true, Ordering::Relaxed);
-    sig.send(ClientMessage::Leave {});
-    let _ = publish.close().await;
-    if let Some(pc) = subscribe {
-        let _ = pc.close().await;
-    }
-    let tone = opts.tone_hz;
-    let mut tracks: Vec<_> = lock(&stats).values().map(|s| s.report(tone)).collect();
-    tracks.sort_by(|a, b| a.track_id.cmp(&b.track_id));
-    Ok(BotReport {
+        .await;
+        // Whatever ended the call: stop the media threads and close the connections.
+        stop.store(true, Ordering::Relaxed);
+        sig.send(ClientMessage::Leave {});
+        let _ = publish.close().await;
+        if let Some(pc) = subscribe {
+            let _ = pc.close().await;
+        }
+        let tone = opts.tone_hz;
+        let mut tracks: Vec<_> = lock(&stats).values().map(|s| s.report(tone)).collect();
+        tracks.sort_by(|a, b| a.track_id.cmp(&b.track_id));
+        if let Err(e) = outcome {
+            emit(CallEvent::Ended {
+                reason: e.to_string(),
+            });
+            return Err(e);
+        }
+        emit(CallEvent::Ended { reason: ended });
+        Ok(BotReport {
+            participant_id,
+            room_id: opts.room_id,
+            active_speaker,
+            tracks,
+            simulated_drops: dropped.load(Ordering::Relaxed),
+        })
+    });
+    Ok(CallHandle {
         participant_id,
-        room_id: opts.room_id,
-        active_speaker,
-        tracks,
-        simulated_drops: dropped.load(Ordering::Relaxed),
+        participants: handle_participants,
+        ctl: ctl_tx,
+        task,
     })
 }
 
@@ -369,6 +541,7 @@ pub async fn run(base: &str, token: &str, opts: CallOptions) -> Result<BotReport
 fn send_audio(
     track: Arc<TrackLocalStaticSample>,
     mut source: Box<dyn AudioSource>,
+    muted: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 ) {
     let (tx, mut rx) = mpsc::channel::<(Vec<u8>, u8)>(16);
@@ -388,6 +561,9 @@ fn send_audio(
                     return;
                 }
             };
+            if muted.load(Ordering::Relaxed) {
+                continue;
+            }
             let Ok(len) = enc.encode(&pcm, &mut buf) else {
                 continue;
             };
@@ -428,6 +604,7 @@ fn send_video(
     track: Arc<TrackLocalStaticSample>,
     mut source: Box<dyn VideoSource>,
     keyframe: Arc<AtomicBool>,
+    muted: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 ) {
     let fps = source.fps().clamp(1, 60);
@@ -453,6 +630,9 @@ fn send_video(
                     return;
                 }
             };
+            if muted.load(Ordering::Relaxed) {
+                continue;
+            }
             if frame.width % 2 != 0 || frame.height % 2 != 0 {
                 tracing::warn!(frame.width, frame.height, "odd frame size dropped");
                 continue;

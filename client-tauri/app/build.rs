@@ -1,0 +1,26 @@
+//! Tauri's build step, with the app's own commands declared so that capabilities can grant
+//! the webview exactly those (see `capabilities/default.json`).
+
+const COMMANDS: &[&str] = &[
+    "app_info",
+    "set_server",
+    "register",
+    "sign_in",
+    "restore_session",
+    "sign_out",
+    "forgot_password",
+    "list_rooms",
+    "create_room",
+    "get_room",
+    "join_call",
+    "leave_call",
+    "set_muted",
+];
+
+fn main() {
+    let attrs = tauri_build::Attributes::new()
+        .app_manifest(tauri_build::AppManifest::new().commands(COMMANDS));
+    if let Err(e) = tauri_build::try_build(attrs) {
+        panic!("tauri build step failed: {e:#}");
+    }
+}

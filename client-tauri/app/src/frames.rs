@@ -1,0 +1,237 @@
+//! Video to the ui: decoded frames (and the local preview) are kept, newest only, per track,
+//! converted to RGBA; the ui pulls them from the `frames:` URI scheme
+//! (`frames://localhost/<track id>?after=<seq>`), one binary response per frame, at the rate it
+//! can draw — no JSON, no base64, and a slow ui skips frames instead of queueing them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use convo_client::media::{DecodedVideo, VideoFrame, VideoSink, VideoSource};
+
+/// One frame, ready to draw.
+#[derive(Debug, Clone)]
+pub struct Rgba {
+    pub seq: u64,
+    pub width: usize,
+    pub height: usize,
+    pub pixels: Arc<Vec<u8>>,
+}
+
+/// The newest frame of every track. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct FrameStore(Arc<Mutex<HashMap<String, Rgba>>>);
+
+impl FrameStore {
+    fn put(&self, track: &str, width: usize, height: usize, pixels: Vec<u8>) {
+        let mut m = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let seq = m.get(track).map_or(1, |f| f.seq + 1);
+        m.insert(
+            track.to_string(),
+            Rgba {
+                seq,
+                width,
+                height,
+                pixels: Arc::new(pixels),
+            },
+        );
+    }
+
+    /// The newest frame of `track` if it is newer than `after`.
+    pub fn newer(&self, track: &str, after: u64) -> Option<Rgba> {
+        let m = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        m.get(track).filter(|f| f.seq > after).cloned()
+    }
+
+    pub fn remove(&self, track: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(track);
+    }
+
+    pub fn clear(&self) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    /// A sink that keeps `track`'s frames here.
+    pub fn sink(&self, track: &str) -> StoreSink {
+        StoreSink {
+            store: self.clone(),
+            track: track.to_string(),
+        }
+    }
+}
+
+/// BT.601 limited range YUV to RGBA.
+pub fn i420_to_rgba(
+    width: usize,
+    height: usize,
+    (y, u, v): (&[u8], &[u8], &[u8]),
+    (ys, us, vs): (usize, usize, usize),
+) -> Vec<u8> {
+    let mut out = vec![255u8; width * height * 4];
+    for row in 0..height {
+        for col in 0..width {
+            let yy = i32::from(y.get(row * ys + col).copied().unwrap_or(16)) - 16;
+            let uu = i32::from(u.get((row / 2) * us + col / 2).copied().unwrap_or(128)) - 128;
+            let vv = i32::from(v.get((row / 2) * vs + col / 2).copied().unwrap_or(128)) - 128;
+            let c = 298 * yy;
+            let r = (c + 409 * vv + 128) >> 8;
+            let g = (c - 100 * uu - 208 * vv + 128) >> 8;
+            let b = (c + 516 * uu + 128) >> 8;
+            let o = (row * width + col) * 4;
+            out[o] = r.clamp(0, 255) as u8;
+            out[o + 1] = g.clamp(0, 255) as u8;
+            out[o + 2] = b.clamp(0, 255) as u8;
+        }
+    }
+    out
+}
+
+/// Keeps a remote track's decoded frames in the store.
+#[derive(Debug)]
+pub struct StoreSink {
+    store: FrameStore,
+    track: String,
+}
+
+impl VideoSink for StoreSink {
+    fn frame(&mut self, f: &DecodedVideo<'_>) {
+        let rgba = i420_to_rgba(f.width, f.height, (f.y, f.u, f.v), f.strides);
+        self.store.put(&self.track, f.width, f.height, rgba);
+    }
+}
+
+impl Drop for StoreSink {
+    fn drop(&mut self) {
+        self.store.remove(&self.track);
+    }
+}
+
+/// A camera or screen whose frames also go to the store (the self view).
+pub struct Preview {
+    pub inner: Box<dyn VideoSource>,
+    pub store: FrameStore,
+    pub track: String,
+}
+
+impl VideoSource for Preview {
+    fn next_frame(&mut self) -> Result<VideoFrame, convo_client::media::MediaError> {
+        let f = self.inner.next_frame()?;
+        let (w, h) = (f.width, f.height);
+        let (y, rest) = f.i420.split_at((w * h).min(f.i420.len()));
+        let (u, v) = rest.split_at((w * h / 4).min(rest.len()));
+        let rgba = i420_to_rgba(w, h, (y, u, v), (w, w / 2, w / 2));
+        self.store.put(&self.track, w, h, rgba);
+        Ok(f)
+    }
+
+    fn fps(&self) -> u32 {
+        self.inner.fps()
+    }
+}
+
+impl Drop for Preview {
+    fn drop(&mut self) {
+        self.store.remove(&self.track);
+    }
+}
+
+/// Answers `frames://localhost/<track>?after=<seq>`: 200 with the RGBA pixels and `x-width`,
+/// `x-height`, `x-seq` headers, or 204 when there is nothing newer.
+pub fn respond(store: &FrameStore, uri: &str) -> tauri::http::Response<Vec<u8>> {
+    let path = uri.split('?').next().unwrap_or_default();
+    let track = path.rsplit('/').next().unwrap_or_default();
+    let track = percent_decode(track);
+    let after = uri
+        .split_once("after=")
+        .and_then(|(_, v)| v.split('&').next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let builder = tauri::http::Response::builder()
+        .header("Access-Control-Allow-Origin", "*")
+        .header("Access-Control-Expose-Headers", "x-width, x-height, x-seq")
+        .header("Cache-Control", "no-store");
+    let response = match store.newer(&track, after) {
+        Some(f) => builder
+            .status(200)
+            .header("Content-Type", "application/octet-stream")
+            .header("x-width", f.width.to_string())
+            .header("x-height", f.height.to_string())
+            .header("x-seq", f.seq.to_string())
+            .body(f.pixels.as_ref().clone()),
+        None => builder.status(204).body(Vec::new()),
+    };
+    response.unwrap_or_else(|_| tauri::http::Response::new(Vec::new()))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grey_and_colours_convert() {
+        // Mid grey.
+        let px = i420_to_rgba(2, 2, (&[126; 4], &[128], &[128]), (2, 1, 1));
+        assert!(
+            px.chunks(4)
+                .all(|p| p[0] == p[1] && p[1] == p[2] && p[3] == 255)
+        );
+        assert!((i32::from(px[0]) - 128).abs() <= 2);
+        // Pure red in BT.601: Y 81, U 90, V 240.
+        let px = i420_to_rgba(2, 2, (&[81; 4], &[90], &[240]), (2, 1, 1));
+        assert!(px[0] > 240 && px[1] < 15 && px[2] < 15, "{:?}", &px[..4]);
+    }
+
+    #[test]
+    fn the_protocol_serves_only_newer_frames() {
+        let store = FrameStore::default();
+        let mut sink = store.sink("p:video");
+        let (y, u, v) = (vec![16u8; 16], vec![128u8; 4], vec![128u8; 4]);
+        sink.frame(&DecodedVideo {
+            width: 4,
+            height: 4,
+            y: &y,
+            u: &u,
+            v: &v,
+            strides: (4, 2, 2),
+        });
+        let r = respond(&store, "frames://localhost/p%3Avideo?after=0");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-width"], "4");
+        assert_eq!(r.headers()["x-seq"], "1");
+        assert_eq!(r.body().len(), 4 * 4 * 4);
+        assert_eq!(
+            respond(&store, "frames://localhost/p%3Avideo?after=1").status(),
+            204
+        );
+        assert_eq!(respond(&store, "frames://localhost/nobody").status(), 204);
+        drop(sink);
+        assert_eq!(
+            respond(&store, "frames://localhost/p:video?after=0").status(),
+            204
+        );
+    }
+}

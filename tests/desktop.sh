@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The desktop app's tests: the ui's unit tests (Vitest), then the app end to end under Xvfb
+# through tauri-driver and WebKitWebDriver (tests/desktop.rs). Builds what they need first:
+# the ui (`ui/dist`) and the app with the ui embedded.
+# Needs: Node.js 20+, the Debian packages listed in .ci/run (webkit2gtk-driver, xvfb, ...),
+# and tauri-driver (installed with cargo when missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== ui: install, unit tests, build"
+(cd ui && npm ci --no-audit --no-fund && npx vitest run && npm run build)
+
+echo "== the app, with the ui embedded"
+cargo build -p convo-desktop --features custom-protocol --locked
+mkdir -p target/e2e
+cp target/debug/convo-desktop target/e2e/convo-desktop
+export CONVO_DESKTOP_BIN="$PWD/target/e2e/convo-desktop"
+
+if ! command -v tauri-driver >/dev/null; then
+  echo "== installing tauri-driver"
+  cargo install tauri-driver --locked
+fi
+export PATH="$HOME/.cargo/bin:$PATH"
+
+echo "== the app end to end (Xvfb)"
+xvfb-run -a -s "-screen 0 1280x800x24" \
+  cargo test -p convo-e2e --test desktop --locked -- --include-ignored --nocapture

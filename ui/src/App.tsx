@@ -1,0 +1,585 @@
+import { useCallback, useEffect, useReducer, useRef, useState } from "react";
+import { api, frameUrl, type AppInfo, type Room, type User } from "./api";
+import {
+  featured,
+  humanError,
+  initialCall,
+  reduceCall,
+  roomIdFrom,
+  shortcut,
+  tiles,
+  type CallEvent,
+  type CallState,
+  type Tile,
+} from "./store";
+
+type Screen =
+  | { name: "loading" }
+  | { name: "signin"; notice?: string }
+  | { name: "register" }
+  | { name: "forgot" }
+  | { name: "home" }
+  | { name: "prejoin"; room: Room }
+  | { name: "call"; room: Room }
+  | { name: "settings" };
+
+type Theme = "system" | "light" | "dark";
+
+function useTheme(): [Theme, (t: Theme) => void] {
+  const [theme, setTheme] = useState<Theme>(() => (localStorage.getItem("theme") as Theme) || "system");
+  useEffect(() => {
+    localStorage.setItem("theme", theme);
+    document.documentElement.dataset.theme = theme;
+  }, [theme]);
+  return [theme, setTheme];
+}
+
+export function App() {
+  const [screen, setScreen] = useState<Screen>({ name: "loading" });
+  const [user, setUser] = useState<User | null>(null);
+  const [info, setInfo] = useState<AppInfo | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [theme, setTheme] = useTheme();
+
+  useEffect(() => {
+    (async () => {
+      try {
+        setInfo(await api.appInfo());
+        const u = await api.restoreSession();
+        if (u) {
+          setUser(u);
+          setScreen({ name: "home" });
+        } else {
+          setScreen({ name: "signin" });
+        }
+      } catch (e) {
+        setError(humanError(e));
+        setScreen({ name: "signin" });
+      }
+    })();
+  }, []);
+
+  const go = (s: Screen) => {
+    setError(null);
+    setScreen(s);
+  };
+
+  return (
+    <div className="app">
+      <header className="bar">
+        <span className="brand">ConvoConnect</span>
+        {user && screen.name !== "call" && (
+          <nav>
+            <button className="link" onClick={() => go({ name: "home" })}>Home</button>
+            <button className="link" id="settings-link" onClick={() => go({ name: "settings" })}>Settings</button>
+          </nav>
+        )}
+        {user && <span className="who">{user.display_name}</span>}
+      </header>
+      {error && (
+        <div className="error" role="alert" id="error">
+          {error}
+          <button className="link" onClick={() => setError(null)} aria-label="Dismiss">×</button>
+        </div>
+      )}
+      <main>
+        {screen.name === "loading" && <Progress text="Starting…" />}
+        {screen.name === "signin" && (
+          <SignIn
+            info={info}
+            notice={screen.notice}
+            onError={setError}
+            onSignedIn={(u) => {
+              setUser(u);
+              go({ name: "home" });
+            }}
+            onRegister={() => go({ name: "register" })}
+            onForgot={() => go({ name: "forgot" })}
+            onServer={async (url) => {
+              await api.setServer(url);
+              setInfo(await api.appInfo());
+            }}
+          />
+        )}
+        {screen.name === "register" && (
+          <Register
+            onError={setError}
+            onDone={() => go({ name: "signin", notice: "Account created. Sign in with it now." })}
+            onBack={() => go({ name: "signin" })}
+          />
+        )}
+        {screen.name === "forgot" && <Forgot onError={setError} onBack={() => go({ name: "signin" })} />}
+        {screen.name === "home" && <Home onError={setError} onOpen={(room) => go({ name: "prejoin", room })} />}
+        {screen.name === "prejoin" && (
+          <PreJoin
+            room={screen.room}
+            info={info}
+            onBack={() => go({ name: "home" })}
+            onJoined={() => setScreen({ name: "call", room: screen.room })}
+            onError={setError}
+            joinRef={joinRef}
+          />
+        )}
+        {screen.name === "call" && (
+          <Call room={screen.room} joinRef={joinRef} onLeft={() => go({ name: "home" })} onError={setError} />
+        )}
+        {screen.name === "settings" && (
+          <Settings
+            info={info}
+            theme={theme}
+            onTheme={setTheme}
+            onSignOut={async () => {
+              await api.signOut();
+              setUser(null);
+              go({ name: "signin" });
+            }}
+          />
+        )}
+      </main>
+    </div>
+  );
+}
+
+/** What pre-join hands the call screen. */
+interface JoinResult {
+  me: string;
+  state: CallState;
+  pending: CallEvent[];
+}
+const joinRef: { current: JoinResult | null; listener: ((e: CallEvent) => void) | null } = {
+  current: null,
+  listener: null,
+};
+
+function Progress({ text }: { text: string }) {
+  return (
+    <div className="progress" role="status">
+      <span className="spinner" /> {text}
+    </div>
+  );
+}
+
+function SignIn(props: {
+  info: AppInfo | null;
+  notice?: string;
+  onError: (m: string) => void;
+  onSignedIn: (u: User) => void;
+  onRegister: () => void;
+  onForgot: () => void;
+  onServer: (url: string) => Promise<void>;
+}) {
+  const [login, setLogin] = useState("");
+  const [password, setPassword] = useState("");
+  const [server, setServer] = useState(props.info?.server ?? "");
+  const [busy, setBusy] = useState(false);
+  useEffect(() => setServer(props.info?.server ?? ""), [props.info]);
+  const submit = async (e: React.FormEvent) => {
+    e.preventDefault();
+    setBusy(true);
+    try {
+      if (server && server !== props.info?.server) await props.onServer(server);
+      props.onSignedIn(await api.signIn(login, password));
+    } catch (err) {
+      props.onError(humanError(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <form className="card narrow" onSubmit={submit}>
+      <h1>Sign in</h1>
+      {props.notice && <p className="notice">{props.notice}</p>}
+      <label>Username or email<input id="login" value={login} onChange={(e) => setLogin(e.target.value)} required autoFocus /></label>
+      <label>Password<input id="password" type="password" value={password} onChange={(e) => setPassword(e.target.value)} required /></label>
+      <label>Server<input id="server" value={server} onChange={(e) => setServer(e.target.value)} /></label>
+      <button id="sign-in" className="primary" disabled={busy}>{busy ? "Signing in…" : "Sign in"}</button>
+      <div className="row">
+        <button type="button" className="link" id="register-link" onClick={props.onRegister}>Create an account</button>
+        <button type="button" className="link" onClick={props.onForgot}>Forgot password?</button>
+      </div>
+      {props.info && !props.info.keyring && (
+        <p className="hint">No system keyring was found: you will need to sign in again after quitting.</p>
+      )}
+    </form>
+  );
+}
+
+function Register(props: { onError: (m: string) => void; onDone: () => void; onBack: () => void }) {
+  const [f, setF] = useState({ username: "", email: "", password: "", display: "" });
+  const [busy, setBusy] = useState(false);
+  const set = (k: keyof typeof f) => (e: React.ChangeEvent<HTMLInputElement>) => setF({ ...f, [k]: e.target.value });
+  const submit = async (e: React.FormEvent) => {
+    e.preventDefault();
+    setBusy(true);
+    try {
+      await api.register(f.username, f.email, f.password, f.display);
+      props.onDone();
+    } catch (err) {
+      props.onError(humanError(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <form className="card narrow" onSubmit={submit}>
+      <h1>Create an account</h1>
+      <label>Username<input id="reg-username" value={f.username} onChange={set("username")} required /></label>
+      <label>Email<input id="reg-email" type="email" value={f.email} onChange={set("email")} required /></label>
+      <label>Display name<input id="reg-display" value={f.display} onChange={set("display")} /></label>
+      <label>Password (8 characters or more)<input id="reg-password" type="password" value={f.password} onChange={set("password")} required /></label>
+      <button id="register" className="primary" disabled={busy}>{busy ? "Creating…" : "Create account"}</button>
+      <button type="button" className="link" onClick={props.onBack}>Back to sign in</button>
+    </form>
+  );
+}
+
+function Forgot(props: { onError: (m: string) => void; onBack: () => void }) {
+  const [email, setEmail] = useState("");
+  const [sent, setSent] = useState(false);
+  const submit = async (e: React.FormEvent) => {
+    e.preventDefault();
+    try {
+      await api.forgotPassword(email);
+      setSent(true);
+    } catch (err) {
+      props.onError(humanError(err));
+    }
+  };
+  return (
+    <form className="card narrow" onSubmit={submit}>
+      <h1>Reset your password</h1>
+      {sent ? (
+        <p className="notice">If an account uses {email}, a reset link is on its way. Check your mail.</p>
+      ) : (
+        <>
+          <label>Email<input type="email" value={email} onChange={(e) => setEmail(e.target.value)} required /></label>
+          <button className="primary">Send reset link</button>
+        </>
+      )}
+      <button type="button" className="link" onClick={props.onBack}>Back to sign in</button>
+    </form>
+  );
+}
+
+function Home(props: { onError: (m: string) => void; onOpen: (r: Room) => void }) {
+  const [rooms, setRooms] = useState<Room[] | null>(null);
+  const [name, setName] = useState("");
+  const [isPrivate, setPrivate] = useState(false);
+  const [password, setPassword] = useState("");
+  const [joinId, setJoinId] = useState("");
+  const [busy, setBusy] = useState(false);
+  const load = useCallback(async () => {
+    try {
+      setRooms((await api.listRooms()).rooms);
+    } catch (e) {
+      props.onError(humanError(e));
+      setRooms([]);
+    }
+  }, [props]);
+  useEffect(() => {
+    load();
+  }, []); // eslint-disable-line react-hooks/exhaustive-deps
+  const create = async (e: React.FormEvent) => {
+    e.preventDefault();
+    setBusy(true);
+    try {
+      props.onOpen(await api.createRoom(name, isPrivate, password));
+    } catch (err) {
+      props.onError(humanError(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+  const join = async (e: React.FormEvent) => {
+    e.preventDefault();
+    const id = roomIdFrom(joinId);
+    if (!id) {
+      props.onError("That is not a meeting id or link. It looks like abc-defg-hij.");
+      return;
+    }
+    setBusy(true);
+    try {
+      props.onOpen(await api.getRoom(id));
+    } catch (err) {
+      props.onError(humanError(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <div className="home">
+      <section className="card">
+        <h2>New meeting</h2>
+        <form onSubmit={create}>
+          <label>Name<input id="room-name" value={name} onChange={(e) => setName(e.target.value)} required /></label>
+          <label className="inline"><input type="checkbox" checked={isPrivate} onChange={(e) => setPrivate(e.target.checked)} /> Private (only people you invite)</label>
+          <label>Password (optional)<input type="password" value={password} onChange={(e) => setPassword(e.target.value)} /></label>
+          <button id="create-room" className="primary" disabled={busy}>Create and open</button>
+        </form>
+      </section>
+      <section className="card">
+        <h2>Join a meeting</h2>
+        <form onSubmit={join}>
+          <label>Meeting id or link<input id="join-id" value={joinId} onChange={(e) => setJoinId(e.target.value)} placeholder="abc-defg-hij" /></label>
+          <button id="join-open" className="primary" disabled={busy}>Open</button>
+        </form>
+      </section>
+      <section className="card wide">
+        <h2>Rooms <button className="link" onClick={load}>Refresh</button></h2>
+        {rooms === null && <Progress text="Loading rooms…" />}
+        {rooms?.length === 0 && <p className="hint">No rooms yet: create one above.</p>}
+        <ul className="rooms">
+          {rooms?.map((r) => (
+            <li key={r.id}>
+              <button className="room" onClick={() => props.onOpen(r)}>
+                <strong>{r.name}</strong> <span className="hint">{r.id} · {r.privacy} · hosted by {r.host.display_name} · {r.participant_count} in call</span>
+              </button>
+            </li>
+          ))}
+        </ul>
+      </section>
+      <section className="card wide">
+        <h2>Upcoming meetings</h2>
+        <p className="hint">Scheduled meetings will show here.</p>
+      </section>
+    </div>
+  );
+}
+
+function PreJoin(props: {
+  room: Room;
+  info: AppInfo | null;
+  onBack: () => void;
+  onJoined: () => void;
+  onError: (m: string) => void;
+  joinRef: typeof joinRef;
+}) {
+  const [mic, setMic] = useState(true);
+  const [cam, setCam] = useState(true);
+  const [password, setPassword] = useState("");
+  const [busy, setBusy] = useState(false);
+  const join = async () => {
+    setBusy(true);
+    const pending: CallEvent[] = [];
+    props.joinRef.listener = null;
+    try {
+      const j = await api.joinCall(props.room.id, password, !mic, !cam, (e) => {
+        if (props.joinRef.listener) props.joinRef.listener(e);
+        else pending.push(e);
+      });
+      props.joinRef.current = {
+        me: j.participant_id,
+        state: initialCall(j.participant_id, j.participants, !mic, !cam),
+        pending,
+      };
+      props.onJoined();
+    } catch (e) {
+      props.onError(humanError(e));
+      setBusy(false);
+    }
+  };
+  return (
+    <div className="card narrow" id="prejoin">
+      <h1>{props.room.name}</h1>
+      <p className="hint">Meeting id <code>{props.room.id}</code> · share <code>{props.room.join_url}</code></p>
+      {props.info?.media === "synthetic" && <p className="hint">Using synthetic camera and microphone (CONVO_MEDIA=synthetic).</p>}
+      <label className="inline"><input id="prejoin-mic" type="checkbox" checked={mic} onChange={(e) => setMic(e.target.checked)} /> Microphone on</label>
+      <label className="inline"><input id="prejoin-cam" type="checkbox" checked={cam} onChange={(e) => setCam(e.target.checked)} /> Camera on</label>
+      {props.room.has_password && (
+        <label>Meeting password<input type="password" value={password} onChange={(e) => setPassword(e.target.value)} /></label>
+      )}
+      <div className="row">
+        <button className="link" onClick={props.onBack}>Back</button>
+        <button id="join" className="primary" disabled={busy} onClick={join}>{busy ? "Joining…" : "Join now"}</button>
+      </div>
+      {busy && <Progress text="Connecting to the meeting…" />}
+    </div>
+  );
+}
+
+function Call(props: { room: Room; joinRef: typeof joinRef; onLeft: () => void; onError: (m: string) => void }) {
+  const start = props.joinRef.current;
+  const [state, dispatch] = useReducer(reduceCall, start?.state ?? initialCall("", [], true, true));
+  const [layout, setLayout] = useState<"grid" | "speaker">("grid");
+  const [showPeople, setShowPeople] = useState(false);
+  useEffect(() => {
+    props.joinRef.listener = dispatch;
+    for (const e of start?.pending ?? []) dispatch(e);
+    return () => {
+      props.joinRef.listener = null;
+    };
+  }, []); // eslint-disable-line react-hooks/exhaustive-deps
+  const leave = useCallback(async () => {
+    await api.leaveCall().catch(() => undefined);
+    props.onLeft();
+  }, [props]);
+  const toggle = useCallback(
+    async (kind: "audio" | "video") => {
+      const muted = kind === "audio" ? !state.micMuted : !state.camMuted;
+      try {
+        await api.setMuted(kind, muted);
+      } catch (e) {
+        props.onError(humanError(e));
+      }
+    },
+    [state.micMuted, state.camMuted, props],
+  );
+  const ptt = useRef(false);
+  useEffect(() => {
+    const typing = (e: KeyboardEvent) => e.target instanceof HTMLInputElement;
+    const down = (e: KeyboardEvent) => {
+      const s = shortcut(e);
+      if (s) e.preventDefault();
+      if (s === "toggle-mic") toggle("audio");
+      if (s === "toggle-cam") toggle("video");
+      if (s === "leave") leave();
+      // Push to talk: hold the space bar while muted.
+      if (e.code === "Space" && !e.repeat && !typing(e) && state.micMuted) {
+        e.preventDefault();
+        ptt.current = true;
+        api.setMuted("audio", false);
+      }
+    };
+    const up = (e: KeyboardEvent) => {
+      if (e.code === "Space" && ptt.current) {
+        ptt.current = false;
+        api.setMuted("audio", true);
+      }
+    };
+    window.addEventListener("keydown", down);
+    window.addEventListener("keyup", up);
+    return () => {
+      window.removeEventListener("keydown", down);
+      window.removeEventListener("keyup", up);
+    };
+  }, [toggle, leave, state.micMuted]);
+  useEffect(() => {
+    if (state.ended && state.ended !== "left") {
+      props.onError(
+        state.ended === "replaced"
+          ? "You joined this meeting from another device, so this window left it."
+          : `The meeting ended for you: ${state.ended}.`,
+      );
+      props.onLeft();
+    }
+  }, [state.ended]); // eslint-disable-line react-hooks/exhaustive-deps
+
+  const all = tiles(state);
+  const big = layout === "speaker" || all.some((t) => t.kind === "screen") ? featured(state) : null;
+  const rest = big ? all.filter((t) => t.trackId !== big.trackId) : all;
+  const people = Object.values(state.participants);
+  return (
+    <div className="call" id="call">
+      <div className="stage">
+        {big && (
+          <div className="featured">
+            <VideoTile tile={big} speaking={state.speaker === big.participantId} />
+          </div>
+        )}
+        <div className={`grid n${Math.min(rest.length, 9)}`}>
+          {rest.map((t) => (
+            <VideoTile key={t.trackId} tile={t} speaking={state.speaker === t.participantId} />
+          ))}
+        </div>
+        {state.notice && <div className="toast" role="status">{state.notice}</div>}
+      </div>
+      {showPeople && (
+        <aside className="people" id="people">
+          <h3>People ({people.length})</h3>
+          <ul>
+            {people.map((p) => (
+              <li key={p.participant_id} className={state.speaker === p.participant_id ? "speaking" : ""}>
+                {p.participant_id === state.me ? "You" : p.user.display_name}
+                <span className="hint">{p.audio_muted ? " · muted" : ""}{p.video_muted ? " · camera off" : ""}</span>
+              </li>
+            ))}
+          </ul>
+        </aside>
+      )}
+      <footer className="controls">
+        <span className="quality" title="Connection">● {props.room.name}</span>
+        <button id="toggle-mic" className={state.micMuted ? "off" : ""} onClick={() => toggle("audio")} title="Ctrl+D">
+          {state.micMuted ? "Unmute" : "Mute"}
+        </button>
+        <button id="toggle-cam" className={state.camMuted ? "off" : ""} onClick={() => toggle("video")} title="Ctrl+E">
+          {state.camMuted ? "Start camera" : "Stop camera"}
+        </button>
+        <button onClick={() => setLayout(layout === "grid" ? "speaker" : "grid")}>{layout === "grid" ? "Speaker view" : "Grid view"}</button>
+        <button onClick={() => setShowPeople(!showPeople)}>People</button>
+        <button id="leave" className="danger" onClick={leave} title="Ctrl+Shift+L">Leave</button>
+      </footer>
+    </div>
+  );
+}
+
+/** One video: pulls the newest frame from the `frames:` scheme whenever the last is drawn. */
+function VideoTile({ tile, speaking }: { tile: Tile; speaking: boolean }) {
+  const canvas = useRef<HTMLCanvasElement>(null);
+  const [drawn, setDrawn] = useState(0);
+  useEffect(() => {
+    let stop = false;
+    let seq = 0;
+    let count = 0;
+    const pull = async () => {
+      while (!stop) {
+        try {
+          const r = await fetch(frameUrl(tile.trackId, seq));
+          if (r.status === 200) {
+            const w = Number(r.headers.get("x-width"));
+            const h = Number(r.headers.get("x-height"));
+            seq = Number(r.headers.get("x-seq"));
+            const px = new Uint8ClampedArray(await r.arrayBuffer());
+            const c = canvas.current;
+            if (c && px.length === w * h * 4) {
+              if (c.width !== w) c.width = w;
+              if (c.height !== h) c.height = h;
+              c.getContext("2d")?.putImageData(new ImageData(px, w, h), 0, 0);
+              count += 1;
+              c.dataset.frames = String(count);
+              if (count % 15 === 1) setDrawn(count);
+            }
+          }
+        } catch {
+          // The scheme is gone while the window closes: try again shortly.
+        }
+        await new Promise((res) => setTimeout(res, 30));
+      }
+    };
+    pull();
+    return () => {
+      stop = true;
+    };
+  }, [tile.trackId]);
+  return (
+    <figure className={`tile ${speaking ? "speaking" : ""} ${tile.kind}`} data-track={tile.trackId}>
+      <canvas ref={canvas} data-track={tile.trackId} data-frames="0" />
+      {drawn === 0 && <div className="waiting">{tile.local ? "Starting camera…" : "Waiting for video…"}</div>}
+      <figcaption>{tile.name}{tile.kind === "screen" ? " (screen)" : ""}</figcaption>
+    </figure>
+  );
+}
+
+function Settings(props: { info: AppInfo | null; theme: Theme; onTheme: (t: Theme) => void; onSignOut: () => void }) {
+  return (
+    <div className="card narrow" id="settings">
+      <h1>Settings</h1>
+      <h3>Appearance</h3>
+      <div className="row">
+        {(["system", "light", "dark"] as Theme[]).map((t) => (
+          <label className="inline" key={t}>
+            <input type="radio" name="theme" checked={props.theme === t} onChange={() => props.onTheme(t)} /> {t}
+          </label>
+        ))}
+      </div>
+      <h3>Devices</h3>
+      <p className="hint">
+        {props.info?.media === "synthetic"
+          ? "Synthetic camera, microphone and screen (CONVO_MEDIA=synthetic)."
+          : "Device selection comes with the native capture backends."}
+      </p>
+      <h3>Account</h3>
+      <p className="hint">Server: {props.info?.server} · version {props.info?.version}</p>
+      <button id="sign-out" className="danger" onClick={props.onSignOut}>Sign out</button>
+    </div>
+  );
+}

@@ -1,0 +1,71 @@
+// The app's commands (client-tauri/app/src/lib.rs), typed. Every failure is an object with a
+// `code` and a human `message`.
+import { Channel, invoke } from "@tauri-apps/api/core";
+import type { CallEvent, ParticipantInfo, TrackKind } from "./store";
+
+export interface User {
+  id: string;
+  username: string;
+  email: string;
+  display_name: string;
+  role: string;
+}
+
+export interface Room {
+  id: string;
+  name: string;
+  privacy: "public" | "private";
+  host: { display_name: string };
+  has_password: boolean;
+  locked: boolean;
+  join_url: string;
+  my_role: string | null;
+  participant_count: number;
+}
+
+export interface AppInfo {
+  server: string;
+  media: "devices" | "synthetic";
+  version: string;
+  keyring: boolean;
+}
+
+export const api = {
+  appInfo: () => invoke<AppInfo>("app_info"),
+  setServer: (url: string) => invoke<void>("set_server", { url }),
+  register: (username: string, email: string, password: string, displayName: string) =>
+    invoke<User>("register", { username, email, password, displayName }),
+  signIn: (login: string, password: string) => invoke<User>("sign_in", { login, password }),
+  restoreSession: () => invoke<User | null>("restore_session"),
+  signOut: () => invoke<void>("sign_out"),
+  forgotPassword: (email: string) => invoke<void>("forgot_password", { email }),
+  listRooms: () => invoke<{ rooms: Room[] }>("list_rooms"),
+  createRoom: (name: string, isPrivate: boolean, password: string) =>
+    invoke<Room>("create_room", { name, private: isPrivate, password: password || null }),
+  getRoom: (id: string) => invoke<Room>("get_room", { id }),
+  joinCall: (
+    roomId: string,
+    password: string,
+    audioMuted: boolean,
+    videoMuted: boolean,
+    onEvent: (e: CallEvent) => void,
+  ) => {
+    const channel = new Channel<CallEvent>();
+    channel.onmessage = onEvent;
+    return invoke<{ participant_id: string; participants: ParticipantInfo[] }>("join_call", {
+      roomId,
+      password: password || null,
+      audioMuted,
+      videoMuted,
+      onEvent: channel,
+    });
+  },
+  leaveCall: () => invoke<void>("leave_call"),
+  setMuted: (kind: TrackKind, muted: boolean) => invoke<void>("set_muted", { kind, muted }),
+};
+
+/** Where the newest frame of a track is served (Windows webviews use http://<scheme>.localhost). */
+export function frameUrl(trackId: string, after: number): string {
+  const base = navigator.userAgent.includes("Windows") ? "http://frames.localhost/" : "frames://localhost/";
+  return `${base}${encodeURIComponent(trackId)}?after=${after}`;
+}

@@ -1,0 +1,204 @@
+// The call's state as the ui shows it, built from the engine's events by a pure reducer
+// (tested without a window), and the helpers the screens share.
+
+export type TrackKind = "audio" | "video" | "screen";
+
+export interface TrackInfo {
+  track_id: string;
+  kind: TrackKind;
+  muted: boolean;
+}
+
+export interface ParticipantInfo {
+  participant_id: string;
+  user: { id: string; username: string; display_name: string };
+  audio_muted: boolean;
+  video_muted: boolean;
+  tracks: TrackInfo[];
+}
+
+/** What the engine sends over the call's channel (`CallEvent` in client-tauri/core). */
+export type CallEvent =
+  | { type: "track_started"; participant_id: string; track_id: string; kind: TrackKind }
+  | { type: "signal"; message: ServerMessage }
+  | { type: "ended"; reason: string };
+
+export type ServerMessage =
+  | { type: "participant_joined"; participant: ParticipantInfo }
+  | { type: "participant_left"; participant_id: string; reason: string }
+  | { type: "track_published"; participant_id: string; track: TrackInfo }
+  | { type: "track_unpublished"; participant_id: string; track_id: string }
+  | { type: "mute_changed"; participant_id: string; kind: TrackKind; muted: boolean }
+  | { type: "active_speaker"; participant_id: string | null }
+  | { type: "error"; code: string; message: string }
+  | { type: string; [k: string]: unknown };
+
+export interface Tile {
+  participantId: string;
+  name: string;
+  trackId: string;
+  kind: "video" | "screen";
+  local: boolean;
+}
+
+export interface CallState {
+  me: string;
+  participants: Record<string, ParticipantInfo>;
+  /** Remote tracks whose media is arriving. */
+  receiving: Record<string, { participantId: string; kind: TrackKind }>;
+  speaker: string | null;
+  micMuted: boolean;
+  camMuted: boolean;
+  ended: string | null;
+  notice: string | null;
+}
+
+export function initialCall(
+  me: string,
+  participants: ParticipantInfo[],
+  micMuted: boolean,
+  camMuted: boolean,
+): CallState {
+  const map: Record<string, ParticipantInfo> = {};
+  for (const p of participants) map[p.participant_id] = p;
+  return { me, participants: map, receiving: {}, speaker: null, micMuted, camMuted, ended: null, notice: null };
+}
+
+function withParticipant(
+  s: CallState,
+  id: string,
+  f: (p: ParticipantInfo) => ParticipantInfo,
+): CallState {
+  const p = s.participants[id];
+  if (!p) return s;
+  return { ...s, participants: { ...s.participants, [id]: f(p) } };
+}
+
+export function reduceCall(s: CallState, e: CallEvent): CallState {
+  switch (e.type) {
+    case "track_started":
+      return { ...s, receiving: { ...s.receiving, [e.track_id]: { participantId: e.participant_id, kind: e.kind } } };
+    case "ended":
+      return { ...s, ended: e.reason };
+    case "signal":
+      return reduceSignal(s, e.message);
+  }
+  return s;
+}
+
+function reduceSignal(s: CallState, m: ServerMessage): CallState {
+  switch (m.type) {
+    case "participant_joined": {
+      const p = (m as { participant: ParticipantInfo }).participant;
+      return { ...s, participants: { ...s.participants, [p.participant_id]: p }, notice: `${p.user.display_name} joined` };
+    }
+    case "participant_left": {
+      const id = (m as { participant_id: string }).participant_id;
+      const name = s.participants[id]?.user.display_name;
+      const participants = { ...s.participants };
+      delete participants[id];
+      const receiving = Object.fromEntries(Object.entries(s.receiving).filter(([, r]) => r.participantId !== id));
+      return {
+        ...s,
+        participants,
+        receiving,
+        speaker: s.speaker === id ? null : s.speaker,
+        notice: name ? `${name} left` : s.notice,
+      };
+    }
+    case "track_published": {
+      const { participant_id, track } = m as { participant_id: string; track: TrackInfo };
+      return withParticipant(s, participant_id, (p) => ({
+        ...p,
+        tracks: [...p.tracks.filter((t) => t.track_id !== track.track_id), track],
+      }));
+    }
+    case "track_unpublished": {
+      const { participant_id, track_id } = m as { participant_id: string; track_id: string };
+      const receiving = { ...s.receiving };
+      delete receiving[track_id];
+      return withParticipant({ ...s, receiving }, participant_id, (p) => ({
+        ...p,
+        tracks: p.tracks.filter((t) => t.track_id !== track_id),
+      }));
+    }
+    case "mute_changed": {
+      const { participant_id, kind, muted } = m as { participant_id: string; kind: TrackKind; muted: boolean };
+      let next = s;
+      if (participant_id === s.me) {
+        next = kind === "audio" ? { ...s, micMuted: muted } : kind === "video" ? { ...s, camMuted: muted } : s;
+      }
+      return withParticipant(next, participant_id, (p) => ({
+        ...p,
+        audio_muted: kind === "audio" ? muted : p.audio_muted,
+        video_muted: kind === "video" ? muted : p.video_muted,
+        tracks: p.tracks.map((t) => (t.kind === kind ? { ...t, muted } : t)),
+      }));
+    }
+    case "active_speaker":
+      return { ...s, speaker: (m as { participant_id: string | null }).participant_id };
+    case "error":
+      return { ...s, notice: (m as { message: string }).message };
+  }
+  return s;
+}
+
+/** The video tiles to show: screens first (shown large), then cameras; my own view last. */
+export function tiles(s: CallState): Tile[] {
+  const out: Tile[] = [];
+  for (const [trackId, r] of Object.entries(s.receiving)) {
+    if (r.kind === "audio") continue;
+    const p = s.participants[r.participantId];
+    out.push({
+      participantId: r.participantId,
+      name: p?.user.display_name ?? "Guest",
+      trackId,
+      kind: r.kind,
+      local: false,
+    });
+  }
+  out.sort((a, b) => (a.kind === b.kind ? a.name.localeCompare(b.name) : a.kind === "screen" ? -1 : 1));
+  out.push({ participantId: s.me, name: "You", trackId: "local:video", kind: "video", local: true });
+  return out;
+}
+
+/** The tile to show large in the speaker layout: a screen share, else whoever speaks. */
+export function featured(s: CallState): Tile | null {
+  const all = tiles(s);
+  return (
+    all.find((t) => t.kind === "screen") ??
+    all.find((t) => t.participantId === s.speaker && !t.local) ??
+    all.find((t) => !t.local) ??
+    null
+  );
+}
+
+/** A room id from what people paste: an id, a join link or a convoconnect:// link. */
+export function roomIdFrom(input: string): string | null {
+  const t = input.trim().replace(/\/+$/, "");
+  const id = t.split("/").pop() ?? "";
+  return /^[a-z]{3}-[a-z]{4}-[a-z]{3}$/.test(id) ? id : null;
+}
+
+/** Keyboard shortcuts: what a key press asks for, if anything. */
+export type Shortcut = "toggle-mic" | "toggle-cam" | "leave" | null;
+
+export function shortcut(e: { key: string; ctrlKey: boolean; metaKey: boolean; shiftKey: boolean }): Shortcut {
+  const mod = e.ctrlKey || e.metaKey;
+  if (!mod) return null;
+  const k = e.key.toLowerCase();
+  if (k === "d") return "toggle-mic";
+  if (k === "e") return "toggle-cam";
+  if (k === "l" && e.shiftKey) return "leave";
+  return null;
+}
+
+/** The message people see for a failure: what went wrong and what to do. */
+export function humanError(e: unknown): string {
+  if (e && typeof e === "object" && "message" in e && typeof (e as { message: unknown }).message === "string") {
+    const m = (e as { message: string }).message;
+    if (m.trim()) return m;
+  }
+  if (typeof e === "string" && e.trim()) return e;
+  return "Something went wrong. Please try again.";
+}

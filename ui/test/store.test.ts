@@ -1,0 +1,97 @@
+import { describe, expect, it } from "vitest";
+import {
+  featured,
+  humanError,
+  initialCall,
+  reduceCall,
+  roomIdFrom,
+  shortcut,
+  tiles,
+  type ParticipantInfo,
+} from "../src/store";
+
+const person = (id: string, name: string): ParticipantInfo => ({
+  participant_id: id,
+  user: { id: `u-${id}`, username: name.toLowerCase(), display_name: name },
+  audio_muted: false,
+  video_muted: false,
+  tracks: [],
+});
+
+describe("call state", () => {
+  it("follows people joining, publishing, speaking and leaving", () => {
+    let s = initialCall("me", [person("me", "Me"), person("a", "Ada")], false, false);
+    s = reduceCall(s, { type: "signal", message: { type: "participant_joined", participant: person("b", "Bo") } });
+    expect(Object.keys(s.participants).sort()).toEqual(["a", "b", "me"]);
+    expect(s.notice).toBe("Bo joined");
+
+    s = reduceCall(s, { type: "track_started", participant_id: "a", track_id: "a:video", kind: "video" });
+    s = reduceCall(s, { type: "track_started", participant_id: "a", track_id: "a:audio", kind: "audio" });
+    s = reduceCall(s, { type: "track_started", participant_id: "b", track_id: "b:screen", kind: "screen" });
+    // Screens first, audio has no tile, my own view last.
+    expect(tiles(s).map((t) => t.trackId)).toEqual(["b:screen", "a:video", "local:video"]);
+    expect(featured(s)?.trackId).toBe("b:screen");
+
+    s = reduceCall(s, { type: "signal", message: { type: "active_speaker", participant_id: "a" } });
+    expect(s.speaker).toBe("a");
+
+    s = reduceCall(s, { type: "signal", message: { type: "participant_left", participant_id: "a", reason: "left" } });
+    expect(s.participants.a).toBeUndefined();
+    expect(s.speaker).toBeNull();
+    expect(tiles(s).map((t) => t.trackId)).toEqual(["b:screen", "local:video"]);
+    expect(s.notice).toBe("Ada left");
+  });
+
+  it("keeps mute state for others and for me", () => {
+    let s = initialCall("me", [person("me", "Me"), person("a", "Ada")], false, false);
+    s = reduceCall(s, {
+      type: "signal",
+      message: { type: "track_published", participant_id: "a", track: { track_id: "a:audio", kind: "audio", muted: false } },
+    });
+    s = reduceCall(s, { type: "signal", message: { type: "mute_changed", participant_id: "a", kind: "audio", muted: true } });
+    expect(s.participants.a.audio_muted).toBe(true);
+    expect(s.participants.a.tracks[0].muted).toBe(true);
+    expect(s.micMuted).toBe(false);
+    s = reduceCall(s, { type: "signal", message: { type: "mute_changed", participant_id: "me", kind: "video", muted: true } });
+    expect(s.camMuted).toBe(true);
+  });
+
+  it("drops a track when it is unpublished and ends when told", () => {
+    let s = initialCall("me", [person("me", "Me"), person("a", "Ada")], false, false);
+    s = reduceCall(s, { type: "track_started", participant_id: "a", track_id: "a:video", kind: "video" });
+    s = reduceCall(s, { type: "signal", message: { type: "track_unpublished", participant_id: "a", track_id: "a:video" } });
+    expect(tiles(s).map((t) => t.trackId)).toEqual(["local:video"]);
+    expect(featured(s)).toBeNull();
+    s = reduceCall(s, { type: "ended", reason: "replaced" });
+    expect(s.ended).toBe("replaced");
+    // Unknown messages change nothing.
+    expect(reduceCall(s, { type: "signal", message: { type: "pong", nonce: 1 } })).toBe(s);
+  });
+});
+
+describe("helpers", () => {
+  it("finds room ids in links", () => {
+    expect(roomIdFrom("abc-defg-hij")).toBe("abc-defg-hij");
+    expect(roomIdFrom(" http://h:8080/join/abc-defg-hij/ ")).toBe("abc-defg-hij");
+    expect(roomIdFrom("convoconnect://join/abc-defg-hij")).toBe("abc-defg-hij");
+    expect(roomIdFrom("not a room")).toBeNull();
+    expect(roomIdFrom("")).toBeNull();
+  });
+
+  it("maps shortcuts", () => {
+    const k = (key: string, mods: Partial<{ ctrlKey: boolean; metaKey: boolean; shiftKey: boolean }> = {}) =>
+      shortcut({ key, ctrlKey: false, metaKey: false, shiftKey: false, ...mods });
+    expect(k("d", { ctrlKey: true })).toBe("toggle-mic");
+    expect(k("E", { metaKey: true })).toBe("toggle-cam");
+    expect(k("l", { ctrlKey: true, shiftKey: true })).toBe("leave");
+    expect(k("l", { ctrlKey: true })).toBeNull();
+    expect(k("d")).toBeNull();
+  });
+
+  it("turns failures into sentences, never raw objects", () => {
+    expect(humanError({ code: "x", message: "The meeting is full." })).toBe("The meeting is full.");
+    expect(humanError("Cannot reach the server.")).toBe("Cannot reach the server.");
+    expect(humanError({ weird: true })).toBe("Something went wrong. Please try again.");
+    expect(humanError(undefined)).toBe("Something went wrong. Please try again.");
+  });
+});
