@@ -1,8 +1,9 @@
 //! The desktop app end to end: the real app (built with its ui embedded), under Xvfb, driven
 //! through tauri-driver and WebKitWebDriver like a person would — register, sign in, create a
 //! room, join — while a `convo-bot` joins the same room. The app must show the bot's video
-//! (frames keep coming and their codes read back, in order) and the bot must decode the app's
-//! audio and video. Screenshots of pre-join and the call go to `target/e2e/`.
+//! (frames keep coming and their codes read back, in order) and play the bot's audio to its
+//! speaker (a PulseAudio null sink, recorded back from its monitor), and the bot must decode
+//! the app's audio and video. Screenshots of pre-join and the call go to `target/e2e/`.
 //!
 //! Needs what `tests/desktop.sh` prepares (the ui built, the app built with
 //! `--features custom-protocol`, tauri-driver, WebKitWebDriver, a display), so it is ignored
@@ -209,6 +210,27 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
         .as_str()
         .unwrap()
         .to_string();
+    // Pre-join shows the camera preview, the microphone's level and the device pickers.
+    d.wait("#pick-mic", 30).await;
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = d
+            .script(
+                "return [Number(document.querySelector(\"canvas[data-track='local:video']\").dataset.frames), \
+                 parseFloat(document.querySelector('#mic-meter span').style.width) || 0]",
+                json!([]),
+            )
+            .await;
+        let (preview, meter) = (v[0].as_u64().unwrap_or(0), v[1].as_f64().unwrap_or(0.0));
+        if preview >= 3 && meter > 20.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "pre-join: {preview} preview frames, meter at {meter} %"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     d.screenshot("pre-join").await;
     d.click("#join").await;
     d.wait("#call", 30).await;
@@ -276,6 +298,39 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
         "frames advance in order: {codes:?}"
     );
     d.screenshot("in-call").await;
+
+    // The app plays the bot's tone to its speaker: record the null sink's monitor for 2 s.
+    let rec = tokio::task::spawn_blocking(|| {
+        Command::new("timeout")
+            .args([
+                "2",
+                "parec",
+                "--raw",
+                "--format=s16le",
+                "--rate=48000",
+                "--channels=1",
+                "-d",
+                "convo_null.monitor",
+            ])
+            .output()
+            .expect("parec (pulseaudio-utils)")
+    })
+    .await
+    .unwrap();
+    let pcm: Vec<i16> = rec
+        .stdout
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let toned = pcm
+        .chunks_exact(960)
+        .filter(|c| synth::tone_share(c, 440.0) > 0.5)
+        .count();
+    assert!(
+        toned >= 25,
+        "the bot's 440 Hz tone was in {toned} of {} recorded frames",
+        pcm.len() / 960
+    );
 
     // The bot decoded the app's camera and microphone.
     let report = bot.await.unwrap();

@@ -2,7 +2,8 @@
 # The desktop app's tests: the ui's unit tests (Vitest), then the app end to end under Xvfb
 # through tauri-driver and WebKitWebDriver (tests/desktop.rs). Builds what they need first:
 # the ui (`ui/dist`) and the app with the ui embedded.
-# Needs: Node.js 20+, the Debian packages listed in .ci/run (webkit2gtk-driver, xvfb, ...),
+# Needs: Node.js 20+, the Debian packages listed in .ci/run (webkit2gtk-driver, xvfb,
+# pulseaudio, ...),
 # and tauri-driver (installed with cargo when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,17 @@ if ! command -v tauri-driver >/dev/null; then
   cargo install tauri-driver --locked
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
+
+echo "== a sound server: PulseAudio with a null sink as the default speaker, its monitor as the microphone"
+if ! pactl info >/dev/null 2>&1; then
+  pulseaudio --start --exit-idle-time=-1 2>&1 | grep -v "not intended to be run as root" || true
+fi
+pactl list short sinks | grep -q convo_null || pactl load-module module-null-sink sink_name=convo_null >/dev/null
+pactl set-default-sink convo_null
+pactl set-default-source convo_null.monitor
+
+echo "== real sound devices through cpal"
+cargo test -p convo-client --features devices --test sound --locked -- --include-ignored
 
 echo "== the app end to end (Xvfb)"
 xvfb-run -a -s "-screen 0 1280x800x24" \

@@ -15,6 +15,11 @@ const COMMANDS: &[&str] = &[
     "join_call",
     "leave_call",
     "set_muted",
+    "list_devices",
+    "choose_devices",
+    "start_pre_join",
+    "stop_pre_join_cmd",
+    "mic_level",
 ];
 
 fn main() {

@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useReducer, useRef, useState } from "react";
-import { api, frameUrl, type AppInfo, type Room, type User } from "./api";
+import { api, frameUrl, type AppInfo, type Devices, type Room, type User } from "./api";
 import {
   featured,
   humanError,
@@ -358,6 +358,13 @@ function PreJoin(props: {
   const [cam, setCam] = useState(true);
   const [password, setPassword] = useState("");
   const [busy, setBusy] = useState(false);
+  const level = useMicLevel();
+  useEffect(() => {
+    api.startPreJoin().catch((e) => props.onError(humanError(e)));
+    return () => {
+      api.stopPreJoin().catch(() => undefined);
+    };
+  }, []); // eslint-disable-line react-hooks/exhaustive-deps
   const join = async () => {
     setBusy(true);
     const pending: CallEvent[] = [];
@@ -383,6 +390,11 @@ function PreJoin(props: {
       <h1>{props.room.name}</h1>
       <p className="hint">Meeting id <code>{props.room.id}</code> · share <code>{props.room.join_url}</code></p>
       {props.info?.media === "synthetic" && <p className="hint">Using synthetic camera and microphone (CONVO_MEDIA=synthetic).</p>}
+      <div className="preview">
+        <VideoTile tile={{ participantId: "", name: "You", trackId: "local:video", kind: "video", local: true }} speaking={false} />
+      </div>
+      <div className="meter" title="Microphone level" id="mic-meter"><span style={{ width: `${level}%` }} /></div>
+      <DevicePickers onChanged={() => api.startPreJoin().catch((e) => props.onError(humanError(e)))} />
       <label className="inline"><input id="prejoin-mic" type="checkbox" checked={mic} onChange={(e) => setMic(e.target.checked)} /> Microphone on</label>
       <label className="inline"><input id="prejoin-cam" type="checkbox" checked={cam} onChange={(e) => setCam(e.target.checked)} /> Camera on</label>
       {props.room.has_password && (
@@ -572,14 +584,64 @@ function Settings(props: { info: AppInfo | null; theme: Theme; onTheme: (t: Them
         ))}
       </div>
       <h3>Devices</h3>
-      <p className="hint">
-        {props.info?.media === "synthetic"
-          ? "Synthetic camera, microphone and screen (CONVO_MEDIA=synthetic)."
-          : "Device selection comes with the native capture backends."}
-      </p>
+      {props.info?.media === "synthetic" && <p className="hint">Synthetic camera and microphone (CONVO_MEDIA=synthetic); the speaker is real.</p>}
+      <DevicePickers />
       <h3>Account</h3>
       <p className="hint">Server: {props.info?.server} · version {props.info?.version}</p>
       <button id="sign-out" className="danger" onClick={props.onSignOut}>Sign out</button>
+    </div>
+  );
+}
+
+/** Polls the microphone level (0–100) while mounted. */
+function useMicLevel(): number {
+  const [level, setLevel] = useState(0);
+  useEffect(() => {
+    const t = setInterval(() => {
+      api.micLevel().then(setLevel).catch(() => undefined);
+    }, 100);
+    return () => clearInterval(t);
+  }, []);
+  return level;
+}
+
+/** Microphone, speaker and camera pickers; the lists refresh every 3 s (devices come and go). */
+function DevicePickers(props: { onChanged?: () => void }) {
+  const [devices, setDevices] = useState<Devices | null>(null);
+  useEffect(() => {
+    const load = () => api.listDevices().then(setDevices).catch(() => undefined);
+    load();
+    const t = setInterval(load, 3000);
+    return () => clearInterval(t);
+  }, []);
+  if (!devices) return <Progress text="Looking for devices…" />;
+  const choose = async (input: string | null, output: string | null) => {
+    await api.chooseDevices(input, output);
+    setDevices({ ...devices, chosen: { input, output } });
+    props.onChanged?.();
+  };
+  const option = (d: { id: string; name: string; default: boolean }) => (
+    <option key={d.id} value={d.id}>{d.name}{d.default ? " (default)" : ""}</option>
+  );
+  return (
+    <div className="pickers">
+      <label>Microphone
+        <select id="pick-mic" value={devices.chosen.input ?? ""} onChange={(e) => choose(e.target.value || null, devices.chosen.output)}>
+          <option value="">System default</option>
+          {devices.inputs.map(option)}
+        </select>
+      </label>
+      <label>Speaker
+        <select id="pick-speaker" value={devices.chosen.output ?? ""} onChange={(e) => choose(devices.chosen.input, e.target.value || null)}>
+          <option value="">System default</option>
+          {devices.outputs.map(option)}
+        </select>
+      </label>
+      <label>Camera
+        <select id="pick-camera" disabled={devices.cameras.length === 0}>
+          {devices.cameras.length === 0 ? <option>No camera available in this build</option> : devices.cameras.map(option)}
+        </select>
+      </label>
     </div>
   );
 }

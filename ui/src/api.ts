@@ -30,6 +30,19 @@ export interface AppInfo {
   keyring: boolean;
 }
 
+export interface DeviceInfo {
+  id: string;
+  name: string;
+  default: boolean;
+}
+
+export interface Devices {
+  inputs: DeviceInfo[];
+  outputs: DeviceInfo[];
+  cameras: DeviceInfo[];
+  chosen: { input: string | null; output: string | null };
+}
+
 export const api = {
   appInfo: () => invoke<AppInfo>("app_info"),
   setServer: (url: string) => invoke<void>("set_server", { url }),
@@ -62,6 +75,12 @@ export const api = {
   },
   leaveCall: () => invoke<void>("leave_call"),
   setMuted: (kind: TrackKind, muted: boolean) => invoke<void>("set_muted", { kind, muted }),
+  listDevices: () => invoke<Devices>("list_devices"),
+  chooseDevices: (input: string | null, output: string | null) =>
+    invoke<void>("choose_devices", { input, output }),
+  startPreJoin: () => invoke<void>("start_pre_join"),
+  stopPreJoin: () => invoke<void>("stop_pre_join_cmd"),
+  micLevel: () => invoke<number>("mic_level"),
 };
 
 /** Where the newest frame of a track is served (Windows webviews use http://<scheme>.localhost). */

@@ -97,12 +97,15 @@ struct AppBackend {
     mode: MediaMode,
     frames: FrameStore,
     mixer: Mixer,
+    input: Option<String>,
 }
 
 fn no_device(device: &str) -> MediaError {
     MediaError::Unavailable {
         device: device.into(),
-        reason: "device capture is not in this build yet; start with CONVO_MEDIA=synthetic".into(),
+        reason:
+            "camera and screen capture are not in this build yet; start with CONVO_MEDIA=synthetic"
+                .into(),
     }
 }
 
@@ -114,7 +117,9 @@ impl MediaBackend for AppBackend {
                 fps: 15,
             }
             .microphone(),
-            MediaMode::Devices => Err(no_device("microphone")),
+            MediaMode::Devices => Ok(Box::new(convo_client::devices::CpalMic::open(
+                self.input.as_deref(),
+            )?)),
         }
     }
 
@@ -166,6 +171,29 @@ pub struct AppState {
     frames: FrameStore,
     mixer: Mixer,
     mode: MediaMode,
+    /// Chosen microphone and speaker (`None`: the system default).
+    devices: std::sync::Mutex<Chosen>,
+    /// Playout while in a call.
+    speaker: std::sync::Mutex<Option<convo_client::devices::CpalSpeaker>>,
+    /// Pre-join: the microphone level meter and the camera preview.
+    mic_test: std::sync::Mutex<Option<MicTest>>,
+    preview: std::sync::Mutex<Option<Arc<std::sync::atomic::AtomicBool>>>,
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize, Serialize)]
+pub struct Chosen {
+    input: Option<String>,
+    output: Option<String>,
+}
+
+/// A microphone opened for the level meter: a thread reads it and keeps the last level.
+struct MicTest {
+    level: Arc<std::sync::atomic::AtomicU8>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[derive(Debug, Serialize)]
@@ -305,17 +333,26 @@ async fn join_call(
     }
     let (api, token) = state.session.authed().await?;
     state.frames.clear();
+    stop_pre_join(&state);
+    let chosen = lock(&state.devices).clone();
     let backend = AppBackend {
         mode: state.mode,
         frames: state.frames.clone(),
         mixer: state.mixer.clone(),
+        input: chosen.input.clone(),
     };
+    // Everyone else's audio, mixed, to the speaker. Without one the call goes on silently.
+    match convo_client::devices::CpalSpeaker::open(chosen.output.as_deref(), state.mixer.clone()) {
+        Ok(sp) => *lock(&state.speaker) = Some(sp),
+        Err(e) => tracing::warn!(error = %e, "no speaker"),
+    }
     let opts = CallOptions {
         room_id: room_id_from(&room_id),
         room_password: password.filter(|p| !p.is_empty()),
         // Muted at join still opens the sources, so unmuting is instant.
         audio: true,
-        video: true,
+        // No camera backend for devices yet (see the README): audio only.
+        video: state.mode == MediaMode::Synthetic,
         screen: false,
         duration: std::time::Duration::MAX,
         backend: Some(Backend(Arc::new(backend))),
@@ -349,8 +386,135 @@ async fn leave_call(state: State<'_, AppState>) -> UiResult<()> {
     if let Some(call) = state.call.lock().await.take() {
         let _ = call.leave().await;
     }
+    lock(&state.speaker).take();
     state.frames.clear();
     Ok(())
+}
+
+#[derive(Debug, Serialize)]
+pub struct Devices {
+    #[serde(flatten)]
+    sound: convo_client::devices::SoundDevices,
+    chosen: Chosen,
+    cameras: Vec<convo_client::devices::DeviceInfo>,
+}
+
+/// The microphones, speakers and cameras present now (the ui asks again every few seconds, so
+/// plugging a device in or out shows up), and which are chosen.
+#[tauri::command]
+async fn list_devices(state: State<'_, AppState>) -> UiResult<Devices> {
+    let sound = tokio::task::spawn_blocking(convo_client::devices::list)
+        .await
+        .unwrap_or_default();
+    let cameras = if state.mode == MediaMode::Synthetic {
+        vec![convo_client::devices::DeviceInfo {
+            id: "synthetic".into(),
+            name: "Synthetic camera".into(),
+            default: true,
+        }]
+    } else {
+        Vec::new()
+    };
+    Ok(Devices {
+        sound,
+        chosen: lock(&state.devices).clone(),
+        cameras,
+    })
+}
+
+#[tauri::command]
+async fn choose_devices(
+    state: State<'_, AppState>,
+    input: Option<String>,
+    output: Option<String>,
+) -> UiResult<()> {
+    *lock(&state.devices) = Chosen {
+        input: input.filter(|s| !s.is_empty()),
+        output: output.filter(|s| !s.is_empty()),
+    };
+    Ok(())
+}
+
+fn stop_pre_join(state: &AppState) {
+    if let Some(t) = lock(&state.mic_test).take() {
+        t.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    if let Some(p) = lock(&state.preview).take() {
+        p.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Pre-join: opens the chosen microphone for the level meter and starts the camera preview
+/// (`local:video` in the frame store). Stopped by joining or by `stop_pre_join`.
+#[tauri::command]
+async fn start_pre_join(state: State<'_, AppState>) -> UiResult<()> {
+    use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+    stop_pre_join(&state);
+    let backend = AppBackend {
+        mode: state.mode,
+        frames: state.frames.clone(),
+        mixer: state.mixer.clone(),
+        input: lock(&state.devices).input.clone(),
+    };
+    let mic = tokio::task::spawn_blocking(move || {
+        let source = backend.microphone();
+        (source, backend)
+    })
+    .await
+    .map_err(|e| UiError::new("media", e.to_string()))?;
+    let (source, backend) = mic;
+    let level = Arc::new(AtomicU8::new(127));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mic_error = match source {
+        Ok(mut source) => {
+            let (level2, stop2) = (level.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop2.load(Ordering::Relaxed) {
+                    match source.read() {
+                        Ok(pcm) => level2.store(call::audio_level(&pcm), Ordering::Relaxed),
+                        Err(_) => return,
+                    }
+                }
+            });
+            None
+        }
+        Err(e) => Some(e.to_string()),
+    };
+    *lock(&state.mic_test) = Some(MicTest { level, stop });
+    if let Ok(mut cam) = backend.camera() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        std::thread::spawn(
+            move || {
+                while !stop2.load(Ordering::Relaxed) && cam.next_frame().is_ok() {}
+            },
+        );
+        *lock(&state.preview) = Some(stop);
+    }
+    match mic_error {
+        Some(m) => Err(UiError::new(
+            "media",
+            format!("The microphone could not start: {m}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+#[tauri::command]
+async fn stop_pre_join_cmd(state: State<'_, AppState>) -> UiResult<()> {
+    stop_pre_join(&state);
+    state.frames.remove("local:video");
+    Ok(())
+}
+
+/// The microphone's level for the meter: 0 (silent) to 100 (loud).
+#[tauri::command]
+async fn mic_level(state: State<'_, AppState>) -> UiResult<u8> {
+    let level = lock(&state.mic_test)
+        .as_ref()
+        .map_or(127, |t| t.level.load(std::sync::atomic::Ordering::Relaxed));
+    // RFC 6464 −dBov (0 loud … 127 silent) to a 0–100 meter over the useful −60…0 dB.
+    Ok(100u8.saturating_sub((u16::from(level.min(60)) * 100 / 60) as u8))
 }
 
 #[tauri::command]
@@ -411,6 +575,10 @@ pub fn run() {
             std::time::Duration::from_millis(300),
         ),
         mode: MediaMode::from_env(),
+        devices: std::sync::Mutex::new(Chosen::default()),
+        speaker: std::sync::Mutex::new(None),
+        mic_test: std::sync::Mutex::new(None),
+        preview: std::sync::Mutex::new(None),
     };
     let result = tauri::Builder::default()
         .manage(state)
@@ -438,6 +606,11 @@ pub fn run() {
             join_call,
             leave_call,
             set_muted,
+            list_devices,
+            choose_devices,
+            start_pre_join,
+            stop_pre_join_cmd,
+            mic_level,
         ])
         .run(tauri::generate_context!());
     if let Err(e) = result {

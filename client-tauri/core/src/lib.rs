@@ -11,6 +11,8 @@
 
 pub mod api;
 pub mod call;
+#[cfg(feature = "devices")]
+pub mod devices;
 pub mod jitter;
 pub mod loss;
 pub mod media;
