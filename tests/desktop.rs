@@ -10,180 +10,25 @@
 //! by a plain `cargo test` and run by that script, which the README's test command calls.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use convo_client::call::{self, CallOptions};
 use convo_client::synth;
+use convo_e2e::webdriver::launch;
 use convo_e2e::{Backend, Env, PASSWORD};
-use serde_json::{Value, json};
-
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
-
-/// A W3C WebDriver session, over plain HTTP.
-struct Driver {
-    http: reqwest::Client,
-    url: String,
-}
-
-impl Driver {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.url))
-            .timeout(Duration::from_secs(60));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("WebDriver reachable");
-        let v: Value = resp.json().await.expect("WebDriver JSON");
-        if v["value"]["error"].is_string() {
-            panic!("WebDriver {path}: {}", v["value"]);
-        }
-        v["value"].clone()
-    }
-
-    async fn find(&self, css: &str) -> Option<String> {
-        let mut req = self
-            .http
-            .post(format!("{}/element", self.url))
-            .json(&json!({"using": "css selector", "value": css}));
-        req = req.timeout(Duration::from_secs(10));
-        let v: Value = req.send().await.ok()?.json().await.ok()?;
-        v["value"][ELEMENT].as_str().map(str::to_string)
-    }
-
-    /// Waits up to `secs` for an element.
-    async fn wait(&self, css: &str, secs: u64) -> String {
-        let end = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(e) = self.find(css).await {
-                return e;
-            }
-            if Instant::now() > end {
-                let shot = self.screenshot("failure").await;
-                let text = self
-                    .script("return document.body.innerText", json!([]))
-                    .await;
-                panic!("no {css} within {secs} s; screen says {text}; see {shot:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    async fn click(&self, css: &str) {
-        let e = self.wait(css, 20).await;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{e}/click"),
-            Some(json!({})),
-        )
-        .await;
-    }
-
-    async fn type_in(&self, css: &str, text: &str) {
-        let e = self.wait(css, 20).await;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{e}/value"),
-            Some(json!({"text": text})),
-        )
-        .await;
-    }
-
-    async fn script(&self, script: &str, args: Value) -> Value {
-        self.call(
-            reqwest::Method::POST,
-            "/execute/sync",
-            Some(json!({"script": script, "args": args})),
-        )
-        .await
-    }
-
-    async fn screenshot(&self, name: &str) -> PathBuf {
-        let v = self.call(reqwest::Method::GET, "/screenshot", None).await;
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(v.as_str().unwrap_or_default())
-            .unwrap_or_default();
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/e2e");
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("{name}.png"));
-        std::fs::write(&path, png).unwrap();
-        path
-    }
-}
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the built app, tauri-driver and a display: run tests/desktop.sh"]
 async fn the_app_joins_a_call_and_sees_a_bot() {
     let app = std::env::var("CONVO_DESKTOP_BIN").expect("CONVO_DESKTOP_BIN: run tests/desktop.sh");
     let env = Env::start(Backend::Sqlite).await;
-    let (port, native) = (free_port(), free_port());
-    let _driver = Kill(
-        Command::new("tauri-driver")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--native-port",
-                &native.to_string(),
-            ])
-            .env("CONVO_SERVER", &env.base)
-            .env("CONVO_MEDIA", "synthetic")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("tauri-driver on PATH (cargo install tauri-driver)"),
-    );
-    let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    // tauri-driver listening, and a moment for it to start WebKitWebDriver.
-    let end = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < end, "tauri-driver did not start");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let session = {
-        let end = Instant::now() + Duration::from_secs(60);
-        loop {
-            let r = http
-                .post(format!("{base}/session"))
-                .timeout(Duration::from_secs(60))
-                .json(&json!({"capabilities": {"alwaysMatch": {"tauri:options": {"application": app}}}}))
-                .send()
-                .await;
-            if let Ok(r) = r
-                && let Ok(v) = r.json::<Value>().await
-                && let Some(id) = v["value"]["sessionId"].as_str()
-            {
-                break id.to_string();
-            }
-            assert!(Instant::now() < end, "no WebDriver session");
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    };
-    let d = Driver {
-        http,
-        url: format!("{base}/session/{session}"),
-    };
+    let (_driver, d) = launch(
+        &app,
+        &[("CONVO_SERVER", &env.base), ("CONVO_MEDIA", "synthetic")],
+    )
+    .await;
 
     // Register and sign in, as a person would.
     d.click("#register-link").await;
@@ -263,6 +108,21 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
     {
         assert!(Instant::now() < end, "the bot's video never showed");
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The connection-quality indicator has measured the call.
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let q = d
+            .script(
+                "return document.querySelector('#quality').textContent",
+                json!([]),
+            )
+            .await;
+        if q.as_str().is_some_and(|t| t.contains("Good connection")) {
+            break;
+        }
+        assert!(Instant::now() < end, "quality indicator says {q}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let mut codes = Vec::new();
     for _ in 0..5 {

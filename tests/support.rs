@@ -2,6 +2,8 @@
 //! database, and helpers to make accounts and rooms through the client engine's REST client.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod webdriver;
+
 use convo_client::api::Api;
 use convo_server::{Config, Server, ServerArgs};
 use convo_shared::auth::RegisterRequest;

@@ -20,6 +20,7 @@ const COMMANDS: &[&str] = &[
     "start_pre_join",
     "stop_pre_join_cmd",
     "mic_level",
+    "call_stats",
 ];
 
 fn main() {

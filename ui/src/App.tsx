@@ -3,6 +3,7 @@ import { api, frameUrl, type AppInfo, type Devices, type Room, type User } from 
 import {
   featured,
   humanError,
+  quality,
   initialCall,
   reduceCall,
   roomIdFrom,
@@ -10,7 +11,9 @@ import {
   tiles,
   type CallEvent,
   type CallState,
+  type Quality,
   type Tile,
+  type TrackReport,
 } from "./store";
 
 type Screen =
@@ -367,6 +370,8 @@ function PreJoin(props: {
   }, []); // eslint-disable-line react-hooks/exhaustive-deps
   const join = async () => {
     setBusy(true);
+    // For the join-to-first-frame figure (tests/desktop_bench.rs).
+    Object.assign(window, { __joinAt: performance.now(), __firstRemoteFrameAt: undefined });
     const pending: CallEvent[] = [];
     props.joinRef.listener = null;
     try {
@@ -414,6 +419,20 @@ function Call(props: { room: Room; joinRef: typeof joinRef; onLeft: () => void; 
   const [state, dispatch] = useReducer(reduceCall, start?.state ?? initialCall("", [], true, true));
   const [layout, setLayout] = useState<"grid" | "speaker">("grid");
   const [showPeople, setShowPeople] = useState(false);
+  const [conn, setConn] = useState<Quality>("connecting");
+  useEffect(() => {
+    let prev: TrackReport[] | null = null;
+    const t = setInterval(async () => {
+      try {
+        const now = await api.callStats();
+        setConn(quality(prev, now));
+        prev = now;
+      } catch {
+        // Between calls: nothing to measure.
+      }
+    }, 2000);
+    return () => clearInterval(t);
+  }, []);
   useEffect(() => {
     props.joinRef.listener = dispatch;
     for (const e of start?.pending ?? []) dispatch(e);
@@ -509,7 +528,9 @@ function Call(props: { room: Room; joinRef: typeof joinRef; onLeft: () => void; 
         </aside>
       )}
       <footer className="controls">
-        <span className="quality" title="Connection">● {props.room.name}</span>
+        <span className={`quality ${conn}`} id="quality" title="Connection quality">
+          ● {conn === "connecting" ? "Connecting…" : conn === "good" ? "Good connection" : conn === "fair" ? "Some packet loss" : "Poor connection"} · {props.room.name}
+        </span>
         <button id="toggle-mic" className={state.micMuted ? "off" : ""} onClick={() => toggle("audio")} title="Ctrl+D">
           {state.micMuted ? "Unmute" : "Mute"}
         </button>
@@ -548,6 +569,8 @@ function VideoTile({ tile, speaking }: { tile: Tile; speaking: boolean }) {
               c.getContext("2d")?.putImageData(new ImageData(px, w, h), 0, 0);
               count += 1;
               c.dataset.frames = String(count);
+              const win = window as unknown as { __firstRemoteFrameAt?: number };
+              if (!tile.local && win.__firstRemoteFrameAt === undefined) win.__firstRemoteFrameAt = performance.now();
               if (count % 15 === 1) setDrawn(count);
             }
           }

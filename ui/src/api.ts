@@ -1,7 +1,7 @@
 // The app's commands (client-tauri/app/src/lib.rs), typed. Every failure is an object with a
 // `code` and a human `message`.
 import { Channel, invoke } from "@tauri-apps/api/core";
-import type { CallEvent, ParticipantInfo, TrackKind } from "./store";
+import type { CallEvent, ParticipantInfo, TrackKind, TrackReport } from "./store";
 
 export interface User {
   id: string;
@@ -81,6 +81,7 @@ export const api = {
   startPreJoin: () => invoke<void>("start_pre_join"),
   stopPreJoin: () => invoke<void>("stop_pre_join_cmd"),
   micLevel: () => invoke<number>("mic_level"),
+  callStats: () => invoke<TrackReport[]>("call_stats"),
 };
 
 /** Where the newest frame of a track is served (Windows webviews use http://<scheme>.localhost). */

@@ -202,3 +202,32 @@ export function humanError(e: unknown): string {
   if (typeof e === "string" && e.trim()) return e;
   return "Something went wrong. Please try again.";
 }
+
+/** What the engine measured of one remote track (`TrackReport` in client-tauri/core). */
+export interface TrackReport {
+  track_id: string;
+  kind: string;
+  packets: number;
+  frames_decoded: number;
+  freezes: number;
+  lost_packets: number;
+  concealed_frames: number;
+}
+
+export type Quality = "connecting" | "good" | "fair" | "poor";
+
+/**
+ * Connection quality between two samples of the call's track reports: poor when video froze
+ * or much was lost since the last sample, fair when a little was lost, good otherwise;
+ * connecting while nothing has arrived.
+ */
+export function quality(prev: TrackReport[] | null, now: TrackReport[]): Quality {
+  const sum = (rs: TrackReport[] | null, f: (r: TrackReport) => number) => (rs ?? []).reduce((a, r) => a + f(r), 0);
+  const packets = sum(now, (r) => r.packets) - sum(prev, (r) => r.packets);
+  if (now.length === 0 || sum(now, (r) => r.packets) === 0) return "connecting";
+  const lost = sum(now, (r) => r.lost_packets) - sum(prev, (r) => r.lost_packets);
+  const freezes = sum(now, (r) => r.freezes) - sum(prev, (r) => r.freezes);
+  if (freezes > 0 || (packets > 0 && lost / (packets + lost) > 0.05)) return "poor";
+  if (lost > 0) return "fair";
+  return "good";
+}

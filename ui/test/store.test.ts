@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import {
   featured,
+  quality,
   humanError,
   initialCall,
   reduceCall,
@@ -93,5 +94,27 @@ describe("helpers", () => {
     expect(humanError("Cannot reach the server.")).toBe("Cannot reach the server.");
     expect(humanError({ weird: true })).toBe("Something went wrong. Please try again.");
     expect(humanError(undefined)).toBe("Something went wrong. Please try again.");
+  });
+});
+
+describe("connection quality", () => {
+  const r = (packets: number, lost = 0, freezes = 0) => ({
+    track_id: "a:video",
+    kind: "video",
+    packets,
+    frames_decoded: packets / 5,
+    freezes,
+    lost_packets: lost,
+    concealed_frames: 0,
+  });
+  it("reads the change since the last sample", () => {
+    expect(quality(null, [])).toBe("connecting");
+    expect(quality(null, [r(0)])).toBe("connecting");
+    expect(quality([r(100)], [r(200)])).toBe("good");
+    expect(quality([r(100)], [r(200, 1)])).toBe("fair");
+    expect(quality([r(100)], [r(200, 10)])).toBe("poor");
+    expect(quality([r(100, 0, 1)], [r(200, 0, 2)])).toBe("poor");
+    // Old losses do not count again.
+    expect(quality([r(100, 10)], [r(200, 10)])).toBe("good");
   });
 });

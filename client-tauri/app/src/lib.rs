@@ -178,6 +178,9 @@ pub struct AppState {
     /// Pre-join: the microphone level meter and the camera preview.
     mic_test: std::sync::Mutex<Option<MicTest>>,
     preview: std::sync::Mutex<Option<Arc<std::sync::atomic::AtomicBool>>>,
+    /// For the window and the tray, which cannot wait on the call's lock.
+    in_call: std::sync::atomic::AtomicBool,
+    mic_muted: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Clone, Default, serde::Deserialize, Serialize)]
@@ -378,6 +381,12 @@ async fn join_call(
         participants: call.participants.clone(),
     };
     *slot = Some(call);
+    state
+        .in_call
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    state
+        .mic_muted
+        .store(audio_muted, std::sync::atomic::Ordering::Relaxed);
     Ok(joined)
 }
 
@@ -388,7 +397,22 @@ async fn leave_call(state: State<'_, AppState>) -> UiResult<()> {
     }
     lock(&state.speaker).take();
     state.frames.clear();
+    state
+        .in_call
+        .store(false, std::sync::atomic::Ordering::Relaxed);
     Ok(())
+}
+
+/// Connection quality of the call so far: per remote track, packets, losses, freezes.
+#[tauri::command]
+async fn call_stats(state: State<'_, AppState>) -> UiResult<Vec<convo_client::stats::TrackReport>> {
+    Ok(state
+        .call
+        .lock()
+        .await
+        .as_ref()
+        .map(CallHandle::reports)
+        .unwrap_or_default())
 }
 
 #[derive(Debug, Serialize)]
@@ -522,6 +546,11 @@ async fn set_muted(state: State<'_, AppState>, kind: TrackKind, muted: bool) -> 
     match state.call.lock().await.as_ref() {
         Some(call) => {
             call.set_muted(kind, muted);
+            if kind == TrackKind::Audio {
+                state
+                    .mic_muted
+                    .store(muted, std::sync::atomic::Ordering::Relaxed);
+            }
             Ok(())
         }
         None => Err(UiError::new("not_in_call", "You are not in a meeting.")),
@@ -532,8 +561,17 @@ fn tray(app: &tauri::App) -> tauri::Result<()> {
     use tauri::menu::{Menu, MenuItem};
     use tauri::tray::TrayIconBuilder;
     let open = MenuItem::with_id(app, "open", "Open ConvoConnect", true, None::<&str>)?;
+    let mute = MenuItem::with_id(app, "mute", "Mute / unmute microphone", true, None::<&str>)?;
+    // Scheduling comes with its own issue; until then there is nothing to join from here.
+    let next = MenuItem::with_id(
+        app,
+        "next",
+        "Join next meeting (none scheduled)",
+        false,
+        None::<&str>,
+    )?;
     let quit = MenuItem::with_id(app, "quit", "Quit", true, None::<&str>)?;
-    let menu = Menu::with_items(app, &[&open, &quit])?;
+    let menu = Menu::with_items(app, &[&open, &mute, &next, &quit])?;
     let mut builder = TrayIconBuilder::with_id("main")
         .tooltip("ConvoConnect")
         .menu(&menu)
@@ -543,6 +581,19 @@ fn tray(app: &tauri::App) -> tauri::Result<()> {
                     let _ = w.show();
                     let _ = w.set_focus();
                 }
+            }
+            "mute" => {
+                let app = app.clone();
+                tauri::async_runtime::spawn(async move {
+                    let state = app.state::<AppState>();
+                    if let Some(call) = state.call.lock().await.as_ref() {
+                        let muted = !state.mic_muted.load(std::sync::atomic::Ordering::Relaxed);
+                        call.set_muted(TrackKind::Audio, muted);
+                        state
+                            .mic_muted
+                            .store(muted, std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
             }
             "quit" => app.exit(0),
             _ => {}
@@ -579,11 +630,25 @@ pub fn run() {
         speaker: std::sync::Mutex::new(None),
         mic_test: std::sync::Mutex::new(None),
         preview: std::sync::Mutex::new(None),
+        in_call: std::sync::atomic::AtomicBool::new(false),
+        mic_muted: std::sync::atomic::AtomicBool::new(false),
     };
     let result = tauri::Builder::default()
         .manage(state)
         .register_uri_scheme_protocol("frames", move |_ctx, request| {
             frames::respond(&frames, &request.uri().to_string())
+        })
+        .on_window_event(|window, event| {
+            // Closing the window during a call keeps the call (and the app, in the tray).
+            if let tauri::WindowEvent::CloseRequested { api, .. } = event
+                && window
+                    .state::<AppState>()
+                    .in_call
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                api.prevent_close();
+                let _ = window.hide();
+            }
         })
         .setup(|app| {
             // A missing tray host (a bare X server, some desktops) is not a reason to fail.
@@ -611,6 +676,7 @@ pub fn run() {
             start_pre_join,
             stop_pre_join_cmd,
             mic_level,
+            call_stats,
         ])
         .run(tauri::generate_context!());
     if let Err(e) = result {

@@ -191,9 +191,21 @@ pub struct CallHandle {
     pub participants: Vec<convo_shared::signal::ParticipantInfo>,
     ctl: mpsc::UnboundedSender<Control>,
     task: tokio::task::JoinHandle<Result<BotReport, ClientError>>,
+    stats: Stats,
+    tone_hz: f64,
 }
 
 impl CallHandle {
+    /// What has been received so far, per remote track (for a connection-quality indicator).
+    pub fn reports(&self) -> Vec<crate::stats::TrackReport> {
+        let mut v: Vec<_> = lock(&self.stats)
+            .values()
+            .map(|s| s.report(self.tone_hz))
+            .collect();
+        v.sort_by(|a, b| a.track_id.cmp(&b.track_id));
+        v
+    }
+
     /// Mutes or unmutes what we send: the source keeps running, nothing is encoded or sent,
     /// and everyone is told.
     pub fn set_muted(&self, kind: TrackKind, muted: bool) {
@@ -376,6 +388,7 @@ pub async fn start(
     // Receive until told to leave or the server ends the call.
     let (ctl_tx, mut ctl) = mpsc::unbounded_channel::<Control>();
     let handle_participants = participants.clone();
+    let (handle_stats, handle_tone) = (stats.clone(), opts.tone_hz);
     let handle_pid = participant_id.clone();
     let task = tokio::spawn(async move {
         let participant_id = handle_pid;
@@ -533,6 +546,8 @@ pub async fn start(
         participants: handle_participants,
         ctl: ctl_tx,
         task,
+        stats: handle_stats,
+        tone_hz: handle_tone,
     })
 }
 
