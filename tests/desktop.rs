@@ -3,7 +3,8 @@
 //! room, join — while a `convo-bot` joins the same room. The app must show the bot's video
 //! (frames keep coming and their codes read back, in order) and play the bot's audio to its
 //! speaker (a PulseAudio null sink, recorded back from its monitor), and the bot must decode
-//! the app's audio and video. Screenshots of pre-join and the call go to `target/e2e/`.
+//! the app's audio and video; a `convoconnect://join/<room>` link launched while the app runs
+//! opens that room's pre-join. Screenshots of pre-join and the call go to `target/e2e/`.
 //!
 //! Needs what `tests/desktop.sh` prepares (the ui built, the app built with
 //! `--features custom-protocol`, tauri-driver, WebKitWebDriver, a display), so it is ignored
@@ -209,6 +210,46 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
     }
 
     d.click("#leave").await;
+    d.wait("#room-name", 20).await;
+
+    // A convoconnect:// link opens the room's pre-join in the running app: the second launch
+    // hands the link over (single instance, over D-Bus) and exits.
+    let second = tokio::task::spawn_blocking({
+        let (app, link) = (app.clone(), format!("convoconnect://join/{room}"));
+        move || {
+            let mut child = Command::new(app)
+                .arg(link)
+                .env("CONVO_MEDIA", "synthetic")
+                .spawn()
+                .expect("second launch");
+            let end = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    return Some(status);
+                }
+                if Instant::now() > end {
+                    let _ = child.kill();
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        second.is_some_and(|s| s.success()),
+        "the second launch did not hand over and exit: {second:?}"
+    );
+    d.wait("#prejoin", 20).await;
+    let linked = d
+        .script(
+            "return document.querySelector('#prejoin code').textContent",
+            json!([]),
+        )
+        .await;
+    assert_eq!(linked.as_str(), Some(room.as_str()));
+    d.click("#prejoin button.link").await; // Back
     d.wait("#room-name", 20).await;
     d.call(reqwest::Method::DELETE, "", None).await;
     env.stop().await;

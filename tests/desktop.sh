@@ -35,5 +35,6 @@ echo "== real sound devices through cpal"
 cargo test -p convo-client --features devices --test sound --locked -- --include-ignored
 
 echo "== the app end to end (Xvfb)"
-xvfb-run -a -s "-screen 0 1280x800x24" \
+# Inside a D-Bus session: the single-instance hand-over of deep links goes over it.
+dbus-run-session -- xvfb-run -a -s "-screen 0 1280x800x24" \
   cargo test -p convo-e2e --test desktop --locked -- --include-ignored --nocapture

@@ -21,6 +21,7 @@ const COMMANDS: &[&str] = &[
     "stop_pre_join_cmd",
     "mic_level",
     "call_stats",
+    "take_pending_link",
 ];
 
 fn main() {

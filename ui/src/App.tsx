@@ -1,3 +1,4 @@
+import { listen } from "@tauri-apps/api/event";
 import { useCallback, useEffect, useReducer, useRef, useState } from "react";
 import { api, frameUrl, type AppInfo, type Devices, type Room, type User } from "./api";
 import {
@@ -66,6 +67,30 @@ export function App() {
     setError(null);
     setScreen(s);
   };
+
+  // convoconnect://join/<room> links: open the room's pre-join once signed in (not mid-call).
+  const screenRef = useRef(screen);
+  screenRef.current = screen;
+  const openLinked = useCallback(async () => {
+    const name = screenRef.current.name;
+    if (name === "loading" || name === "signin" || name === "register" || name === "forgot" || name === "call") return;
+    const id = await api.takePendingLink().catch(() => null);
+    if (!id) return;
+    try {
+      go({ name: "prejoin", room: await api.getRoom(id) });
+    } catch (e) {
+      setError(humanError(e));
+    }
+  }, []); // eslint-disable-line react-hooks/exhaustive-deps
+  useEffect(() => {
+    const un = listen<string>("open-room", () => openLinked());
+    return () => {
+      un.then((f) => f());
+    };
+  }, [openLinked]);
+  useEffect(() => {
+    if (screen.name === "home") openLinked();
+  }, [screen.name, openLinked]);
 
   return (
     <div className="app">

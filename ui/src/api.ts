@@ -82,6 +82,7 @@ export const api = {
   stopPreJoin: () => invoke<void>("stop_pre_join_cmd"),
   micLevel: () => invoke<number>("mic_level"),
   callStats: () => invoke<TrackReport[]>("call_stats"),
+  takePendingLink: () => invoke<string | null>("take_pending_link"),
 };
 
 /** Where the newest frame of a track is served (Windows webviews use http://<scheme>.localhost). */

@@ -181,6 +181,8 @@ pub struct AppState {
     /// For the window and the tray, which cannot wait on the call's lock.
     in_call: std::sync::atomic::AtomicBool,
     mic_muted: std::sync::atomic::AtomicBool,
+    /// A room from a `convoconnect://join/<id>` link, until the ui takes it.
+    pending_link: std::sync::Mutex<Option<String>>,
 }
 
 #[derive(Debug, Clone, Default, serde::Deserialize, Serialize)]
@@ -557,6 +559,36 @@ async fn set_muted(state: State<'_, AppState>, kind: TrackKind, muted: bool) -> 
     }
 }
 
+/// The room of a `convoconnect://join/<room id>` link among command-line arguments.
+fn link_in(args: &[String]) -> Option<String> {
+    args.iter().find_map(|a| {
+        let rest = a.strip_prefix("convoconnect://join/")?;
+        let id = rest.trim_end_matches('/');
+        let ok = id.len() == 12
+            && id.split('-').map(|p| p.len()).eq([3, 4, 3])
+            && id.chars().all(|c| c.is_ascii_lowercase() || c == '-');
+        ok.then(|| id.to_string())
+    })
+}
+
+/// Opens a linked room: kept for the ui (which may still be signing in) and announced to it.
+fn open_link(app: &tauri::AppHandle, room: String) {
+    use tauri::Emitter;
+    *lock(&app.state::<AppState>().pending_link) = Some(room.clone());
+    if let Some(w) = app.get_webview_window("main") {
+        let _ = w.show();
+        let _ = w.unminimize();
+        let _ = w.set_focus();
+    }
+    let _ = app.emit("open-room", room);
+}
+
+/// The room of a link that opened the app, once (the ui asks after signing in).
+#[tauri::command]
+async fn take_pending_link(state: State<'_, AppState>) -> UiResult<Option<String>> {
+    Ok(lock(&state.pending_link).take())
+}
+
 fn tray(app: &tauri::App) -> tauri::Result<()> {
     use tauri::menu::{Menu, MenuItem};
     use tauri::tray::TrayIconBuilder;
@@ -632,8 +664,22 @@ pub fn run() {
         preview: std::sync::Mutex::new(None),
         in_call: std::sync::atomic::AtomicBool::new(false),
         mic_muted: std::sync::atomic::AtomicBool::new(false),
+        pending_link: std::sync::Mutex::new(None),
     };
     let result = tauri::Builder::default()
+        // One instance: a second launch (e.g. by a convoconnect:// link) hands its arguments
+        // to the running app and exits.
+        .plugin(tauri_plugin_single_instance::init(
+            |app, argv, _cwd| match link_in(&argv) {
+                Some(room) => open_link(app, room),
+                None => {
+                    if let Some(w) = app.get_webview_window("main") {
+                        let _ = w.show();
+                        let _ = w.set_focus();
+                    }
+                }
+            },
+        ))
         .manage(state)
         .register_uri_scheme_protocol("frames", move |_ctx, request| {
             frames::respond(&frames, &request.uri().to_string())
@@ -651,6 +697,11 @@ pub fn run() {
             }
         })
         .setup(|app| {
+            // Started by a link.
+            let args: Vec<String> = std::env::args().collect();
+            if let Some(room) = link_in(&args) {
+                *lock(&app.state::<AppState>().pending_link) = Some(room);
+            }
             // A missing tray host (a bare X server, some desktops) is not a reason to fail.
             if let Err(e) = tray(app) {
                 tracing::warn!(error = %e, "no tray icon");
@@ -693,6 +744,7 @@ pub fn run() {
             stop_pre_join_cmd,
             mic_level,
             call_stats,
+            take_pending_link,
         ])
         .run(tauri::generate_context!());
     if let Err(e) = result {
@@ -716,6 +768,35 @@ mod tests {
             room_id_from("convoconnect://join/abc-defg-hij/"),
             "abc-defg-hij"
         );
+    }
+
+    #[test]
+    fn links_name_rooms() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            link_in(&args(&[
+                "convo-desktop",
+                "convoconnect://join/abc-defg-hij"
+            ])),
+            Some("abc-defg-hij".into())
+        );
+        assert_eq!(
+            link_in(&args(&["x", "convoconnect://join/abc-defg-hij/"])).as_deref(),
+            Some("abc-defg-hij")
+        );
+        assert_eq!(
+            link_in(&args(&["x", "convoconnect://join/../../etc"])),
+            None
+        );
+        assert_eq!(
+            link_in(&args(&["x", "convoconnect://join/ABC-defg-hij"])),
+            None
+        );
+        assert_eq!(
+            link_in(&args(&["x", "https://evil/join/abc-defg-hij"])),
+            None
+        );
+        assert_eq!(link_in(&args(&["x"])), None);
     }
 
     #[test]
