@@ -153,91 +153,98 @@ impl Drop for StopOnDrop {
     }
 }
 
+/// Opens a stream on a thread of its own (cpal streams are not `Send`) and keeps it playing
+/// there until the returned guard is dropped; the device's name, or why it did not open.
+fn on_stream_thread(
+    what: &'static str,
+    open: impl FnOnce() -> Result<(cpal::Stream, String), MediaError> + Send + 'static,
+) -> Result<(String, StopOnDrop), MediaError> {
+    let (ready_tx, ready) = mpsc::channel::<Result<String, MediaError>>();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || match open() {
+        Ok((stream, name)) => {
+            let _ = ready_tx.send(Ok(name));
+            let _ = stop_rx.recv();
+            drop(stream);
+        }
+        Err(e) => {
+            let _ = ready_tx.send(Err(e));
+        }
+    });
+    let name = ready
+        .recv_timeout(Duration::from_secs(5))
+        .map_err(|_| unavailable(what, "the device did not open"))??;
+    Ok((name, StopOnDrop(stop_tx)))
+}
+
 impl CpalMic {
     /// Opens a microphone (`None`: the default one).
     pub fn open(id: Option<&str>) -> Result<CpalMic, MediaError> {
         let (frames_tx, frames) = mpsc::sync_channel::<Vec<i16>>(50);
-        let (ready_tx, ready) = mpsc::channel::<Result<String, MediaError>>();
-        let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let id = id.map(str::to_string);
-        std::thread::spawn(move || {
-            let opened = (|| {
-                let device = find(true, id.as_deref())?;
-                let name = device.name().unwrap_or_default();
-                let config = device
-                    .default_input_config()
-                    .map_err(|e| unavailable("microphone", e))?;
-                let channels = usize::from(config.channels().max(1));
-                let mut resampler = Resampler::new(config.sample_rate().0, SAMPLE_RATE);
-                let mut pending: Vec<f32> = Vec::new();
-                let mut mono: Vec<f32> = Vec::new();
-                let mut deliver = move |data: &[f32]| {
-                    mono.clear();
-                    mono.extend(
-                        data.chunks(channels)
-                            .map(|c| c.iter().sum::<f32>() / channels as f32),
-                    );
-                    resampler.run(&mono, &mut pending);
-                    while pending.len() >= AUDIO_FRAME {
-                        let frame: Vec<i16> = pending
-                            .drain(..AUDIO_FRAME)
-                            .map(|s| (s.clamp(-1.0, 1.0) * 32767.0) as i16)
-                            .collect();
-                        // A full queue (nobody reading) drops the frame rather than blocking
-                        // the audio thread.
-                        let _ = frames_tx.try_send(frame);
-                    }
-                };
-                let err = |e: cpal::StreamError| tracing::warn!(error = %e, "microphone stream");
-                let stream = match config.sample_format() {
-                    cpal::SampleFormat::F32 => device.build_input_stream(
+        let (name, stop) = on_stream_thread("microphone", move || {
+            let device = find(true, id.as_deref())?;
+            let name = device.name().unwrap_or_default();
+            let config = device
+                .default_input_config()
+                .map_err(|e| unavailable("microphone", e))?;
+            let channels = usize::from(config.channels().max(1));
+            let mut resampler = Resampler::new(config.sample_rate().0, SAMPLE_RATE);
+            let mut pending: Vec<f32> = Vec::new();
+            let mut mono: Vec<f32> = Vec::new();
+            let mut deliver = move |data: &[f32]| {
+                mono.clear();
+                mono.extend(
+                    data.chunks(channels)
+                        .map(|c| c.iter().sum::<f32>() / channels as f32),
+                );
+                resampler.run(&mono, &mut pending);
+                while pending.len() >= AUDIO_FRAME {
+                    let frame: Vec<i16> = pending
+                        .drain(..AUDIO_FRAME)
+                        .map(|s| (s.clamp(-1.0, 1.0) * 32767.0) as i16)
+                        .collect();
+                    // A full queue (nobody reading) drops the frame rather than blocking
+                    // the audio thread.
+                    let _ = frames_tx.try_send(frame);
+                }
+            };
+            let err = |e: cpal::StreamError| tracing::warn!(error = %e, "microphone stream");
+            let stream = match config.sample_format() {
+                cpal::SampleFormat::F32 => device.build_input_stream(
+                    &config.into(),
+                    move |d: &[f32], _: &_| deliver(d),
+                    err,
+                    None,
+                ),
+                cpal::SampleFormat::I16 => {
+                    let mut buf = Vec::new();
+                    device.build_input_stream(
                         &config.into(),
-                        move |d: &[f32], _: &_| deliver(d),
+                        move |d: &[i16], _: &_| {
+                            buf.clear();
+                            buf.extend(d.iter().map(|s| f32::from(*s) / 32768.0));
+                            deliver(&buf);
+                        },
                         err,
                         None,
-                    ),
-                    cpal::SampleFormat::I16 => {
-                        let mut buf = Vec::new();
-                        device.build_input_stream(
-                            &config.into(),
-                            move |d: &[i16], _: &_| {
-                                buf.clear();
-                                buf.extend(d.iter().map(|s| f32::from(*s) / 32768.0));
-                                deliver(&buf);
-                            },
-                            err,
-                            None,
-                        )
-                    }
-                    other => {
-                        return Err(unavailable(
-                            "microphone",
-                            format!("unsupported sample format {other:?}"),
-                        ));
-                    }
+                    )
                 }
-                .map_err(|e| unavailable("microphone", e))?;
-                stream.play().map_err(|e| unavailable("microphone", e))?;
-                Ok((stream, name))
-            })();
-            match opened {
-                Ok((stream, name)) => {
-                    let _ = ready_tx.send(Ok(name));
-                    let _ = stop_rx.recv();
-                    drop(stream);
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
+                other => {
+                    return Err(unavailable(
+                        "microphone",
+                        format!("unsupported sample format {other:?}"),
+                    ));
                 }
             }
-        });
-        let name = ready
-            .recv_timeout(Duration::from_secs(5))
-            .map_err(|_| unavailable("microphone", "the device did not open"))??;
+            .map_err(|e| unavailable("microphone", e))?;
+            stream.play().map_err(|e| unavailable("microphone", e))?;
+            Ok((stream, name))
+        })?;
         Ok(CpalMic {
             frames,
             name,
-            _stop: StopOnDrop(stop_tx),
+            _stop: stop,
         })
     }
 
@@ -265,90 +272,70 @@ pub struct CpalSpeaker {
 
 impl CpalSpeaker {
     pub fn open(id: Option<&str>, mixer: Mixer) -> Result<CpalSpeaker, MediaError> {
-        let (ready_tx, ready) = mpsc::channel::<Result<String, MediaError>>();
-        let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let id = id.map(str::to_string);
-        std::thread::spawn(move || {
-            let opened = (|| {
-                let device = find(false, id.as_deref())?;
-                let name = device.name().unwrap_or_default();
-                let config = device
-                    .default_output_config()
-                    .map_err(|e| unavailable("speaker", e))?;
-                let channels = usize::from(config.channels().max(1));
-                let rate = config.sample_rate().0;
-                // Mixer samples at 48 kHz, resampled to the device's rate, kept between calls.
-                let state = Arc::new(Mutex::new((
-                    Resampler::new(SAMPLE_RATE, rate),
-                    Vec::<f32>::new(),
-                    vec![0i16; 0],
-                )));
-                let fill = move |out: &mut [f32]| {
-                    let frames = out.len() / channels;
-                    let mut st = state.lock().unwrap_or_else(PoisonError::into_inner);
-                    let (resampler, ready, pcm) = &mut *st;
-                    while ready.len() < frames {
-                        pcm.resize(AUDIO_FRAME / 4, 0);
-                        mixer.fill(pcm);
-                        let f: Vec<f32> = pcm.iter().map(|s| f32::from(*s) / 32768.0).collect();
-                        resampler.run(&f, ready);
-                    }
-                    for (i, s) in ready.drain(..frames).enumerate() {
-                        out[i * channels..(i + 1) * channels].fill(s);
-                    }
-                };
-                let err = |e: cpal::StreamError| tracing::warn!(error = %e, "speaker stream");
-                let stream = match config.sample_format() {
-                    cpal::SampleFormat::F32 => device.build_output_stream(
+        let (name, stop) = on_stream_thread("speaker", move || {
+            let device = find(false, id.as_deref())?;
+            let name = device.name().unwrap_or_default();
+            let config = device
+                .default_output_config()
+                .map_err(|e| unavailable("speaker", e))?;
+            let channels = usize::from(config.channels().max(1));
+            let rate = config.sample_rate().0;
+            // Mixer samples at 48 kHz, resampled to the device's rate, kept between calls.
+            let state = Arc::new(Mutex::new((
+                Resampler::new(SAMPLE_RATE, rate),
+                Vec::<f32>::new(),
+                vec![0i16; 0],
+            )));
+            let fill = move |out: &mut [f32]| {
+                let frames = out.len() / channels;
+                let mut st = state.lock().unwrap_or_else(PoisonError::into_inner);
+                let (resampler, ready, pcm) = &mut *st;
+                while ready.len() < frames {
+                    pcm.resize(AUDIO_FRAME / 4, 0);
+                    mixer.fill(pcm);
+                    let f: Vec<f32> = pcm.iter().map(|s| f32::from(*s) / 32768.0).collect();
+                    resampler.run(&f, ready);
+                }
+                for (i, s) in ready.drain(..frames).enumerate() {
+                    out[i * channels..(i + 1) * channels].fill(s);
+                }
+            };
+            let err = |e: cpal::StreamError| tracing::warn!(error = %e, "speaker stream");
+            let stream = match config.sample_format() {
+                cpal::SampleFormat::F32 => device.build_output_stream(
+                    &config.into(),
+                    move |d: &mut [f32], _: &_| fill(d),
+                    err,
+                    None,
+                ),
+                cpal::SampleFormat::I16 => {
+                    let mut buf = Vec::new();
+                    device.build_output_stream(
                         &config.into(),
-                        move |d: &mut [f32], _: &_| fill(d),
+                        move |d: &mut [i16], _: &_| {
+                            buf.resize(d.len(), 0.0);
+                            fill(&mut buf);
+                            for (o, s) in d.iter_mut().zip(&buf) {
+                                *o = (s.clamp(-1.0, 1.0) * 32767.0) as i16;
+                            }
+                        },
                         err,
                         None,
-                    ),
-                    cpal::SampleFormat::I16 => {
-                        let mut buf = Vec::new();
-                        device.build_output_stream(
-                            &config.into(),
-                            move |d: &mut [i16], _: &_| {
-                                buf.resize(d.len(), 0.0);
-                                fill(&mut buf);
-                                for (o, s) in d.iter_mut().zip(&buf) {
-                                    *o = (s.clamp(-1.0, 1.0) * 32767.0) as i16;
-                                }
-                            },
-                            err,
-                            None,
-                        )
-                    }
-                    other => {
-                        return Err(unavailable(
-                            "speaker",
-                            format!("unsupported sample format {other:?}"),
-                        ));
-                    }
+                    )
                 }
-                .map_err(|e| unavailable("speaker", e))?;
-                stream.play().map_err(|e| unavailable("speaker", e))?;
-                Ok((stream, name))
-            })();
-            match opened {
-                Ok((stream, name)) => {
-                    let _ = ready_tx.send(Ok(name));
-                    let _ = stop_rx.recv();
-                    drop(stream);
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
+                other => {
+                    return Err(unavailable(
+                        "speaker",
+                        format!("unsupported sample format {other:?}"),
+                    ));
                 }
             }
-        });
-        let name = ready
-            .recv_timeout(Duration::from_secs(5))
-            .map_err(|_| unavailable("speaker", "the device did not open"))??;
-        Ok(CpalSpeaker {
-            name,
-            _stop: StopOnDrop(stop_tx),
-        })
+            .map_err(|e| unavailable("speaker", e))?;
+            stream.play().map_err(|e| unavailable("speaker", e))?;
+            Ok((stream, name))
+        })?;
+        Ok(CpalSpeaker { name, _stop: stop })
     }
 
     pub fn name(&self) -> &str {
