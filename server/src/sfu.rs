@@ -854,13 +854,7 @@ impl RoomMedia {
             let _ = pc.close().await;
         }
         // Viewers that followed the leaver go on with whoever speaks (or publishes) now.
-        let next = self.speaker.current().map(str::to_string).or_else(|| {
-            self.peers
-                .iter()
-                .find(|(_, p)| !p.published.is_empty())
-                .map(|(id, _)| id.clone())
-        });
-        if let Some(next) = next {
+        if let Some(next) = self.speaker_or_publisher() {
             self.follow_speaker(&next).await;
         }
         out
@@ -930,6 +924,17 @@ impl RoomMedia {
         complete_sdp(&pc).await
     }
 
+    /// Whom a viewer that follows the speaker shows: the active speaker, else anyone who
+    /// publishes.
+    fn speaker_or_publisher(&self) -> Option<String> {
+        self.speaker.current().map(str::to_string).or_else(|| {
+            self.peers
+                .iter()
+                .find(|(_, p)| !p.published.is_empty())
+                .map(|(id, _)| id.clone())
+        })
+    }
+
     /// The audio and camera tracks a participant publishes.
     fn av_tracks(&self, pid: &str) -> Vec<(TrackKind, Arc<TrackLocalStaticRTP>)> {
         self.peers
@@ -958,15 +963,7 @@ impl RoomMedia {
             Some(p) if self.peers.contains_key(p) => p.clone(),
             Some(_) => return Err(nothing("No such participant in the room.")),
             None => self
-                .speaker
-                .current()
-                .map(str::to_string)
-                .or_else(|| {
-                    self.peers
-                        .iter()
-                        .find(|(_, p)| !p.published.is_empty())
-                        .map(|(id, _)| id.clone())
-                })
+                .speaker_or_publisher()
                 .ok_or_else(|| nothing("Nobody in the room is publishing yet."))?,
         };
         let tracks = self.av_tracks(&target);

@@ -109,14 +109,31 @@ fn no_device(device: &str) -> MediaError {
     }
 }
 
+/// `CONVO_MEDIA=synthetic`: a 440 Hz tone with markers, 15 fps patterns.
+const SYNTHETIC: Synthetic = Synthetic {
+    tone_hz: 440.0,
+    fps: 15,
+};
+
+impl AppBackend {
+    /// A camera or screen whose frames also go to the self view (`track` in the frame store).
+    fn previewed(
+        &self,
+        source: Result<Box<dyn VideoSource>, MediaError>,
+        track: &str,
+    ) -> Result<Box<dyn VideoSource>, MediaError> {
+        Ok(Box::new(Preview {
+            inner: source?,
+            store: self.frames.clone(),
+            track: track.into(),
+        }))
+    }
+}
+
 impl MediaBackend for AppBackend {
     fn microphone(&self) -> Result<Box<dyn AudioSource>, MediaError> {
         match self.mode {
-            MediaMode::Synthetic => Synthetic {
-                tone_hz: 440.0,
-                fps: 15,
-            }
-            .microphone(),
+            MediaMode::Synthetic => SYNTHETIC.microphone(),
             MediaMode::Devices => Ok(Box::new(convo_client::devices::CpalMic::open(
                 self.input.as_deref(),
             )?)),
@@ -124,35 +141,17 @@ impl MediaBackend for AppBackend {
     }
 
     fn camera(&self) -> Result<Box<dyn VideoSource>, MediaError> {
-        let inner = match self.mode {
-            MediaMode::Synthetic => Synthetic {
-                tone_hz: 440.0,
-                fps: 15,
-            }
-            .camera()?,
-            MediaMode::Devices => return Err(no_device("camera")),
-        };
-        Ok(Box::new(Preview {
-            inner,
-            store: self.frames.clone(),
-            track: "local:video".into(),
-        }))
+        match self.mode {
+            MediaMode::Synthetic => self.previewed(SYNTHETIC.camera(), "local:video"),
+            MediaMode::Devices => Err(no_device("camera")),
+        }
     }
 
     fn screen(&self) -> Result<Box<dyn VideoSource>, MediaError> {
-        let inner = match self.mode {
-            MediaMode::Synthetic => Synthetic {
-                tone_hz: 440.0,
-                fps: 15,
-            }
-            .screen()?,
-            MediaMode::Devices => return Err(no_device("screen")),
-        };
-        Ok(Box::new(Preview {
-            inner,
-            store: self.frames.clone(),
-            track: "local:screen".into(),
-        }))
+        match self.mode {
+            MediaMode::Synthetic => self.previewed(SYNTHETIC.screen(), "local:screen"),
+            MediaMode::Devices => Err(no_device("screen")),
+        }
     }
 
     fn audio_sink(&self, track: &RemoteTrack) -> Option<Box<dyn AudioSink>> {
@@ -195,6 +194,18 @@ pub struct Chosen {
 struct MicTest {
     level: Arc<std::sync::atomic::AtomicU8>,
     stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl AppState {
+    /// The backend for a call or for pre-join, with the chosen microphone.
+    fn backend(&self) -> AppBackend {
+        AppBackend {
+            mode: self.mode,
+            frames: self.frames.clone(),
+            mixer: self.mixer.clone(),
+            input: lock(&self.devices).input.clone(),
+        }
+    }
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -340,12 +351,7 @@ async fn join_call(
     state.frames.clear();
     stop_pre_join(&state);
     let chosen = lock(&state.devices).clone();
-    let backend = AppBackend {
-        mode: state.mode,
-        frames: state.frames.clone(),
-        mixer: state.mixer.clone(),
-        input: chosen.input.clone(),
-    };
+    let backend = state.backend();
     // Everyone else's audio, mixed, to the speaker. Without one the call goes on silently.
     match convo_client::devices::CpalSpeaker::open(chosen.output.as_deref(), state.mixer.clone()) {
         Ok(sp) => *lock(&state.speaker) = Some(sp),
@@ -476,12 +482,7 @@ fn stop_pre_join(state: &AppState) {
 async fn start_pre_join(state: State<'_, AppState>) -> UiResult<()> {
     use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
     stop_pre_join(&state);
-    let backend = AppBackend {
-        mode: state.mode,
-        frames: state.frames.clone(),
-        mixer: state.mixer.clone(),
-        input: lock(&state.devices).input.clone(),
-    };
+    let backend = state.backend();
     let mic = tokio::task::spawn_blocking(move || {
         let source = backend.microphone();
         (source, backend)

@@ -198,12 +198,7 @@ pub struct CallHandle {
 impl CallHandle {
     /// What has been received so far, per remote track (for a connection-quality indicator).
     pub fn reports(&self) -> Vec<crate::stats::TrackReport> {
-        let mut v: Vec<_> = lock(&self.stats)
-            .values()
-            .map(|s| s.report(self.tone_hz))
-            .collect();
-        v.sort_by(|a, b| a.track_id.cmp(&b.track_id));
-        v
+        reports(&self.stats, self.tone_hz)
     }
 
     /// Mutes or unmutes what we send: the source keeps running, nothing is encoded or sent,
@@ -449,13 +444,7 @@ pub async fn start(
                                     emit(CallEvent::TrackStarted {
                                         participant_id: track.stream_id(),
                                         track_id: track.id(),
-                                        kind: match track.kind() {
-                                            RTPCodecType::Audio => TrackKind::Audio,
-                                            _ if track.id().ends_with("screen") => {
-                                                TrackKind::Screen
-                                            }
-                                            _ => TrackKind::Video,
-                                        },
+                                        kind: kind_of(&track),
                                     });
                                     tokio::spawn(async move {
                                         receive(track, stats, joined_at, pc, backend).await;
@@ -523,9 +512,7 @@ pub async fn start(
         if let Some(pc) = subscribe {
             let _ = pc.close().await;
         }
-        let tone = opts.tone_hz;
-        let mut tracks: Vec<_> = lock(&stats).values().map(|s| s.report(tone)).collect();
-        tracks.sort_by(|a, b| a.track_id.cmp(&b.track_id));
+        let tracks = reports(&stats, opts.tone_hz);
         if let Err(e) = outcome {
             emit(CallEvent::Ended {
                 reason: e.to_string(),
@@ -679,6 +666,22 @@ fn send_video(
     });
 }
 
+/// What a remote track carries: its codec says audio or video, its id tells screen from camera.
+fn kind_of(track: &TrackRemote) -> TrackKind {
+    match track.kind() {
+        RTPCodecType::Audio => TrackKind::Audio,
+        _ if track.id().ends_with("screen") => TrackKind::Screen,
+        _ => TrackKind::Video,
+    }
+}
+
+/// The report of every remote track, in track id order.
+fn reports(stats: &Stats, tone_hz: f64) -> Vec<crate::stats::TrackReport> {
+    let mut v: Vec<_> = lock(stats).values().map(|s| s.report(tone_hz)).collect();
+    v.sort_by(|a, b| a.track_id.cmp(&b.track_id));
+    v
+}
+
 /// How long a gap may hold up the packets after it (a NACK retransmission on a good network
 /// takes one round trip), and how many packets the buffer holds at most.
 const AUDIO_JITTER: (Duration, usize) = (Duration::from_millis(60), 50);
@@ -744,11 +747,7 @@ async fn receive(
 ) {
     let participant = track.stream_id();
     let track_id = track.id();
-    let kind = match track.kind() {
-        RTPCodecType::Audio => TrackKind::Audio,
-        _ if track_id.ends_with("screen") => TrackKind::Screen,
-        _ => TrackKind::Video,
-    };
+    let kind = kind_of(&track);
     let label = match kind {
         TrackKind::Audio => "audio",
         TrackKind::Video => "video",
