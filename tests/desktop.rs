@@ -3,8 +3,13 @@
 //! room, join — while a `convo-bot` joins the same room. The app must show the bot's video
 //! (frames keep coming and their codes read back, in order) and play the bot's audio to its
 //! speaker (a PulseAudio null sink, recorded back from its monitor), and the bot must decode
-//! the app's audio and video; a `convoconnect://join/<room>` link launched while the app runs
-//! opens that room's pre-join. Screenshots of pre-join and the call go to `target/e2e/`.
+//! the app's audio and video. The app shares a window (a real X11 window on the Xvfb display,
+//! picked in the share picker) and the bot decodes it with the window's colour; closing the
+//! window ends the share with a message. The bot's joining, while another window has the
+//! focus, raises a desktop notification (seen by a notification server on the test's D-Bus
+//! session). A `convoconnect://join/<room>` link launched while the app runs opens that
+//! room's pre-join, and a restarted app is still signed in (the refresh token in the Secret
+//! Service, gnome-keyring). Screenshots of pre-join and the call go to `target/e2e/`.
 //!
 //! Needs what `tests/desktop.sh` prepares (the ui built, the app built with
 //! `--features custom-protocol`, tauri-driver, WebKitWebDriver, a display), so it is ignored
@@ -12,18 +17,75 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use convo_client::call::{self, CallOptions};
+use convo_client::media::{
+    AudioSource, DecodedVideo, MediaBackend, MediaError, RemoteTrack, Synthetic, VideoSink,
+    VideoSource,
+};
 use convo_client::synth;
 use convo_e2e::webdriver::launch;
+use convo_e2e::x11::TestWindow;
 use convo_e2e::{Backend, Env, PASSWORD};
+use convo_shared::signal::TrackKind;
 use serde_json::json;
+
+/// The bot: synthetic sources; the centre pixel (Y, U, V) of every screen frame it decodes.
+struct Watcher {
+    synthetic: Synthetic,
+    screen_centre: Arc<Mutex<Vec<(u8, u8, u8)>>>,
+}
+
+struct CentreSink(Arc<Mutex<Vec<(u8, u8, u8)>>>);
+
+impl VideoSink for CentreSink {
+    fn frame(&mut self, f: &DecodedVideo<'_>) {
+        let (x, y) = (f.width / 2, f.height / 2);
+        let c = (y / 2) * f.strides.1 + x / 2;
+        let px = (
+            f.y[y * f.strides.0 + x],
+            f.u[c],
+            f.v[(y / 2) * f.strides.2 + x / 2],
+        );
+        self.0.lock().unwrap().push(px);
+    }
+}
+
+impl MediaBackend for Watcher {
+    fn microphone(&self) -> Result<Box<dyn AudioSource>, MediaError> {
+        self.synthetic.microphone()
+    }
+    fn camera(&self) -> Result<Box<dyn VideoSource>, MediaError> {
+        self.synthetic.camera()
+    }
+    fn screen(&self) -> Result<Box<dyn VideoSource>, MediaError> {
+        self.synthetic.screen()
+    }
+    fn video_sink(&self, track: &RemoteTrack) -> Option<Box<dyn VideoSink>> {
+        (track.kind == TrackKind::Screen)
+            .then(|| Box::new(CentreSink(self.screen_centre.clone())) as Box<dyn VideoSink>)
+    }
+}
+
+async fn text_of(d: &convo_e2e::webdriver::Driver, css: &str) -> String {
+    d.script(
+        &format!("const e = document.querySelector(\"{css}\"); return e ? e.textContent : ''"),
+        json!([]),
+    )
+    .await
+    .as_str()
+    .unwrap_or_default()
+    .to_string()
+}
 
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the built app, tauri-driver and a display: run tests/desktop.sh"]
 async fn the_app_joins_a_call_and_sees_a_bot() {
     let app = std::env::var("CONVO_DESKTOP_BIN").expect("CONVO_DESKTOP_BIN: run tests/desktop.sh");
+    let notifications =
+        std::env::var("CONVO_NOTIFY_LOG").expect("CONVO_NOTIFY_LOG: run tests/desktop.sh");
     let env = Env::start(Backend::Sqlite).await;
     let (_driver, d) = launch(
         &app,
@@ -81,19 +143,59 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
     d.click("#join").await;
     d.wait("#call", 30).await;
 
+    // The person switches to another window (the app loses the focus) — and shares it.
+    let window = TestWindow::open("Slides to share", (760, 420, 320, 240), 0xFF0000);
+    window.focus();
+    d.click("#toggle-share").await;
+    let pick = format!("button.share-source[data-id='x11:window:{}']", window.id);
+    d.wait(&pick, 20).await;
+    d.screenshot("share-picker").await;
+    d.click(&pick).await;
+    let end = Instant::now() + Duration::from_secs(20);
+    while text_of(&d, "#toggle-share").await != "Stop sharing" {
+        assert!(Instant::now() < end, "sharing did not start");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // A bot joins the same room.
     let bot_token = env.user("bot").await;
+    let screen_centre = Arc::new(Mutex::new(Vec::new()));
     let bot = {
         let (base, room) = (env.base.clone(), room.clone());
+        let backend = Watcher {
+            synthetic: Synthetic {
+                tone_hz: 440.0,
+                fps: 15,
+            },
+            screen_centre: screen_centre.clone(),
+        };
         tokio::spawn(async move {
             let o = CallOptions {
                 room_id: room,
-                duration: Duration::from_secs(14),
+                duration: Duration::from_secs(16),
+                backend: Some(convo_client::media::Backend(Arc::new(backend))),
                 ..Default::default()
             };
             call::run(&base, &bot_token, o).await.unwrap()
         })
     };
+
+    // Its joining, while the app is in the background, is a desktop notification.
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = std::fs::read_to_string(&notifications).unwrap_or_default();
+        if log
+            .lines()
+            .any(|l| l.starts_with("NOTIFY") && l.contains("joined the meeting"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "no notification of the bot joining; the notification server saw: {log:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // The app shows the bot's video: frames keep coming, and they are the bot's frames, in order.
     let tile = "canvas[data-track$=':video']:not([data-track='local:video'])";
@@ -208,6 +310,37 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
         assert!(t.frames_decoded > 20, "{t:?}");
         assert!(t.content_ok, "{t:?}");
     }
+    // ... and the shared window: its frames, red (BT.601 Y 82, U 90, V 240, give or take
+    // what H.264 does to a flat colour).
+    let screen = from_app
+        .iter()
+        .find(|t| t.kind == "screen")
+        .unwrap_or_else(|| panic!("no screen share from the app: {report:#?}"));
+    assert!(screen.frames_decoded >= 10, "{screen:?}");
+    let centres = screen_centre.lock().unwrap().clone();
+    let red = centres
+        .iter()
+        .filter(|(y, u, v)| y.abs_diff(82) <= 6 && u.abs_diff(90) <= 6 && v.abs_diff(240) <= 6)
+        .count();
+    assert!(
+        red * 10 >= centres.len() * 9 && !centres.is_empty(),
+        "{red} of {} shared frames are the window's red: {:?}",
+        centres.len(),
+        &centres[..centres.len().min(5)]
+    );
+
+    // Closing the shared window ends the share, with a message.
+    window.close();
+    let end = Instant::now() + Duration::from_secs(20);
+    while text_of(&d, "#toggle-share").await != "Share screen" {
+        assert!(
+            Instant::now() < end,
+            "the share went on after its window closed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let toast = text_of(&d, ".toast").await;
+    assert!(toast.contains("Screen sharing stopped"), "{toast}");
 
     d.click("#leave").await;
     d.wait("#room-name", 20).await;
@@ -251,6 +384,25 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
     assert_eq!(linked.as_str(), Some(room.as_str()));
     d.click("#prejoin button.link").await; // Back
     d.wait("#room-name", 20).await;
+    d.call(reqwest::Method::DELETE, "", None).await;
+    drop(_driver);
+
+    // Started again, the app is still signed in: the refresh token was in the keyring.
+    let end = Instant::now() + Duration::from_secs(20);
+    while Command::new("pgrep")
+        .args(["-f", &app])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        assert!(Instant::now() < end, "the app did not quit");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_driver, d) = launch(
+        &app,
+        &[("CONVO_SERVER", &env.base), ("CONVO_MEDIA", "synthetic")],
+    )
+    .await;
+    d.wait("#room-name", 30).await;
     d.call(reqwest::Method::DELETE, "", None).await;
     env.stop().await;
 }

@@ -35,6 +35,19 @@ echo "== real sound devices through cpal"
 cargo test -p convo-client --features devices --test sound --locked -- --include-ignored
 
 echo "== the app end to end (Xvfb)"
-# Inside a D-Bus session: the single-instance hand-over of deep links goes over it.
-dbus-run-session -- xvfb-run -a -s "-screen 0 1280x800x24" \
-  cargo test -p convo-e2e --test desktop --locked -- --include-ignored --nocapture
+# Inside one D-Bus session: the single-instance hand-over of deep links goes over it, the
+# Secret Service (gnome-keyring, unlocked with a throwaway password and a fresh keyring each
+# run) keeps the session across restarts, and a test notification server records the app's
+# notifications.
+export CONVO_NOTIFY_LOG="$PWD/target/e2e/notifications.log"
+dbus-run-session -- bash -euo pipefail -c '
+  export XDG_DATA_HOME=$(mktemp -d)
+  printf %s e2e-keyring | gnome-keyring-daemon --unlock --components=secrets >/dev/null
+  /usr/bin/python3 tests/notifications.py > "$CONVO_NOTIFY_LOG" &
+  for _ in $(seq 50); do grep -q READY "$CONVO_NOTIFY_LOG" && break; sleep 0.1; done
+  grep -q READY "$CONVO_NOTIFY_LOG" || { echo "the test notification server did not start"; exit 1; }
+  xvfb-run -a -s "-screen 0 1280x800x24" bash -euo pipefail -c "
+    cargo test -p convo-e2e --test screen --locked -- --include-ignored --nocapture
+    cargo test -p convo-e2e --test desktop --locked -- --include-ignored --nocapture
+  "
+'

@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod webdriver;
+#[cfg(target_os = "linux")]
+pub mod x11;
 
 use convo_client::api::Api;
 use convo_server::{Config, Server, ServerArgs};

@@ -22,6 +22,8 @@ const COMMANDS: &[&str] = &[
     "mic_level",
     "call_stats",
     "take_pending_link",
+    "list_screens",
+    "share_screen",
 ];
 
 fn main() {

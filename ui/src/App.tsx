@@ -1,6 +1,6 @@
 import { listen } from "@tauri-apps/api/event";
 import { useCallback, useEffect, useReducer, useRef, useState } from "react";
-import { api, frameUrl, type AppInfo, type Devices, type Room, type User } from "./api";
+import { api, frameUrl, type AppInfo, type Devices, type Room, type ScreenSource, type User } from "./api";
 import {
   featured,
   humanError,
@@ -387,8 +387,12 @@ function PreJoin(props: {
   const [password, setPassword] = useState("");
   const [busy, setBusy] = useState(false);
   const level = useMicLevel();
+  const [problems, setProblems] = useState<{ microphone: string | null; camera: string | null }>({ microphone: null, camera: null });
+  const start = useCallback(() => {
+    api.startPreJoin().then(setProblems).catch((e) => props.onError(humanError(e)));
+  }, [props]);
   useEffect(() => {
-    api.startPreJoin().catch((e) => props.onError(humanError(e)));
+    start();
     return () => {
       api.stopPreJoin().catch(() => undefined);
     };
@@ -421,10 +425,12 @@ function PreJoin(props: {
       <p className="hint">Meeting id <code>{props.room.id}</code> · share <code>{props.room.join_url}</code></p>
       {props.info?.media === "synthetic" && <p className="hint">Using synthetic camera and microphone (CONVO_MEDIA=synthetic).</p>}
       <div className="preview">
-        <VideoTile tile={{ participantId: "", name: "You", trackId: "local:video", kind: "video", local: true }} speaking={false} />
+        <VideoTile tile={{ participantId: "", name: "You", trackId: "local:video", kind: "video", local: true }} speaking={false} off={problems.camera !== null} />
       </div>
+      {problems.camera && <p className="hint" id="camera-problem">{problems.camera} You can join without it.</p>}
+      {problems.microphone && <p className="hint" id="mic-problem">{problems.microphone} Pick another microphone below.</p>}
       <div className="meter" title="Microphone level" id="mic-meter"><span style={{ width: `${level}%` }} /></div>
-      <DevicePickers onChanged={() => api.startPreJoin().catch((e) => props.onError(humanError(e)))} />
+      <DevicePickers onChanged={start} />
       <label className="inline"><input id="prejoin-mic" type="checkbox" checked={mic} onChange={(e) => setMic(e.target.checked)} /> Microphone on</label>
       <label className="inline"><input id="prejoin-cam" type="checkbox" checked={cam} onChange={(e) => setCam(e.target.checked)} /> Camera on</label>
       {props.room.has_password && (
@@ -444,6 +450,7 @@ function Call(props: { room: Room; joinRef: typeof joinRef; onLeft: () => void; 
   const [state, dispatch] = useReducer(reduceCall, start?.state ?? initialCall("", [], true, true));
   const [layout, setLayout] = useState<"grid" | "speaker">("grid");
   const [showPeople, setShowPeople] = useState(false);
+  const [picking, setPicking] = useState(false);
   const [conn, setConn] = useState<Quality>("connecting");
   useEffect(() => {
     let prev: TrackReport[] | null = null;
@@ -479,6 +486,18 @@ function Call(props: { room: Room; joinRef: typeof joinRef; onLeft: () => void; 
       }
     },
     [state.micMuted, state.camMuted, props],
+  );
+  const share = useCallback(
+    async (source: string | null) => {
+      setPicking(false);
+      try {
+        await api.shareScreen(source);
+        dispatch({ type: "local_share", on: source !== null });
+      } catch (e) {
+        props.onError(humanError(e));
+      }
+    },
+    [props],
   );
   const ptt = useRef(false);
   useEffect(() => {
@@ -529,12 +548,12 @@ function Call(props: { room: Room; joinRef: typeof joinRef; onLeft: () => void; 
       <div className="stage">
         {big && (
           <div className="featured">
-            <VideoTile tile={big} speaking={state.speaker === big.participantId} />
+            <VideoTile tile={big} speaking={state.speaker === big.participantId} off={false} />
           </div>
         )}
         <div className={`grid n${Math.min(rest.length, 9)}`}>
           {rest.map((t) => (
-            <VideoTile key={t.trackId} tile={t} speaking={state.speaker === t.participantId} />
+            <VideoTile key={t.trackId} tile={t} speaking={state.speaker === t.participantId} off={t.local && t.kind === "video" && state.camMuted} />
           ))}
         </div>
         {state.notice && <div className="toast" role="status">{state.notice}</div>}
@@ -562,16 +581,62 @@ function Call(props: { room: Room; joinRef: typeof joinRef; onLeft: () => void; 
         <button id="toggle-cam" className={state.camMuted ? "off" : ""} onClick={() => toggle("video")} title="Ctrl+E">
           {state.camMuted ? "Start camera" : "Stop camera"}
         </button>
+        <button id="toggle-share" className={state.sharing ? "on" : ""} onClick={() => (state.sharing ? share(null) : setPicking(true))}>
+          {state.sharing ? "Stop sharing" : "Share screen"}
+        </button>
         <button onClick={() => setLayout(layout === "grid" ? "speaker" : "grid")}>{layout === "grid" ? "Speaker view" : "Grid view"}</button>
         <button onClick={() => setShowPeople(!showPeople)}>People</button>
         <button id="leave" className="danger" onClick={leave} title="Ctrl+Shift+L">Leave</button>
       </footer>
+      {picking && <SharePicker onPick={share} onCancel={() => setPicking(false)} />}
+    </div>
+  );
+}
+
+/** Which monitor or window to share: listed afresh when opened. */
+function SharePicker(props: { onPick: (id: string) => void; onCancel: () => void }) {
+  const [sources, setSources] = useState<ScreenSource[] | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  useEffect(() => {
+    api.listScreens().then(setSources).catch((e) => setError(humanError(e)));
+  }, []);
+  const group = (kind: ScreenSource["kind"], title: string) => {
+    const list = (sources ?? []).filter((s) => s.kind === kind);
+    if (list.length === 0) return null;
+    return (
+      <>
+        <h3>{title}</h3>
+        <ul className="sources">
+          {list.map((s) => (
+            <li key={s.id}>
+              <button className="share-source" data-id={s.id} onClick={() => props.onPick(s.id)}>
+                {s.name} <span className="hint">{s.width}×{s.height}</span>
+              </button>
+            </li>
+          ))}
+        </ul>
+      </>
+    );
+  };
+  return (
+    <div className="modal" role="dialog" aria-label="Share your screen" id="share-picker">
+      <div className="card">
+        <h2>Share your screen</h2>
+        {error && <p className="error">{error}</p>}
+        {!sources && !error && <Progress text="Looking for screens and windows…" />}
+        {sources && sources.length === 0 && (
+          <p className="hint">Nothing can be shared here: screen sharing needs an X11 session on Linux (Wayland is not supported yet).</p>
+        )}
+        {group("monitor", "Entire screen")}
+        {group("window", "Window")}
+        <button onClick={props.onCancel}>Cancel</button>
+      </div>
     </div>
   );
 }
 
 /** One video: pulls the newest frame from the `frames:` scheme whenever the last is drawn. */
-function VideoTile({ tile, speaking }: { tile: Tile; speaking: boolean }) {
+function VideoTile({ tile, speaking, off }: { tile: Tile; speaking: boolean; off: boolean }) {
   const canvas = useRef<HTMLCanvasElement>(null);
   const [drawn, setDrawn] = useState(0);
   useEffect(() => {
@@ -613,7 +678,7 @@ function VideoTile({ tile, speaking }: { tile: Tile; speaking: boolean }) {
   return (
     <figure className={`tile ${speaking ? "speaking" : ""} ${tile.kind}`} data-track={tile.trackId}>
       <canvas ref={canvas} data-track={tile.trackId} data-frames="0" />
-      {drawn === 0 && <div className="waiting">{tile.local ? "Starting camera…" : "Waiting for video…"}</div>}
+      {off ? <div className="waiting">Camera off</div> : drawn === 0 && <div className="waiting">{tile.local ? (tile.kind === "screen" ? "Starting to share…" : "Starting camera…") : "Waiting for video…"}</div>}
       <figcaption>{tile.name}{tile.kind === "screen" ? " (screen)" : ""}</figcaption>
     </figure>
   );
@@ -663,31 +728,32 @@ function DevicePickers(props: { onChanged?: () => void }) {
     return () => clearInterval(t);
   }, []);
   if (!devices) return <Progress text="Looking for devices…" />;
-  const choose = async (input: string | null, output: string | null) => {
-    await api.chooseDevices(input, output);
-    setDevices({ ...devices, chosen: { input, output } });
+  const choose = async (input: string | null, output: string | null, camera: string | null) => {
+    await api.chooseDevices(input, output, camera);
+    setDevices({ ...devices, chosen: { input, output, camera } });
     props.onChanged?.();
   };
+  const { input, output, camera } = devices.chosen;
   const option = (d: { id: string; name: string; default: boolean }) => (
     <option key={d.id} value={d.id}>{d.name}{d.default ? " (default)" : ""}</option>
   );
   return (
     <div className="pickers">
       <label>Microphone
-        <select id="pick-mic" value={devices.chosen.input ?? ""} onChange={(e) => choose(e.target.value || null, devices.chosen.output)}>
+        <select id="pick-mic" value={devices.chosen.input ?? ""} onChange={(e) => choose(e.target.value || null, output, camera)}>
           <option value="">System default</option>
           {devices.inputs.map(option)}
         </select>
       </label>
       <label>Speaker
-        <select id="pick-speaker" value={devices.chosen.output ?? ""} onChange={(e) => choose(devices.chosen.input, e.target.value || null)}>
+        <select id="pick-speaker" value={devices.chosen.output ?? ""} onChange={(e) => choose(input, e.target.value || null, camera)}>
           <option value="">System default</option>
           {devices.outputs.map(option)}
         </select>
       </label>
       <label>Camera
-        <select id="pick-camera" disabled={devices.cameras.length === 0}>
-          {devices.cameras.length === 0 ? <option>No camera available in this build</option> : devices.cameras.map(option)}
+        <select id="pick-camera" disabled={devices.cameras.length === 0} value={camera ?? ""} onChange={(e) => choose(input, output, e.target.value || null)}>
+          {devices.cameras.length === 0 ? <option value="">No camera found: plug one in</option> : <><option value="">First camera</option>{devices.cameras.map(option)}</>}
         </select>
       </label>
     </div>

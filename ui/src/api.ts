@@ -40,7 +40,15 @@ export interface Devices {
   inputs: DeviceInfo[];
   outputs: DeviceInfo[];
   cameras: DeviceInfo[];
-  chosen: { input: string | null; output: string | null };
+  chosen: { input: string | null; output: string | null; camera: string | null };
+}
+
+export interface ScreenSource {
+  id: string;
+  name: string;
+  kind: "monitor" | "window";
+  width: number;
+  height: number;
 }
 
 export const api = {
@@ -76,9 +84,11 @@ export const api = {
   leaveCall: () => invoke<void>("leave_call"),
   setMuted: (kind: TrackKind, muted: boolean) => invoke<void>("set_muted", { kind, muted }),
   listDevices: () => invoke<Devices>("list_devices"),
-  chooseDevices: (input: string | null, output: string | null) =>
-    invoke<void>("choose_devices", { input, output }),
-  startPreJoin: () => invoke<void>("start_pre_join"),
+  chooseDevices: (input: string | null, output: string | null, camera: string | null) =>
+    invoke<void>("choose_devices", { input, output, camera }),
+  listScreens: () => invoke<ScreenSource[]>("list_screens"),
+  shareScreen: (source: string | null) => invoke<void>("share_screen", { source }),
+  startPreJoin: () => invoke<{ microphone: string | null; camera: string | null }>("start_pre_join"),
   stopPreJoin: () => invoke<void>("stop_pre_join_cmd"),
   micLevel: () => invoke<number>("mic_level"),
   callStats: () => invoke<TrackReport[]>("call_stats"),

@@ -21,7 +21,11 @@ export interface ParticipantInfo {
 export type CallEvent =
   | { type: "track_started"; participant_id: string; track_id: string; kind: TrackKind }
   | { type: "signal"; message: ServerMessage }
-  | { type: "ended"; reason: string };
+  | { type: "source_failed"; kind: TrackKind; reason: string }
+  | { type: "share_ended"; reason: string }
+  | { type: "ended"; reason: string }
+  // Not from the engine: the ui's own record that sharing started or stopped.
+  | { type: "local_share"; on: boolean };
 
 export type ServerMessage =
   | { type: "participant_joined"; participant: ParticipantInfo }
@@ -49,6 +53,8 @@ export interface CallState {
   speaker: string | null;
   micMuted: boolean;
   camMuted: boolean;
+  /** Whether I am sharing my screen. */
+  sharing: boolean;
   ended: string | null;
   notice: string | null;
 }
@@ -61,7 +67,7 @@ export function initialCall(
 ): CallState {
   const map: Record<string, ParticipantInfo> = {};
   for (const p of participants) map[p.participant_id] = p;
-  return { me, participants: map, receiving: {}, speaker: null, micMuted, camMuted, ended: null, notice: null };
+  return { me, participants: map, receiving: {}, speaker: null, micMuted, camMuted, sharing: false, ended: null, notice: null };
 }
 
 function withParticipant(
@@ -80,6 +86,15 @@ export function reduceCall(s: CallState, e: CallEvent): CallState {
       return { ...s, receiving: { ...s.receiving, [e.track_id]: { participantId: e.participant_id, kind: e.kind } } };
     case "ended":
       return { ...s, ended: e.reason };
+    case "local_share":
+      return { ...s, sharing: e.on };
+    case "share_ended":
+      return { ...s, sharing: false, notice: `Screen sharing stopped: ${e.reason}.` };
+    case "source_failed":
+      if (e.kind === "audio") {
+        return { ...s, micMuted: true, notice: `Your microphone could not start (${e.reason}). Others cannot hear you; pick another microphone in Settings.` };
+      }
+      return { ...s, camMuted: true, notice: `Your camera could not start (${e.reason}). Others cannot see you; pick another camera in Settings.` };
     case "signal":
       return reduceSignal(s, e.message);
   }
@@ -143,12 +158,14 @@ function reduceSignal(s: CallState, m: ServerMessage): CallState {
   return s;
 }
 
-/** The video tiles to show: screens first (shown large), then cameras; my own view last. */
+/** The video tiles to show: screens first (shown large), then cameras; my own views last. */
 export function tiles(s: CallState): Tile[] {
   const out: Tile[] = [];
   for (const [trackId, r] of Object.entries(s.receiving)) {
     if (r.kind === "audio") continue;
     const p = s.participants[r.participantId];
+    // A stopped share stays published, muted, until shared again.
+    if (r.kind === "screen" && p?.tracks.some((t) => t.track_id === trackId && t.muted)) continue;
     out.push({
       participantId: r.participantId,
       name: p?.user.display_name ?? "Guest",
@@ -159,6 +176,7 @@ export function tiles(s: CallState): Tile[] {
   }
   out.sort((a, b) => (a.kind === b.kind ? a.name.localeCompare(b.name) : a.kind === "screen" ? -1 : 1));
   out.push({ participantId: s.me, name: "You", trackId: "local:video", kind: "video", local: true });
+  if (s.sharing) out.push({ participantId: s.me, name: "You are presenting", trackId: "local:screen", kind: "screen", local: true });
   return out;
 }
 
@@ -166,7 +184,7 @@ export function tiles(s: CallState): Tile[] {
 export function featured(s: CallState): Tile | null {
   const all = tiles(s);
   return (
-    all.find((t) => t.kind === "screen") ??
+    all.find((t) => t.kind === "screen" && !t.local) ??
     all.find((t) => t.participantId === s.speaker && !t.local) ??
     all.find((t) => !t.local) ??
     null

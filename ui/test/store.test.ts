@@ -70,6 +70,45 @@ describe("call state", () => {
   });
 });
 
+describe("screen sharing", () => {
+  it("hides a stopped share and shows it again when it resumes", () => {
+    let s = initialCall("me", [person("me", "Me"), person("a", "Ada")], false, false);
+    const screen = { track_id: "a:screen", kind: "screen" as const, muted: false };
+    s = reduceCall(s, { type: "signal", message: { type: "track_published", participant_id: "a", track: screen } });
+    s = reduceCall(s, { type: "track_started", participant_id: "a", track_id: "a:screen", kind: "screen" });
+    expect(featured(s)?.trackId).toBe("a:screen");
+    // Ada stops sharing: the track stays, muted, and leaves the stage.
+    s = reduceCall(s, { type: "signal", message: { type: "mute_changed", participant_id: "a", kind: "screen", muted: true } });
+    expect(tiles(s).map((t) => t.trackId)).toEqual(["local:video"]);
+    expect(featured(s)).toBeNull();
+    s = reduceCall(s, { type: "signal", message: { type: "mute_changed", participant_id: "a", kind: "screen", muted: false } });
+    expect(featured(s)?.trackId).toBe("a:screen");
+  });
+
+  it("shows my own share as a small tile, never as the featured one", () => {
+    let s = initialCall("me", [person("me", "Me"), person("a", "Ada")], false, false);
+    s = reduceCall(s, { type: "track_started", participant_id: "a", track_id: "a:video", kind: "video" });
+    s = reduceCall(s, { type: "local_share", on: true });
+    expect(tiles(s).map((t) => t.trackId)).toEqual(["a:video", "local:video", "local:screen"]);
+    expect(featured(s)?.trackId).toBe("a:video");
+    s = reduceCall(s, { type: "share_ended", reason: "the window was closed or hidden" });
+    expect(s.sharing).toBe(false);
+    expect(s.notice).toBe("Screen sharing stopped: the window was closed or hidden.");
+    expect(tiles(s).map((t) => t.trackId)).toEqual(["a:video", "local:video"]);
+  });
+
+  it("says which source failed and turns it off", () => {
+    let s = initialCall("me", [person("me", "Me")], false, false);
+    s = reduceCall(s, { type: "source_failed", kind: "video", reason: "no camera is connected" });
+    expect(s.camMuted).toBe(true);
+    expect(s.micMuted).toBe(false);
+    expect(s.notice).toContain("Your camera could not start (no camera is connected)");
+    s = reduceCall(s, { type: "source_failed", kind: "audio", reason: "device busy" });
+    expect(s.micMuted).toBe(true);
+    expect(s.notice).toContain("pick another microphone");
+  });
+});
+
 describe("helpers", () => {
   it("finds room ids in links", () => {
     expect(roomIdFrom("abc-defg-hij")).toBe("abc-defg-hij");

@@ -98,15 +98,22 @@ struct AppBackend {
     frames: FrameStore,
     mixer: Mixer,
     input: Option<String>,
+    camera: Option<String>,
 }
 
-fn no_device(device: &str) -> MediaError {
-    MediaError::Unavailable {
-        device: device.into(),
-        reason:
-            "camera and screen capture are not in this build yet; start with CONVO_MEDIA=synthetic"
-                .into(),
+/// Opens a monitor or window from [`list_screens`] by id (`synthetic` in synthetic mode).
+fn open_screen(mode: MediaMode, id: &str) -> Result<Box<dyn VideoSource>, MediaError> {
+    if id == "synthetic" && mode == MediaMode::Synthetic {
+        return SYNTHETIC.screen();
     }
+    #[cfg(target_os = "linux")]
+    if id.starts_with("x11:") {
+        return Ok(Box::new(convo_client::screen::X11Screen::open(Some(id))?));
+    }
+    Err(MediaError::Unavailable {
+        device: "screen".into(),
+        reason: format!("“{id}” is not a screen or window that can be shared here"),
+    })
 }
 
 /// `CONVO_MEDIA=synthetic`: a 440 Hz tone with markers, 15 fps patterns.
@@ -141,17 +148,20 @@ impl MediaBackend for AppBackend {
     }
 
     fn camera(&self) -> Result<Box<dyn VideoSource>, MediaError> {
-        match self.mode {
-            MediaMode::Synthetic => self.previewed(SYNTHETIC.camera(), "local:video"),
-            MediaMode::Devices => Err(no_device("camera")),
-        }
+        let source: Result<Box<dyn VideoSource>, MediaError> = match self.mode {
+            MediaMode::Synthetic => SYNTHETIC.camera(),
+            MediaMode::Devices => convo_client::camera::Camera::open(self.camera.as_deref())
+                .map(|c| Box::new(c) as Box<dyn VideoSource>),
+        };
+        self.previewed(source, "local:video")
     }
 
     fn screen(&self) -> Result<Box<dyn VideoSource>, MediaError> {
-        match self.mode {
-            MediaMode::Synthetic => self.previewed(SYNTHETIC.screen(), "local:screen"),
-            MediaMode::Devices => Err(no_device("screen")),
-        }
+        let id = match self.mode {
+            MediaMode::Synthetic => "synthetic",
+            MediaMode::Devices => "x11:monitor",
+        };
+        self.previewed(open_screen(self.mode, id), "local:screen")
     }
 
     fn audio_sink(&self, track: &RemoteTrack) -> Option<Box<dyn AudioSink>> {
@@ -188,6 +198,7 @@ pub struct AppState {
 pub struct Chosen {
     input: Option<String>,
     output: Option<String>,
+    camera: Option<String>,
 }
 
 /// A microphone opened for the level meter: a thread reads it and keeps the last level.
@@ -204,6 +215,7 @@ impl AppState {
             frames: self.frames.clone(),
             mixer: self.mixer.clone(),
             input: lock(&self.devices).input.clone(),
+            camera: lock(&self.devices).camera.clone(),
         }
     }
 }
@@ -334,8 +346,39 @@ pub struct Joined {
     participants: Vec<ParticipantInfo>,
 }
 
+/// Someone joining while the window is hidden or in the background: a desktop notification.
+fn notify_if_away(app: &tauri::AppHandle, event: &CallEvent) {
+    use convo_shared::signal::ServerMessage;
+    use tauri_plugin_notification::NotificationExt;
+    let CallEvent::Signal {
+        message: ServerMessage::ParticipantJoined { participant },
+    } = event
+    else {
+        return;
+    };
+    let away = app
+        .get_webview_window("main")
+        .is_none_or(|w| !w.is_visible().unwrap_or(false) || !w.is_focused().unwrap_or(false));
+    if !away {
+        return;
+    }
+    let shown = app
+        .notification()
+        .builder()
+        .title("ConvoConnect")
+        .body(format!(
+            "{} joined the meeting",
+            participant.user.display_name
+        ))
+        .show();
+    if let Err(e) = shown {
+        tracing::debug!(error = %e, "notification not shown");
+    }
+}
+
 #[tauri::command]
 async fn join_call(
+    app: tauri::AppHandle,
     state: State<'_, AppState>,
     room_id: String,
     password: Option<String>,
@@ -360,10 +403,10 @@ async fn join_call(
     let opts = CallOptions {
         room_id: room_id_from(&room_id),
         room_password: password.filter(|p| !p.is_empty()),
-        // Muted at join still opens the sources, so unmuting is instant.
+        // Muted at join still opens the sources, so unmuting is instant. A source that cannot
+        // open is left out (the ui hears `source_failed`).
         audio: true,
-        // No camera backend for devices yet (see the README): audio only.
-        video: state.mode == MediaMode::Synthetic,
+        video: true,
         screen: false,
         duration: std::time::Duration::MAX,
         backend: Some(Backend(Arc::new(backend))),
@@ -379,6 +422,7 @@ async fn join_call(
     }
     tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
+            notify_if_away(&app, &event);
             if on_event.send(event).is_err() {
                 break;
             }
@@ -445,7 +489,9 @@ async fn list_devices(state: State<'_, AppState>) -> UiResult<Devices> {
             default: true,
         }]
     } else {
-        Vec::new()
+        tokio::task::spawn_blocking(convo_client::camera::list)
+            .await
+            .unwrap_or_default()
     };
     Ok(Devices {
         sound,
@@ -459,11 +505,75 @@ async fn choose_devices(
     state: State<'_, AppState>,
     input: Option<String>,
     output: Option<String>,
+    camera: Option<String>,
 ) -> UiResult<()> {
+    let clean = |s: Option<String>| s.filter(|s| !s.is_empty() && s.len() <= 512);
     *lock(&state.devices) = Chosen {
-        input: input.filter(|s| !s.is_empty()),
-        output: output.filter(|s| !s.is_empty()),
+        input: clean(input),
+        output: clean(output),
+        camera: clean(camera),
     };
+    Ok(())
+}
+
+/// What can be shared: monitors and windows (X11 on Linux), and in synthetic mode a
+/// synthetic screen. Asked afresh each time the picker opens.
+#[tauri::command]
+async fn list_screens(
+    state: State<'_, AppState>,
+) -> UiResult<Vec<convo_client::media::ScreenSource>> {
+    let mut out = Vec::new();
+    if state.mode == MediaMode::Synthetic {
+        out.push(convo_client::media::ScreenSource {
+            id: "synthetic".into(),
+            name: "Synthetic screen".into(),
+            kind: convo_client::media::SourceKind::Monitor,
+            width: 640,
+            height: 360,
+        });
+    }
+    #[cfg(target_os = "linux")]
+    out.extend(
+        tokio::task::spawn_blocking(convo_client::screen::list)
+            .await
+            .unwrap_or_default(),
+    );
+    Ok(out)
+}
+
+/// Shares a monitor or window from [`list_screens`] in the call (its frames also go to the
+/// self view, `local:screen`), or stops sharing with `None`.
+#[tauri::command]
+async fn share_screen(state: State<'_, AppState>, source: Option<String>) -> UiResult<()> {
+    let slot = state.call.lock().await;
+    let Some(call) = slot.as_ref() else {
+        return Err(UiError::new("not_in_call", "You are not in a meeting."));
+    };
+    let Some(id) = source else {
+        call.share(None);
+        return Ok(());
+    };
+    if id.len() > 512 {
+        return Err(UiError::new(
+            "invalid_source",
+            "That is not a screen or window.",
+        ));
+    }
+    let mode = state.mode;
+    let opened = tokio::task::spawn_blocking(move || open_screen(mode, &id))
+        .await
+        .map_err(|e| UiError::new("media", e.to_string()))?;
+    let source = opened.map_err(|e| {
+        UiError::new(
+            "share_failed",
+            format!("Screen sharing could not start: {e}. Pick another screen or window."),
+        )
+    })?;
+    call.share(Some(Box::new(Preview {
+        inner: source,
+        store: state.frames.clone(),
+        track: "local:screen".into(),
+    })));
     Ok(())
 }
 
@@ -476,20 +586,24 @@ fn stop_pre_join(state: &AppState) {
     }
 }
 
+/// What pre-join could not open, in words for people (`None`: it works).
+#[derive(Debug, Serialize)]
+pub struct PreJoin {
+    microphone: Option<String>,
+    camera: Option<String>,
+}
+
 /// Pre-join: opens the chosen microphone for the level meter and starts the camera preview
 /// (`local:video` in the frame store). Stopped by joining or by `stop_pre_join`.
 #[tauri::command]
-async fn start_pre_join(state: State<'_, AppState>) -> UiResult<()> {
+async fn start_pre_join(state: State<'_, AppState>) -> UiResult<PreJoin> {
     use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
     stop_pre_join(&state);
     let backend = state.backend();
-    let mic = tokio::task::spawn_blocking(move || {
-        let source = backend.microphone();
-        (source, backend)
-    })
-    .await
-    .map_err(|e| UiError::new("media", e.to_string()))?;
-    let (source, backend) = mic;
+    let opened = tokio::task::spawn_blocking(move || (backend.microphone(), backend.camera()))
+        .await
+        .map_err(|e| UiError::new("media", e.to_string()))?;
+    let (source, camera) = opened;
     let level = Arc::new(AtomicU8::new(127));
     let stop = Arc::new(AtomicBool::new(false));
     let mic_error = match source {
@@ -505,26 +619,26 @@ async fn start_pre_join(state: State<'_, AppState>) -> UiResult<()> {
             });
             None
         }
-        Err(e) => Some(e.to_string()),
+        Err(e) => Some(format!("The microphone could not start: {e}.")),
     };
     *lock(&state.mic_test) = Some(MicTest { level, stop });
-    if let Ok(mut cam) = backend.camera() {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        std::thread::spawn(
-            move || {
-                while !stop2.load(Ordering::Relaxed) && cam.next_frame().is_ok() {}
-            },
-        );
-        *lock(&state.preview) = Some(stop);
-    }
-    match mic_error {
-        Some(m) => Err(UiError::new(
-            "media",
-            format!("The microphone could not start: {m}"),
-        )),
-        None => Ok(()),
-    }
+    let camera_error =
+        match camera {
+            Ok(mut cam) => {
+                let stop = Arc::new(AtomicBool::new(false));
+                let stop2 = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop2.load(Ordering::Relaxed) && cam.next_frame().is_ok() {}
+                });
+                *lock(&state.preview) = Some(stop);
+                None
+            }
+            Err(e) => Some(format!("The camera could not start: {e}.")),
+        };
+    Ok(PreJoin {
+        microphone: mic_error,
+        camera: camera_error,
+    })
 }
 
 #[tauri::command]
@@ -681,6 +795,7 @@ pub fn run() {
                 }
             },
         ))
+        .plugin(tauri_plugin_notification::init())
         .manage(state)
         .register_uri_scheme_protocol("frames", move |_ctx, request| {
             frames::respond(&frames, &request.uri().to_string())
@@ -746,6 +861,8 @@ pub fn run() {
             mic_level,
             call_stats,
             take_pending_link,
+            list_screens,
+            share_screen,
         ])
         .run(tauri::generate_context!());
     if let Err(e) = result {

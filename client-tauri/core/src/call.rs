@@ -172,15 +172,46 @@ pub enum CallEvent {
     },
     /// A signaling message from the server: participants, mute, tracks, speaker, errors.
     Signal { message: ServerMessage },
+    /// A source could not open when the call started; its track is left out.
+    SourceFailed { kind: TrackKind, reason: String },
+    /// Our screen share stopped without being asked (the shared window closed, capture
+    /// failed); everyone has been told.
+    ShareEnded { reason: String },
     /// The call is over (left, replaced by another device, removed, or the server went away).
     Ended { reason: String },
 }
 
 /// Something the owner asks of a running call.
-#[derive(Debug)]
 enum Control {
     Mute(TrackKind, bool),
+    /// Share this source as our screen, or stop sharing (`None`).
+    Share(Option<Box<dyn VideoSource>>),
+    /// The shared source stopped by itself (share number, why).
+    ShareFailed(u64, String),
     Leave,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Control::Mute(k, m) => write!(f, "Mute({k:?}, {m})"),
+            Control::Share(s) => write!(f, "Share({})", s.is_some()),
+            Control::ShareFailed(n, r) => write!(f, "ShareFailed({n}, {r})"),
+            Control::Leave => f.write_str("Leave"),
+        }
+    }
+}
+
+/// Our screen track once shared: kept for the whole call (stopping a share mutes it, sharing
+/// again unmutes it with a new source, so the publish connection is renegotiated only once).
+struct ScreenShare {
+    track: Arc<TrackLocalStaticSample>,
+    keyframe: Arc<AtomicBool>,
+    muted: Arc<AtomicBool>,
+    /// Stops the current source's encoder thread.
+    running: Option<Arc<AtomicBool>>,
+    /// Which share the running source belongs to (a failure of an older one is ignored).
+    generation: u64,
 }
 
 /// A running call.
@@ -205,6 +236,13 @@ impl CallHandle {
     /// and everyone is told.
     pub fn set_muted(&self, kind: TrackKind, muted: bool) {
         let _ = self.ctl.send(Control::Mute(kind, muted));
+    }
+
+    /// Shares `source` as our screen (others see it as a `screen` track, shown large), or
+    /// stops sharing with `None`. Sharing again replaces the source. (For calls started
+    /// without `CallOptions::screen`.)
+    pub fn share(&self, source: Option<Box<dyn VideoSource>>) {
+        let _ = self.ctl.send(Control::Share(source));
     }
 
     pub fn is_finished(&self) -> bool {
@@ -304,10 +342,24 @@ pub async fn start(
     let mut mutes: Vec<(TrackKind, Arc<AtomicBool>, Option<Arc<AtomicBool>>)> = Vec::new();
     let publish = Arc::new(api.new_peer_connection(rtc_config()).await?);
     watch_candidates(&publish, Transport::Publish, sig.sender());
-    if opts.audio {
-        let source = backend
+    // A source that cannot open (no microphone, camera in use) leaves its track out: the
+    // call goes on without it and the owner hears why.
+    let source_failed = |kind: TrackKind, e: crate::media::MediaError| {
+        tracing::warn!(?kind, error = %e, "source unavailable");
+        emit(CallEvent::SourceFailed {
+            kind,
+            reason: e.to_string(),
+        });
+    };
+    let microphone = if opts.audio {
+        backend
             .microphone()
-            .map_err(|e| ClientError::Media(e.to_string()))?;
+            .map_err(|e| source_failed(TrackKind::Audio, e))
+            .ok()
+    } else {
+        None
+    };
+    if let Some(source) = microphone {
         let track = Arc::new(TrackLocalStaticSample::new(
             RTCRtpCodecCapability {
                 mime_type: MIME_TYPE_OPUS.to_owned(),
@@ -329,59 +381,36 @@ pub async fn start(
         if !on {
             continue;
         }
-        let source = if id == "video" {
-            backend.camera()
-        } else {
-            backend.screen()
-        }
-        .map_err(|e| ClientError::Media(e.to_string()))?;
-        let track = Arc::new(TrackLocalStaticSample::new(
-            RTCRtpCodecCapability {
-                mime_type: MIME_TYPE_H264.to_owned(),
-                clock_rate: 90_000,
-                sdp_fmtp_line:
-                    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
-                        .to_owned(),
-                ..Default::default()
-            },
-            id.to_owned(),
-            participant_id.clone(),
-        ));
-        let sender = publish
-            .add_track(track.clone() as Arc<dyn TrackLocal + Send + Sync>)
-            .await?;
-        let keyframe = Arc::new(AtomicBool::new(false));
-        // Keyframe requests (PLI/FIR) relayed by the server.
-        let kf = keyframe.clone();
-        tokio::spawn(async move {
-            while let Ok((packets, _)) = sender.read_rtcp().await {
-                if packets.iter().any(|p| {
-                    p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>()
-                }) {
-                    kf.store(true, Ordering::Relaxed);
-                }
-            }
-        });
-        let muted = Arc::new(AtomicBool::new(false));
         let kind = if id == "video" {
             TrackKind::Video
         } else {
             TrackKind::Screen
         };
+        let source = match if id == "video" {
+            backend.camera()
+        } else {
+            backend.screen()
+        } {
+            Ok(source) => source,
+            Err(e) => {
+                source_failed(kind, e);
+                continue;
+            }
+        };
+        let (track, keyframe) = add_video_track(&publish, id, &participant_id).await?;
+        let muted = Arc::new(AtomicBool::new(false));
         mutes.push((kind, muted.clone(), Some(keyframe.clone())));
-        send_video(track, source, keyframe, muted, stop.clone());
+        send_video(track, source, keyframe, muted, stop.clone(), None);
     }
-    if opts.audio || opts.video || opts.screen {
-        let offer = publish.create_offer(None).await?;
-        publish.set_local_description(offer.clone()).await?;
-        sig.send(ClientMessage::Offer {
-            target: Transport::Publish,
-            sdp: offer.sdp,
-        });
+    let publishing = !mutes.is_empty();
+    if publishing {
+        send_offer(&publish, &sig).await?;
     }
 
     // Receive until told to leave or the server ends the call.
     let (ctl_tx, mut ctl) = mpsc::unbounded_channel::<Control>();
+    // Weak: dropping the handle still ends the call.
+    let ctl_back = ctl_tx.downgrade();
     let handle_participants = participants.clone();
     let (handle_stats, handle_tone) = (stats.clone(), opts.tone_hz);
     let handle_pid = participant_id.clone();
@@ -391,10 +420,80 @@ pub async fn start(
         let mut active_speaker: Option<String> = None;
         let emit = Arc::new(emit);
         let mut ended = "left".to_string();
+        let mut screen: Option<ScreenShare> = None;
+        // An offer on `publish` waits for the answer to the one before.
+        let mut offer_pending = publishing;
+        let mut reoffer = false;
         let outcome: Result<(), ClientError> = async {
             loop {
                 let msg = tokio::select! {
                     c = ctl.recv() => match c {
+                        Some(Control::Share(source)) => {
+                            let generation = screen.as_ref().map_or(1, |s| s.generation + 1);
+                            if let Some(s) = &mut screen {
+                                if let Some(running) = s.running.take() {
+                                    running.store(true, Ordering::Relaxed);
+                                }
+                                s.generation = generation;
+                            }
+                            let Some(source) = source else {
+                                if let Some(s) = &screen {
+                                    s.muted.store(true, Ordering::Relaxed);
+                                    sig.send(ClientMessage::Mute { kind: TrackKind::Screen, muted: true });
+                                }
+                                continue;
+                            };
+                            let s = match &mut screen {
+                                Some(s) => {
+                                    s.muted.store(false, Ordering::Relaxed);
+                                    s.keyframe.store(true, Ordering::Relaxed);
+                                    sig.send(ClientMessage::Mute { kind: TrackKind::Screen, muted: false });
+                                    s
+                                }
+                                None => {
+                                    let (track, keyframe) =
+                                        add_video_track(&publish, "screen", &participant_id).await?;
+                                    if offer_pending {
+                                        reoffer = true;
+                                    } else {
+                                        offer_pending = true;
+                                        send_offer(&publish, &sig).await?;
+                                    }
+                                    screen.insert(ScreenShare {
+                                        track,
+                                        keyframe,
+                                        muted: Arc::new(AtomicBool::new(false)),
+                                        running: None,
+                                        generation,
+                                    })
+                                }
+                            };
+                            let running = Arc::new(AtomicBool::new(false));
+                            s.running = Some(running.clone());
+                            let failed = ctl_back.clone();
+                            send_video(
+                                s.track.clone(),
+                                source,
+                                s.keyframe.clone(),
+                                s.muted.clone(),
+                                running,
+                                Some(Box::new(move |why: String| {
+                                    if let Some(tx) = failed.upgrade() {
+                                        let _ = tx.send(Control::ShareFailed(generation, why));
+                                    }
+                                })),
+                            );
+                            continue;
+                        }
+                        Some(Control::ShareFailed(generation, reason)) => {
+                            if let Some(s) = screen.as_mut().filter(|s| s.generation == generation && s.running.is_some()) {
+                                s.running = None;
+                                s.muted.store(true, Ordering::Relaxed);
+                                sig.send(ClientMessage::Mute { kind: TrackKind::Screen, muted: true });
+                                emit(CallEvent::ShareEnded { reason });
+                            }
+                            continue;
+                        }
                         Some(Control::Mute(kind, muted)) => {
                             for (k, flag, keyframe) in &mutes {
                                 if *k == kind {
@@ -423,6 +522,11 @@ pub async fn start(
                         publish
                             .set_remote_description(RTCSessionDescription::answer(sdp)?)
                             .await?;
+                        offer_pending = false;
+                        if std::mem::take(&mut reoffer) {
+                            offer_pending = true;
+                            send_offer(&publish, &sig).await?;
+                        }
                     }
                     ServerMessage::Offer {
                         target: Transport::Subscribe,
@@ -507,6 +611,9 @@ pub async fn start(
         .await;
         // Whatever ended the call: stop the media threads and close the connections.
         stop.store(true, Ordering::Relaxed);
+        if let Some(running) = screen.and_then(|s| s.running) {
+            running.store(true, Ordering::Relaxed);
+        }
         sig.send(ClientMessage::Leave {});
         let _ = publish.close().await;
         if let Some(pc) = subscribe {
@@ -536,6 +643,52 @@ pub async fn start(
         stats: handle_stats,
         tone_hz: handle_tone,
     })
+}
+
+/// A new offer on the `publish` connection (at the start, and when a track is added).
+async fn send_offer(publish: &RTCPeerConnection, sig: &Signaling) -> Result<(), ClientError> {
+    let offer = publish.create_offer(None).await?;
+    publish.set_local_description(offer.clone()).await?;
+    sig.send(ClientMessage::Offer {
+        target: Transport::Publish,
+        sdp: offer.sdp,
+    });
+    Ok(())
+}
+
+/// Adds an H.264 track (`video` or `screen`) to `publish`; the flag returned is raised when
+/// the server relays a keyframe request (PLI/FIR) for it.
+async fn add_video_track(
+    publish: &RTCPeerConnection,
+    id: &str,
+    participant_id: &str,
+) -> Result<(Arc<TrackLocalStaticSample>, Arc<AtomicBool>), ClientError> {
+    let track = Arc::new(TrackLocalStaticSample::new(
+        RTCRtpCodecCapability {
+            mime_type: MIME_TYPE_H264.to_owned(),
+            clock_rate: 90_000,
+            sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+                .to_owned(),
+            ..Default::default()
+        },
+        id.to_owned(),
+        participant_id.to_owned(),
+    ));
+    let sender = publish
+        .add_track(track.clone() as Arc<dyn TrackLocal + Send + Sync>)
+        .await?;
+    let keyframe = Arc::new(AtomicBool::new(false));
+    let kf = keyframe.clone();
+    tokio::spawn(async move {
+        while let Ok((packets, _)) = sender.read_rtcp().await {
+            if packets.iter().any(|p| {
+                p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>()
+            }) {
+                kf.store(true, Ordering::Relaxed);
+            }
+        }
+    });
+    Ok((track, keyframe))
 }
 
 /// Opus-encodes the source's 20 ms frames on a thread of its own (sources block until their
@@ -601,13 +754,15 @@ fn send_audio(
 }
 
 /// Frames from the source encoded with OpenH264 on a thread of their own (the encoder is not
-/// `Send`; the source blocks until its next frame), handed to an async writer.
+/// `Send`; the source blocks until its next frame), handed to an async writer. `on_end` hears
+/// why, if the source stops by itself.
 fn send_video(
     track: Arc<TrackLocalStaticSample>,
     mut source: Box<dyn VideoSource>,
     keyframe: Arc<AtomicBool>,
     muted: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
+    on_end: Option<Box<dyn FnOnce(String) + Send>>,
 ) {
     let fps = source.fps().clamp(1, 60);
     let interval = Duration::from_secs_f64(1.0 / f64::from(fps));
@@ -629,6 +784,9 @@ fn send_video(
                 Ok(f) => f,
                 Err(e) => {
                     tracing::warn!(error = %e, "video source stopped");
+                    if let Some(f) = on_end {
+                        f(e.to_string());
+                    }
                     return;
                 }
             };

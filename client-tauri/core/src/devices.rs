@@ -17,13 +17,7 @@ use serde::Serialize;
 use crate::media::{AUDIO_FRAME, AudioSource, MediaError, SAMPLE_RATE};
 use crate::mixer::Mixer;
 
-/// A device people can pick.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DeviceInfo {
-    pub id: String,
-    pub name: String,
-    pub default: bool,
-}
+pub use crate::media::DeviceInfo;
 
 /// The sound devices present now.
 #[derive(Debug, Clone, Default, Serialize)]

@@ -6,17 +6,23 @@
 //! and OpenH264 encoders and decoders. Media comes from sources behind traits; this crate
 //! brings the synthetic ones ([`synth`]) whose content a receiver can verify ([`stats`]).
 //!
-//! Not here: real capture devices (camera, microphone, screen) and playout, which come with
-//! the desktop app behind the same traits; the ui.
+//! The devices behind the same traits come with features: microphone and speaker through cpal
+//! (`devices`), cameras through nokhwa (`camera`), monitors and windows on X11 (`screen`); the
+//! pixel formats they deliver are converted in [`convert`]. Not here: the ui.
 
 pub mod api;
 pub mod call;
+#[cfg(feature = "camera")]
+pub mod camera;
+pub mod convert;
 #[cfg(feature = "devices")]
 pub mod devices;
 pub mod jitter;
 pub mod loss;
 pub mod media;
 pub mod mixer;
+#[cfg(all(feature = "screen", target_os = "linux"))]
+pub mod screen;
 pub mod signal;
 pub mod stats;
 pub mod synth;

@@ -15,6 +15,34 @@ use convo_shared::signal::TrackKind;
 pub const SAMPLE_RATE: u32 = 48_000;
 pub const AUDIO_FRAME: usize = 960;
 
+/// A device people can pick (microphone, speaker, camera).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceInfo {
+    /// Stable while the device stays plugged in (what a choice is remembered by).
+    pub id: String,
+    pub name: String,
+    pub default: bool,
+}
+
+/// What a screen share can show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Monitor,
+    Window,
+}
+
+/// A monitor or window, as the share picker lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ScreenSource {
+    /// Stable while the monitor or window exists (`x11:monitor:<name>`, `x11:window:<id>`).
+    pub id: String,
+    pub name: String,
+    pub kind: SourceKind,
+    pub width: u16,
+    pub height: u16,
+}
+
 /// Why a source or sink could not be opened or stopped working.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum MediaError {
