@@ -143,9 +143,8 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
     d.click("#join").await;
     d.wait("#call", 30).await;
 
-    // The person switches to another window (the app loses the focus) — and shares it.
+    // The person shares another window, and switches to it (the app loses the focus).
     let window = TestWindow::open("Slides to share", (760, 420, 320, 240), 0xFF0000);
-    window.focus();
     d.click("#toggle-share").await;
     let pick = format!("button.share-source[data-id='x11:window:{}']", window.id);
     d.wait(&pick, 20).await;
@@ -156,6 +155,8 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
         assert!(Instant::now() < end, "sharing did not start");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    window.focus();
 
     // A bot joins the same room.
     let bot_token = env.user("bot").await;

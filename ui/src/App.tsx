@@ -540,7 +540,7 @@ function Call(props: { room: Room; joinRef: typeof joinRef; onLeft: () => void; 
   }, [state.ended]); // eslint-disable-line react-hooks/exhaustive-deps
 
   const all = tiles(state);
-  const big = layout === "speaker" || all.some((t) => t.kind === "screen") ? featured(state) : null;
+  const big = layout === "speaker" || all.some((t) => t.kind === "screen" && !t.local) ? featured(state) : null;
   const rest = big ? all.filter((t) => t.trackId !== big.trackId) : all;
   const people = Object.values(state.participants);
   return (

@@ -210,12 +210,14 @@ struct MicTest {
 impl AppState {
     /// The backend for a call or for pre-join, with the chosen microphone.
     fn backend(&self) -> AppBackend {
+        // One lock: a guard in the struct expression would live to its end.
+        let chosen = lock(&self.devices).clone();
         AppBackend {
             mode: self.mode,
             frames: self.frames.clone(),
             mixer: self.mixer.clone(),
-            input: lock(&self.devices).input.clone(),
-            camera: lock(&self.devices).camera.clone(),
+            input: chosen.input,
+            camera: chosen.camera,
         }
     }
 }

@@ -115,7 +115,13 @@ fn resolve(id: Option<&str>) -> Result<u32, MediaError> {
             .and_then(|d| resolve(Some(&d.id)).ok())
             .ok_or_else(|| unavailable("no camera is connected"));
     };
-    if let Some(n) = id.strip_prefix("index:").and_then(|n| n.parse().ok()) {
+    if let Some(n) = id
+        .strip_prefix("index:")
+        .and_then(|n| n.parse::<u32>().ok())
+    {
+        if cfg!(target_os = "linux") && !std::path::Path::new(&format!("/dev/video{n}")).exists() {
+            return Err(unavailable(format!("the camera “{id}” is not connected")));
+        }
         return Ok(n);
     }
     stable_ids()

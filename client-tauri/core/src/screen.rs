@@ -205,12 +205,17 @@ pub fn list() -> Vec<ScreenSource> {
     let Ok(d) = Display::open() else {
         return Vec::new();
     };
-    let mut out: Vec<ScreenSource> = d
-        .monitors()
+    let monitors = d.monitors();
+    let single = monitors.len() == 1;
+    let mut out: Vec<ScreenSource> = monitors
         .into_iter()
         .map(|(name, _, _, width, height)| ScreenSource {
             id: format!("x11:monitor:{name}"),
-            name: format!("Screen {name} ({width}×{height})"),
+            name: if single {
+                "Entire screen".into()
+            } else {
+                format!("Screen {name}")
+            },
             kind: SourceKind::Monitor,
             width,
             height,
