@@ -2,8 +2,8 @@
 //! (`CONVO_DESKTOP_BIN`, as `tests/desktop.sh` builds it) through tauri-driver under a display
 //! (`xvfb-run`), with synthetic media, and measures the app's processes (the app and its
 //! WebKit processes): CPU (share of one core) and memory (RSS) idle, in a 2-person and in a
-//! 5-person call (the others are bots), and the time from clicking Join to the first remote
-//! frame drawn on screen.
+//! 5-person call (the others are bots), in the 2-person call while sharing the whole screen,
+//! and the time from clicking Join to the first remote frame drawn on screen.
 //!
 //! ```sh
 //! bash tests/desktop.sh   # builds the ui and the app, installs tauri-driver
@@ -152,6 +152,20 @@ async fn main() {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let figures = sample(secs).await;
         rows.push((label.to_string(), figures, Some(first)));
+        if n == 1 {
+            // The same call while sharing the whole screen (X11 capture at 10 fps, encoded).
+            d.click("#toggle-share").await;
+            d.click("button.share-source[data-id^='x11:monitor:']")
+                .await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let sharing = sample(secs).await;
+            rows.push((
+                "2-person call, sharing the whole screen".to_string(),
+                sharing,
+                None,
+            ));
+            d.click("#toggle-share").await;
+        }
         d.click("#leave").await;
         d.wait("#room-name", 20).await;
         for b in running {

@@ -24,6 +24,8 @@ const COMMANDS: &[&str] = &[
     "take_pending_link",
     "list_screens",
     "share_screen",
+    "send_chat",
+    "chat_history",
 ];
 
 fn main() {

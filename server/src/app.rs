@@ -39,6 +39,8 @@ pub struct Inner {
     pub address_throttle: Mutex<Throttle>,
     pub room_password_throttle: Mutex<Throttle>,
     pub reset_mail_throttle: Mutex<Throttle>,
+    /// Chat messages per person (`CHAT_BURST` per `CHAT_WINDOW_SECS`).
+    pub chat_throttle: Mutex<Throttle>,
     /// Verified against when a login names no account, so both cases cost the same.
     pub dummy_hash: String,
     /// Rooms in session, each owned by its actor.
@@ -65,6 +67,10 @@ impl AppState {
             address_throttle: Mutex::new(Throttle::new(max.saturating_mul(4), window)),
             room_password_throttle: Mutex::new(Throttle::new(10, window)),
             reset_mail_throttle: Mutex::new(Throttle::new(3, Duration::from_secs(3600))),
+            chat_throttle: Mutex::new(Throttle::new(
+                convo_shared::limits::CHAT_BURST,
+                Duration::from_secs(convo_shared::limits::CHAT_WINDOW_SECS),
+            )),
             dummy_hash: crate::auth::password::dummy_hash(),
             rooms: Default::default(),
             sfu: Arc::new(sfu),
@@ -87,6 +93,7 @@ pub const JSON_BODY_LIMIT: usize = 64 * 1024;
         (name = "auth", description = "Accounts and sessions"),
         (name = "users", description = "The signed-in user"),
         (name = "rooms", description = "Rooms and their participants"),
+        (name = "chat", description = "Messages in a room's meetings"),
         (name = "signaling", description = "The real-time WebSocket"),
         (name = "health", description = "Liveness and readiness")
     )
@@ -119,6 +126,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(crate::users::routes())
         .merge(crate::rooms::routes())
         .merge(crate::meetings::routes())
+        .merge(crate::chat::routes())
         .merge(crate::signal::routes())
         .merge(crate::whip::routes())
         .split_for_parts()

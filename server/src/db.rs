@@ -38,6 +38,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "meeting logs",
         include_str!("../migrations/0002_meeting_logs.sql"),
     ),
+    (3, "chat", include_str!("../migrations/0003_chat.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -1,13 +1,13 @@
 //! The ConvoConnect companion server.
 //!
-//! Accounts and sessions, rooms and their participants, over an HTTP API described by a
-//! generated OpenAPI document; storage in SQLite (embedded default) or PostgreSQL. The binary
-//! `convo-server` wraps [`app::Server`]; tests start the same server in-process.
-//!
-//! Not here: media and signaling (the SFU comes with the real-time core), the desktop client.
+//! Accounts and sessions, rooms and their participants, meeting logs and chat, over an HTTP
+//! API described by a generated OpenAPI document; storage in SQLite (embedded default) or
+//! PostgreSQL; the signaling WebSocket and the SFU. The binary `convo-server` wraps
+//! [`app::Server`]; tests start the same server in-process.
 
 pub mod app;
 pub mod auth;
+pub mod chat;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -237,6 +237,7 @@ async fn no_input_makes_the_server_fail(backend: Backend) {
         (Method::PATCH, format!("/api/rooms/{rid}")),
         (Method::POST, format!("/api/rooms/{rid}/join")),
         (Method::POST, format!("/api/rooms/{rid}/members")),
+        (Method::POST, format!("/api/rooms/{rid}/messages")),
         (Method::PATCH, "/api/rooms/%00%ff".into()),
         (Method::POST, "/api/rooms/aaa-aaaa-aaa/join".into()),
         (
@@ -299,6 +300,8 @@ async fn openapi_document_matches_the_routes(backend: Backend) {
         ("post", "/api/rooms/{id}/members"),
         ("delete", "/api/rooms/{id}/members/{user_id}"),
         ("get", "/api/rooms/{id}/sessions"),
+        ("get", "/api/rooms/{id}/messages"),
+        ("post", "/api/rooms/{id}/messages"),
         ("get", "/api/ws"),
         ("post", "/api/rooms/{id}/whip"),
         ("delete", "/api/rooms/{id}/whip/{session}"),

@@ -22,3 +22,8 @@ pub const AVATAR_MAX_BYTES: usize = 2 * 1024 * 1024;
 /// Page size of list endpoints.
 pub const PAGE_DEFAULT: u32 = 20;
 pub const PAGE_MAX: u32 = 100;
+/// Chat messages, counted in characters.
+pub const CHAT_MAX_CHARS: usize = 2000;
+/// Chat messages one person may send in [`CHAT_WINDOW_SECS`].
+pub const CHAT_BURST: u32 = 10;
+pub const CHAT_WINDOW_SECS: u64 = 10;

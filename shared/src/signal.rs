@@ -141,6 +141,8 @@ pub enum ClientMessage {
     },
     /// Mute or unmute one kind of media.
     Mute { kind: TrackKind, muted: bool },
+    /// A chat message to everyone in the room (kept with the room).
+    Chat { text: String },
     /// Leave the room (the socket may stay open to join another).
     Leave {},
     Ping {
@@ -205,6 +207,10 @@ pub enum ServerMessage {
     },
     ActiveSpeaker {
         participant_id: Option<String>,
+    },
+    /// A chat message in the room (the sender gets it too, as confirmation).
+    ChatMessage {
+        message: crate::chat::ChatMessage,
     },
     /// You are no longer in the room (`reason` says why).
     Left {

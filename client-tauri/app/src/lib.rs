@@ -348,14 +348,34 @@ pub struct Joined {
     participants: Vec<ParticipantInfo>,
 }
 
-/// Someone joining while the window is hidden or in the background: a desktop notification.
-fn notify_if_away(app: &tauri::AppHandle, event: &CallEvent) {
+/// What a call event says in a desktop notification, if it is worth one: someone joining, a
+/// chat message from someone else.
+fn notification_for(event: &CallEvent, me: &str) -> Option<String> {
     use convo_shared::signal::ServerMessage;
+    let CallEvent::Signal { message } = event else {
+        return None;
+    };
+    match message {
+        ServerMessage::ParticipantJoined { participant } => Some(format!(
+            "{} joined the meeting",
+            participant.user.display_name
+        )),
+        ServerMessage::ChatMessage { message } if message.user.id != me => {
+            let mut text: String = message.text.chars().take(140).collect();
+            if text.len() < message.text.len() {
+                text.push('…');
+            }
+            Some(format!("{}: {text}", message.user.display_name))
+        }
+        _ => None,
+    }
+}
+
+/// Someone joining or writing while the window is hidden or in the background: a desktop
+/// notification.
+fn notify_if_away(app: &tauri::AppHandle, event: &CallEvent, me: &str) {
     use tauri_plugin_notification::NotificationExt;
-    let CallEvent::Signal {
-        message: ServerMessage::ParticipantJoined { participant },
-    } = event
-    else {
+    let Some(body) = notification_for(event, me) else {
         return;
     };
     let away = app
@@ -368,10 +388,7 @@ fn notify_if_away(app: &tauri::AppHandle, event: &CallEvent) {
         .notification()
         .builder()
         .title("ConvoConnect")
-        .body(format!(
-            "{} joined the meeting",
-            participant.user.display_name
-        ))
+        .body(body)
         .show();
     if let Err(e) = shown {
         tracing::debug!(error = %e, "notification not shown");
@@ -422,9 +439,10 @@ async fn join_call(
     if video_muted {
         call.set_muted(TrackKind::Video, true);
     }
+    let me = state.session.user_id().await.unwrap_or_default();
     tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
-            notify_if_away(&app, &event);
+            notify_if_away(&app, &event, &me);
             if on_event.send(event).is_err() {
                 break;
             }
@@ -455,6 +473,37 @@ async fn leave_call(state: State<'_, AppState>) -> UiResult<()> {
         .in_call
         .store(false, std::sync::atomic::Ordering::Relaxed);
     Ok(())
+}
+
+/// Sends a chat message in the current call.
+#[tauri::command]
+async fn send_chat(state: State<'_, AppState>, text: String) -> UiResult<()> {
+    let Some(clean) = convo_shared::chat::clean_text(&text) else {
+        return Err(UiError::new(
+            "validation_failed",
+            format!(
+                "A message is 1 to {} characters.",
+                convo_shared::limits::CHAT_MAX_CHARS
+            ),
+        ));
+    };
+    match state.call.lock().await.as_ref() {
+        Some(call) => {
+            call.send_chat(clean);
+            Ok(())
+        }
+        None => Err(UiError::new("not_in_call", "You are not in a meeting.")),
+    }
+}
+
+/// The room's chat so far (the latest 100 messages, oldest first).
+#[tauri::command]
+async fn chat_history(
+    state: State<'_, AppState>,
+    room_id: String,
+) -> UiResult<convo_shared::chat::ChatHistory> {
+    let (api, token) = state.session.authed().await?;
+    Ok(api.chat_history(&token, &room_id_from(&room_id)).await?)
 }
 
 /// Connection quality of the call so far: per remote track, packets, losses, freezes.
@@ -865,6 +914,8 @@ pub fn run() {
             take_pending_link,
             list_screens,
             share_screen,
+            send_chat,
+            chat_history,
         ])
         .run(tauri::generate_context!());
     if let Err(e) = result {

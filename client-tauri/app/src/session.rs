@@ -129,6 +129,16 @@ impl Session {
         let _ = keyring(&inner.server, |e| e.delete_credential()).await;
     }
 
+    /// The signed-in user's id, if someone is signed in.
+    pub async fn user_id(&self) -> Option<String> {
+        self.0
+            .lock()
+            .await
+            .tokens
+            .as_ref()
+            .map(|t| t.user.id.clone())
+    }
+
     /// A client and a fresh access token (refreshed a minute before it expires).
     pub async fn authed(&self) -> UiResult<(Api, String)> {
         let mut inner = self.0.lock().await;

@@ -146,4 +146,28 @@ impl Api {
     ) -> Result<Room, ClientError> {
         self.post("/api/rooms", Some(token), req).await
     }
+
+    /// The room's latest chat messages, oldest first (`room_id` is checked by the server).
+    pub async fn chat_history(
+        &self,
+        token: &str,
+        room_id: &str,
+    ) -> Result<convo_shared::chat::ChatHistory, ClientError> {
+        self.get(&format!("/api/rooms/{room_id}/messages?limit=100"), token)
+            .await
+    }
+
+    /// Sends a chat message to the room (kept, and delivered to everyone in the meeting).
+    pub async fn send_chat(
+        &self,
+        token: &str,
+        room_id: &str,
+        text: &str,
+    ) -> Result<convo_shared::chat::ChatMessage, ClientError> {
+        let req = convo_shared::chat::SendChatRequest {
+            text: text.to_string(),
+        };
+        self.post(&format!("/api/rooms/{room_id}/messages"), Some(token), &req)
+            .await
+    }
 }

@@ -188,6 +188,8 @@ enum Control {
     Share(Option<Box<dyn VideoSource>>),
     /// The shared source stopped by itself (share number, why).
     ShareFailed(u64, String),
+    /// A chat message to the room.
+    Chat(String),
     Leave,
 }
 
@@ -197,6 +199,7 @@ impl std::fmt::Debug for Control {
             Control::Mute(k, m) => write!(f, "Mute({k:?}, {m})"),
             Control::Share(s) => write!(f, "Share({})", s.is_some()),
             Control::ShareFailed(n, r) => write!(f, "ShareFailed({n}, {r})"),
+            Control::Chat(t) => write!(f, "Chat({} chars)", t.chars().count()),
             Control::Leave => f.write_str("Leave"),
         }
     }
@@ -243,6 +246,12 @@ impl CallHandle {
     /// without `CallOptions::screen`.)
     pub fn share(&self, source: Option<Box<dyn VideoSource>>) {
         let _ = self.ctl.send(Control::Share(source));
+    }
+
+    /// Sends a chat message to everyone in the room; it comes back to us as a
+    /// `chat_message` signal once kept (or as an `error` if refused).
+    pub fn send_chat(&self, text: &str) {
+        let _ = self.ctl.send(Control::Chat(text.to_string()));
     }
 
     pub fn is_finished(&self) -> bool {
@@ -421,75 +430,30 @@ pub async fn start(
         let emit = Arc::new(emit);
         let mut ended = "left".to_string();
         let mut screen: Option<ScreenShare> = None;
-        // An offer on `publish` waits for the answer to the one before.
-        let mut offer_pending = publishing;
-        let mut reoffer = false;
+        let mut offers = Offers {
+            publish: publish.clone(),
+            pending: publishing,
+            again: false,
+        };
         let outcome: Result<(), ClientError> = async {
             loop {
                 let msg = tokio::select! {
                     c = ctl.recv() => match c {
-                        Some(Control::Share(source)) => {
-                            let generation = screen.as_ref().map_or(1, |s| s.generation + 1);
-                            if let Some(s) = &mut screen {
-                                if let Some(running) = s.running.take() {
-                                    running.store(true, Ordering::Relaxed);
-                                }
-                                s.generation = generation;
-                            }
-                            let Some(source) = source else {
-                                if let Some(s) = &screen {
-                                    s.muted.store(true, Ordering::Relaxed);
-                                    sig.send(ClientMessage::Mute { kind: TrackKind::Screen, muted: true });
-                                }
-                                continue;
-                            };
-                            let s = match &mut screen {
-                                Some(s) => {
-                                    s.muted.store(false, Ordering::Relaxed);
-                                    s.keyframe.store(true, Ordering::Relaxed);
-                                    sig.send(ClientMessage::Mute { kind: TrackKind::Screen, muted: false });
-                                    s
-                                }
-                                None => {
-                                    let (track, keyframe) =
-                                        add_video_track(&publish, "screen", &participant_id).await?;
-                                    if offer_pending {
-                                        reoffer = true;
-                                    } else {
-                                        offer_pending = true;
-                                        send_offer(&publish, &sig).await?;
-                                    }
-                                    screen.insert(ScreenShare {
-                                        track,
-                                        keyframe,
-                                        muted: Arc::new(AtomicBool::new(false)),
-                                        running: None,
-                                        generation,
-                                    })
-                                }
-                            };
-                            let running = Arc::new(AtomicBool::new(false));
-                            s.running = Some(running.clone());
-                            let failed = ctl_back.clone();
-                            send_video(
-                                s.track.clone(),
-                                source,
-                                s.keyframe.clone(),
-                                s.muted.clone(),
-                                running,
-                                Some(Box::new(move |why: String| {
-                                    if let Some(tx) = failed.upgrade() {
-                                        let _ = tx.send(Control::ShareFailed(generation, why));
-                                    }
-                                })),
-                            );
+                        Some(Control::Share(Some(source))) => {
+                            share_start(&mut screen, source, &mut offers, &sig, &participant_id, ctl_back.clone()).await?;
+                            continue;
+                        }
+                        Some(Control::Chat(text)) => {
+                            sig.send(ClientMessage::Chat { text });
+                            continue;
+                        }
+                        Some(Control::Share(None)) => {
+                            share_stop(&mut screen, &sig);
                             continue;
                         }
                         Some(Control::ShareFailed(generation, reason)) => {
-                            if let Some(s) = screen.as_mut().filter(|s| s.generation == generation && s.running.is_some()) {
-                                s.running = None;
-                                s.muted.store(true, Ordering::Relaxed);
-                                sig.send(ClientMessage::Mute { kind: TrackKind::Screen, muted: true });
+                            if screen.as_ref().is_some_and(|s| s.generation == generation && s.running.is_some()) {
+                                share_stop(&mut screen, &sig);
                                 emit(CallEvent::ShareEnded { reason });
                             }
                             continue;
@@ -522,11 +486,7 @@ pub async fn start(
                         publish
                             .set_remote_description(RTCSessionDescription::answer(sdp)?)
                             .await?;
-                        offer_pending = false;
-                        if std::mem::take(&mut reoffer) {
-                            offer_pending = true;
-                            send_offer(&publish, &sig).await?;
-                        }
+                        offers.answered(&sig).await?;
                     }
                     ServerMessage::Offer {
                         target: Transport::Subscribe,
@@ -654,6 +614,104 @@ async fn send_offer(publish: &RTCPeerConnection, sig: &Signaling) -> Result<(), 
         sdp: offer.sdp,
     });
     Ok(())
+}
+
+/// Offers on `publish` after the first: one at a time, the next once the last is answered.
+struct Offers {
+    publish: Arc<RTCPeerConnection>,
+    /// An offer is waiting for its answer.
+    pending: bool,
+    /// Tracks changed meanwhile: offer again after the answer.
+    again: bool,
+}
+
+impl Offers {
+    async fn renegotiate(&mut self, sig: &Signaling) -> Result<(), ClientError> {
+        if self.pending {
+            self.again = true;
+            return Ok(());
+        }
+        self.pending = true;
+        send_offer(&self.publish, sig).await
+    }
+
+    async fn answered(&mut self, sig: &Signaling) -> Result<(), ClientError> {
+        self.pending = false;
+        if std::mem::take(&mut self.again) {
+            self.renegotiate(sig).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Shares `source` as our screen: the first time adds the `screen` track (renegotiating
+/// `publish`), later times unmute it; a previous source is stopped. `failed` hears of a source
+/// that stops by itself.
+async fn share_start(
+    screen: &mut Option<ScreenShare>,
+    source: Box<dyn VideoSource>,
+    offers: &mut Offers,
+    sig: &Signaling,
+    participant_id: &str,
+    failed: mpsc::WeakUnboundedSender<Control>,
+) -> Result<(), ClientError> {
+    let s = match screen {
+        Some(s) => {
+            if let Some(running) = s.running.take() {
+                running.store(true, Ordering::Relaxed);
+            }
+            s.generation += 1;
+            s.muted.store(false, Ordering::Relaxed);
+            s.keyframe.store(true, Ordering::Relaxed);
+            sig.send(ClientMessage::Mute {
+                kind: TrackKind::Screen,
+                muted: false,
+            });
+            s
+        }
+        None => {
+            let (track, keyframe) =
+                add_video_track(&offers.publish, "screen", participant_id).await?;
+            offers.renegotiate(sig).await?;
+            screen.insert(ScreenShare {
+                track,
+                keyframe,
+                muted: Arc::new(AtomicBool::new(false)),
+                running: None,
+                generation: 1,
+            })
+        }
+    };
+    let running = Arc::new(AtomicBool::new(false));
+    s.running = Some(running.clone());
+    let generation = s.generation;
+    send_video(
+        s.track.clone(),
+        source,
+        s.keyframe.clone(),
+        s.muted.clone(),
+        running,
+        Some(Box::new(move |why: String| {
+            if let Some(tx) = failed.upgrade() {
+                let _ = tx.send(Control::ShareFailed(generation, why));
+            }
+        })),
+    );
+    Ok(())
+}
+
+/// Stops sharing: the source stops, the track stays (muted) for the next share.
+fn share_stop(screen: &mut Option<ScreenShare>, sig: &Signaling) {
+    let Some(s) = screen else { return };
+    if let Some(running) = s.running.take() {
+        running.store(true, Ordering::Relaxed);
+    }
+    s.generation += 1;
+    s.muted.store(true, Ordering::Relaxed);
+    sig.send(ClientMessage::Mute {
+        kind: TrackKind::Screen,
+        muted: true,
+    });
 }
 
 /// Adds an H.264 track (`video` or `screen`) to `publish`; the flag returned is raised when

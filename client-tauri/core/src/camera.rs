@@ -211,7 +211,7 @@ impl Camera {
                 }
                 let _ = cam.stop_stream();
             })
-            .map_err(|e| unavailable(e))?;
+            .map_err(unavailable)?;
         let (fps, name) = ready_rx
             .recv_timeout(Duration::from_secs(10))
             .map_err(|_| unavailable("it did not answer"))??;

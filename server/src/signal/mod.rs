@@ -324,6 +324,18 @@ async fn handle(
             );
             None
         }
+        ClientMessage::Chat { text } => {
+            let Some(r) = here.as_ref() else {
+                return Some(not_in_room());
+            };
+            match crate::chat::post(state, &r.room_id, user, &text).await {
+                Ok(message) => {
+                    state.rooms.notify(&r.room_id, Command::Chat { message });
+                    None
+                }
+                Err(e) => Some(api_error(&e)),
+            }
+        }
         ClientMessage::Mute { kind, muted } => {
             let Some(r) = here.as_ref() else {
                 return Some(not_in_room());

@@ -18,6 +18,7 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::app::AppState;
+use convo_shared::chat::ChatMessage;
 
 /// One WebSocket connection, numbered by the server.
 pub type ConnId = u64;
@@ -319,6 +320,13 @@ impl RoomState {
         }
     }
 
+    /// A chat message goes to everyone, the sender included (as confirmation).
+    pub fn chat(&self, message: ChatMessage) -> Vec<Output> {
+        let mut out = Vec::new();
+        self.broadcast("", &ServerMessage::ChatMessage { message }, &mut out);
+        out
+    }
+
     /// Mute state changes go to everyone, the sender included (as confirmation).
     pub fn mute(&mut self, conn: ConnId, pid: &str, kind: TrackKind, muted: bool) -> Vec<Output> {
         let mut out = Vec::new();
@@ -383,6 +391,10 @@ pub enum Command {
     RemoveUser {
         user_id: String,
         reason: LeaveReason,
+    },
+    /// A chat message (already kept) for everyone in the meeting.
+    Chat {
+        message: ChatMessage,
     },
     /// SDP and ICE from a participant's client.
     Signal {
@@ -544,6 +556,7 @@ async fn run(
                 epoch,
             } => room.grace_expired(&participant_id, epoch),
             Command::RemoveUser { user_id, reason } => room.remove_user(&user_id, reason),
+            Command::Chat { message } => room.chat(message),
             Command::Close => room.remove_all(LeaveReason::Removed),
             Command::Signal {
                 conn,
