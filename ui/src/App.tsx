@@ -1,5 +1,5 @@
 import { listen } from "@tauri-apps/api/event";
-import { useCallback, useEffect, useReducer, useRef, useState } from "react";
+import { useCallback, useEffect, useReducer, useRef, useState, type FormEvent } from "react";
 import { api, frameUrl, type AppInfo, type Devices, type Room, type ScreenSource, type User } from "./api";
 import {
   featured,
@@ -12,6 +12,7 @@ import {
   tiles,
   type CallEvent,
   type CallState,
+  type ChatMessage,
   type Quality,
   type Tile,
   type TrackReport,
@@ -141,6 +142,7 @@ export function App() {
         {screen.name === "prejoin" && (
           <PreJoin
             room={screen.room}
+            userId={user?.id ?? ""}
             info={info}
             onBack={() => go({ name: "home" })}
             onJoined={() => setScreen({ name: "call", room: screen.room })}
@@ -376,6 +378,7 @@ function Home(props: { onError: (m: string) => void; onOpen: (r: Room) => void }
 
 function PreJoin(props: {
   room: Room;
+  userId: string;
   info: AppInfo | null;
   onBack: () => void;
   onJoined: () => void;
@@ -410,7 +413,7 @@ function PreJoin(props: {
       });
       props.joinRef.current = {
         me: j.participant_id,
-        state: initialCall(j.participant_id, j.participants, !mic, !cam),
+        state: initialCall(j.participant_id, j.participants, !mic, !cam, props.userId),
         pending,
       };
       props.onJoined();
@@ -451,6 +454,16 @@ function Call(props: { room: Room; joinRef: typeof joinRef; onLeft: () => void; 
   const [layout, setLayout] = useState<"grid" | "speaker">("grid");
   const [showPeople, setShowPeople] = useState(false);
   const [picking, setPicking] = useState(false);
+  const [showChat, setShowChat] = useState(false);
+  useEffect(() => {
+    api
+      .chatHistory(props.room.id)
+      .then((h) => dispatch({ type: "chat_history", messages: h.messages }))
+      .catch(() => undefined); // The live messages still come; the earlier ones are a bonus.
+  }, [props.room.id]);
+  useEffect(() => {
+    if (showChat && state.unread > 0) dispatch({ type: "chat_seen" });
+  }, [showChat, state.unread]);
   const [conn, setConn] = useState<Quality>("connecting");
   useEffect(() => {
     let prev: TrackReport[] | null = null;
@@ -558,6 +571,7 @@ function Call(props: { room: Room; joinRef: typeof joinRef; onLeft: () => void; 
         </div>
         {state.notice && <div className="toast" role="status">{state.notice}</div>}
       </div>
+      {showChat && <ChatPanel messages={state.chat} me={state.myUserId} onError={props.onError} />}
       {showPeople && (
         <aside className="people" id="people">
           <h3>People ({people.length})</h3>
@@ -585,11 +599,57 @@ function Call(props: { room: Room; joinRef: typeof joinRef; onLeft: () => void; 
           {state.sharing ? "Stop sharing" : "Share screen"}
         </button>
         <button onClick={() => setLayout(layout === "grid" ? "speaker" : "grid")}>{layout === "grid" ? "Speaker view" : "Grid view"}</button>
-        <button onClick={() => setShowPeople(!showPeople)}>People</button>
+        <button id="toggle-chat" className={showChat ? "on" : ""} onClick={() => { setShowChat(!showChat); setShowPeople(false); }}>
+          Chat{state.unread > 0 && <span className="badge" id="chat-unread">{state.unread}</span>}
+        </button>
+        <button onClick={() => { setShowPeople(!showPeople); setShowChat(false); }}>People</button>
         <button id="leave" className="danger" onClick={leave} title="Ctrl+Shift+L">Leave</button>
       </footer>
       {picking && <SharePicker onPick={share} onCancel={() => setPicking(false)} />}
     </div>
+  );
+}
+
+/** The meeting's chat: messages as plain text, newest at the bottom, and a box to write. */
+function ChatPanel(props: { messages: ChatMessage[]; me: string; onError: (m: string) => void }) {
+  const [text, setText] = useState("");
+  const [sending, setSending] = useState(false);
+  const end = useRef<HTMLLIElement>(null);
+  useEffect(() => {
+    end.current?.scrollIntoView({ block: "end" });
+  }, [props.messages.length]);
+  const send = async (e: FormEvent) => {
+    e.preventDefault();
+    if (!text.trim() || sending) return;
+    setSending(true);
+    try {
+      await api.sendChat(text);
+      setText("");
+    } catch (err) {
+      props.onError(humanError(err));
+    } finally {
+      setSending(false);
+    }
+  };
+  return (
+    <aside className="chat" id="chat">
+      <h3>Chat</h3>
+      <ul id="chat-messages">
+        {props.messages.length === 0 && <li className="hint">No messages yet. Messages are kept with the room.</li>}
+        {props.messages.map((m) => (
+          <li key={m.id} className={m.user.id === props.me ? "mine" : ""}>
+            <span className="who">{m.user.id === props.me ? "You" : m.user.display_name}</span>
+            <span className="when">{new Date(m.sent_at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}</span>
+            <div className="text">{m.text}</div>
+          </li>
+        ))}
+        <li ref={end} />
+      </ul>
+      <form onSubmit={send} className="row">
+        <input id="chat-input" value={text} maxLength={2000} placeholder="Message everyone" onChange={(e) => setText(e.target.value)} />
+        <button id="chat-send" className="primary" disabled={sending || !text.trim()}>Send</button>
+      </form>
+    </aside>
   );
 }
 

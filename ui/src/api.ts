@@ -1,7 +1,7 @@
 // The app's commands (client-tauri/app/src/lib.rs), typed. Every failure is an object with a
 // `code` and a human `message`.
 import { Channel, invoke } from "@tauri-apps/api/core";
-import type { CallEvent, ParticipantInfo, TrackKind, TrackReport } from "./store";
+import type { CallEvent, ChatMessage, ParticipantInfo, TrackKind, TrackReport } from "./store";
 
 export interface User {
   id: string;
@@ -88,6 +88,8 @@ export const api = {
     invoke<void>("choose_devices", { input, output, camera }),
   listScreens: () => invoke<ScreenSource[]>("list_screens"),
   shareScreen: (source: string | null) => invoke<void>("share_screen", { source }),
+  sendChat: (text: string) => invoke<void>("send_chat", { text }),
+  chatHistory: (roomId: string) => invoke<{ messages: ChatMessage[]; before: string | null }>("chat_history", { roomId }),
   startPreJoin: () => invoke<{ microphone: string | null; camera: string | null }>("start_pre_join"),
   stopPreJoin: () => invoke<void>("stop_pre_join_cmd"),
   micLevel: () => invoke<number>("mic_level"),

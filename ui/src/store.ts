@@ -17,6 +17,15 @@ export interface ParticipantInfo {
   tracks: TrackInfo[];
 }
 
+/** A chat message (`ChatMessage` in shared/src/chat.rs). */
+export interface ChatMessage {
+  id: string;
+  room_id: string;
+  user: { id: string; username: string; display_name: string };
+  text: string;
+  sent_at: string;
+}
+
 /** What the engine sends over the call's channel (`CallEvent` in client-tauri/core). */
 export type CallEvent =
   | { type: "track_started"; participant_id: string; track_id: string; kind: TrackKind }
@@ -24,8 +33,11 @@ export type CallEvent =
   | { type: "source_failed"; kind: TrackKind; reason: string }
   | { type: "share_ended"; reason: string }
   | { type: "ended"; reason: string }
-  // Not from the engine: the ui's own record that sharing started or stopped.
-  | { type: "local_share"; on: boolean };
+  // Not from the engine: the ui's own record that sharing started or stopped, the chat so
+  // far (loaded when the call opens), and that the chat panel was read.
+  | { type: "local_share"; on: boolean }
+  | { type: "chat_history"; messages: ChatMessage[] }
+  | { type: "chat_seen" };
 
 export type ServerMessage =
   | { type: "participant_joined"; participant: ParticipantInfo }
@@ -34,6 +46,7 @@ export type ServerMessage =
   | { type: "track_unpublished"; participant_id: string; track_id: string }
   | { type: "mute_changed"; participant_id: string; kind: TrackKind; muted: boolean }
   | { type: "active_speaker"; participant_id: string | null }
+  | { type: "chat_message"; message: ChatMessage }
   | { type: "error"; code: string; message: string }
   | { type: string; [k: string]: unknown };
 
@@ -47,6 +60,8 @@ export interface Tile {
 
 export interface CallState {
   me: string;
+  /** My account's id (chat messages carry user ids). */
+  myUserId: string;
   participants: Record<string, ParticipantInfo>;
   /** Remote tracks whose media is arriving. */
   receiving: Record<string, { participantId: string; kind: TrackKind }>;
@@ -55,6 +70,9 @@ export interface CallState {
   camMuted: boolean;
   /** Whether I am sharing my screen. */
   sharing: boolean;
+  /** The room's chat, oldest first, and how many arrived from others since it was read. */
+  chat: ChatMessage[];
+  unread: number;
   ended: string | null;
   notice: string | null;
 }
@@ -64,10 +82,11 @@ export function initialCall(
   participants: ParticipantInfo[],
   micMuted: boolean,
   camMuted: boolean,
+  myUserId = "",
 ): CallState {
   const map: Record<string, ParticipantInfo> = {};
   for (const p of participants) map[p.participant_id] = p;
-  return { me, participants: map, receiving: {}, speaker: null, micMuted, camMuted, sharing: false, ended: null, notice: null };
+  return { me, myUserId, participants: map, receiving: {}, speaker: null, micMuted, camMuted, sharing: false, chat: [], unread: 0, ended: null, notice: null };
 }
 
 function withParticipant(
@@ -88,6 +107,10 @@ export function reduceCall(s: CallState, e: CallEvent): CallState {
       return { ...s, ended: e.reason };
     case "local_share":
       return { ...s, sharing: e.on };
+    case "chat_history":
+      return { ...s, chat: mergeChat(s.chat, e.messages) };
+    case "chat_seen":
+      return { ...s, unread: 0 };
     case "share_ended":
       return { ...s, sharing: false, notice: `Screen sharing stopped: ${e.reason}.` };
     case "source_failed":
@@ -152,10 +175,23 @@ function reduceSignal(s: CallState, m: ServerMessage): CallState {
     }
     case "active_speaker":
       return { ...s, speaker: (m as { participant_id: string | null }).participant_id };
+    case "chat_message": {
+      const msg = (m as { message: ChatMessage }).message;
+      if (s.chat.some((c) => c.id === msg.id)) return s;
+      const fromOthers = msg.user.id !== s.myUserId;
+      return { ...s, chat: mergeChat(s.chat, [msg]), unread: s.unread + (fromOthers ? 1 : 0) };
+    }
     case "error":
       return { ...s, notice: (m as { message: string }).message };
   }
   return s;
+}
+
+/** Chat messages together, each once, in the order they were sent. */
+export function mergeChat(a: ChatMessage[], b: ChatMessage[]): ChatMessage[] {
+  const byId = new Map<string, ChatMessage>();
+  for (const m of [...a, ...b]) byId.set(m.id, m);
+  return [...byId.values()].sort((x, y) => (x.sent_at === y.sent_at ? x.id.localeCompare(y.id) : x.sent_at < y.sent_at ? -1 : 1));
 }
 
 /** The video tiles to show: screens first (shown large), then cameras; my own views last. */

@@ -109,6 +109,35 @@ describe("screen sharing", () => {
   });
 });
 
+describe("chat", () => {
+  const msg = (id: string, user: string, text: string, at: string) => ({
+    id,
+    room_id: "r",
+    user: { id: user, username: user, display_name: user.toUpperCase() },
+    text,
+    sent_at: at,
+  });
+
+  it("keeps each message once, in order, and counts what others sent until read", () => {
+    let s = initialCall("me", [person("a", "Ada")], false, false, "u-me");
+    s = reduceCall(s, { type: "signal", message: { type: "chat_message", message: msg("2", "u-a", "second", "2026-11-26T10:00:02Z") } });
+    s = reduceCall(s, { type: "signal", message: { type: "chat_message", message: msg("3", "u-me", "mine", "2026-11-26T10:00:03Z") } });
+    // Mine do not count as unread.
+    expect(s.unread).toBe(1);
+    // History arrives late and overlaps what came live.
+    s = reduceCall(s, {
+      type: "chat_history",
+      messages: [msg("1", "u-a", "first", "2026-11-26T10:00:01Z"), msg("2", "u-a", "second", "2026-11-26T10:00:02Z")],
+    });
+    expect(s.chat.map((m) => m.text)).toEqual(["first", "second", "mine"]);
+    // The same message twice changes nothing.
+    const again = reduceCall(s, { type: "signal", message: { type: "chat_message", message: msg("2", "u-a", "second", "2026-11-26T10:00:02Z") } });
+    expect(again).toBe(s);
+    s = reduceCall(s, { type: "chat_seen" });
+    expect(s.unread).toBe(0);
+  });
+});
+
 describe("helpers", () => {
   it("finds room ids in links", () => {
     expect(roomIdFrom("abc-defg-hij")).toBe("abc-defg-hij");
