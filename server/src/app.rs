@@ -43,6 +43,8 @@ pub struct Inner {
     pub chat_throttle: Mutex<Throttle>,
     /// Verified against when a login names no account, so both cases cost the same.
     pub dummy_hash: String,
+    /// Who waits in which waiting room.
+    pub lobby: crate::signal::lobby::Lobby,
     /// Rooms in session, each owned by its actor.
     pub rooms: crate::signal::room::Rooms,
     /// The media plane shared by all rooms.
@@ -73,6 +75,7 @@ impl AppState {
             )),
             dummy_hash: crate::auth::password::dummy_hash(),
             rooms: Default::default(),
+            lobby: Default::default(),
             sfu: Arc::new(sfu),
             config,
         }))

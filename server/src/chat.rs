@@ -78,16 +78,10 @@ pub async fn post(
     .bind(sent)
     .execute(&state.db)
     .await?;
-    let row = sqlx::query(
-        "SELECT id AS user_id, username, display_name, avatar_type, avatar_version FROM users WHERE id = $1",
-    )
-    .bind(&me.user_id)
-    .fetch_one(&state.db)
-    .await?;
     Ok(ChatMessage {
         id,
         room_id: room_id.to_string(),
-        user: summary_from_row(&row)?,
+        user: crate::users::summary_of(state, &me.user_id).await?,
         text: text.to_string(),
         sent_at: from_us(sent),
     })

@@ -39,6 +39,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0002_meeting_logs.sql"),
     ),
     (3, "chat", include_str!("../migrations/0003_chat.sql")),
+    (
+        4,
+        "waiting rooms",
+        include_str!("../migrations/0004_waiting_room.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

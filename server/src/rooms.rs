@@ -81,13 +81,14 @@ struct RoomRow {
     privacy: Privacy,
     password_hash: Option<String>,
     locked: bool,
+    waiting_room: bool,
     max_participants: i64,
     expires_at: Option<i64>,
     created_at: i64,
 }
 
 const ROOM_COLUMNS: &str = "r.id, r.name, r.host_id AS user_id, r.privacy, r.password_hash,
-    r.locked, r.max_participants, r.expires_at, r.created_at,
+    r.locked, r.waiting_room, r.max_participants, r.expires_at, r.created_at,
     u.username, u.display_name, u.avatar_type, u.avatar_version";
 const ROOM_FROM: &str = "FROM rooms r JOIN users u ON u.id = r.host_id";
 
@@ -95,6 +96,7 @@ impl RoomRow {
     fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         let privacy: String = row.try_get("privacy")?;
         let locked: i64 = row.try_get("locked")?;
+        let waiting_room: i64 = row.try_get("waiting_room")?;
         Ok(RoomRow {
             id: row.try_get("id")?,
             name: row.try_get("name")?,
@@ -102,6 +104,7 @@ impl RoomRow {
             privacy: Privacy::parse(&privacy).unwrap_or(Privacy::Private),
             password_hash: row.try_get("password_hash")?,
             locked: locked != 0,
+            waiting_room: waiting_room != 0,
             max_participants: row.try_get("max_participants")?,
             expires_at: row.try_get("expires_at")?,
             created_at: row.try_get("created_at")?,
@@ -235,6 +238,7 @@ fn to_api(
         host: room.host,
         has_password: room.password_hash.is_some(),
         locked: room.locked,
+        waiting_room: room.waiting_room,
         max_participants: u32::try_from(room.max_participants).unwrap_or(u32::MAX),
         expires_at: room.expires_at.map(from_ms),
         created_at: from_ms(room.created_at),
@@ -292,8 +296,8 @@ async fn create_room(
         let mut tx = state.db.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO rooms (id, name, host_id, privacy, password_hash, locked,
-                                max_participants, expires_at, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, $8)",
+                                max_participants, expires_at, created_at, updated_at, waiting_room)
+             VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, $8, $9)",
         )
         .bind(&id)
         .bind(&name)
@@ -303,6 +307,7 @@ async fn create_room(
         .bind(i64::from(max))
         .bind(expires_at)
         .bind(now)
+        .bind(i64::from(req.waiting_room))
         .execute(&mut *tx)
         .await;
         match inserted {
@@ -486,7 +491,8 @@ async fn update_room(
     };
     sqlx::query(
         "UPDATE rooms SET name = $1, privacy = $2, password_hash = $3, locked = $4,
-                          max_participants = $5, expires_at = $6, updated_at = $7
+                          max_participants = $5, expires_at = $6, updated_at = $7,
+                          waiting_room = $9
          WHERE id = $8",
     )
     .bind(name.unwrap_or_else(|| room.name.clone()))
@@ -497,6 +503,7 @@ async fn update_room(
     .bind(expires_at)
     .bind(now_ms())
     .bind(&room.id)
+    .bind(i64::from(req.waiting_room.unwrap_or(room.waiting_room)))
     .execute(&state.db)
     .await?;
     let (room, role) = visible_room(&state, &id, &me).await?;
@@ -562,7 +569,7 @@ async fn join_room(
     } else {
         crate::extract::parse_json(&body)?
     };
-    Ok(Json(admit(&state, &id, &me, req.password).await?))
+    Ok(Json(admit(&state, &id, &me, req.password, false).await?))
 }
 
 /// Lets the caller into a room if the rules allow (privacy, password, expiry, lock, capacity)
@@ -573,6 +580,7 @@ pub(crate) async fn admit(
     id: &str,
     me: &AuthUser,
     password: Option<String>,
+    let_in: bool,
 ) -> ApiResult<Participant> {
     let room = load_room(state, id)
         .await?
@@ -611,6 +619,14 @@ pub(crate) async fn admit(
             StatusCode::FORBIDDEN,
             ErrorCode::RoomLocked,
             "The host has locked this room; nobody new can join right now.",
+        ));
+    }
+    // A waiting room: newcomers are let in by the host (over signaling), members go straight in.
+    if room.waiting_room && !known && !let_in {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::WaitingRoom,
+            "This room has a waiting room: join from the app and the host will let you in.",
         ));
     }
 

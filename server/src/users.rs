@@ -83,6 +83,17 @@ pub fn avatar_url(user_id: &str, avatar_type: Option<&str>, version: i64) -> Opt
 
 /// Reads a [`UserSummary`] from a row with columns `user_id, username, display_name,
 /// avatar_type, avatar_version`.
+/// One user as others see them.
+pub async fn summary_of(state: &AppState, user_id: &str) -> ApiResult<UserSummary> {
+    let row = sqlx::query(
+        "SELECT id AS user_id, username, display_name, avatar_type, avatar_version FROM users WHERE id = $1",
+    )
+    .bind(user_id)
+    .fetch_one(&state.db)
+    .await?;
+    Ok(summary_from_row(&row)?)
+}
+
 pub fn summary_from_row(row: &AnyRow) -> Result<UserSummary, sqlx::Error> {
     let id: String = row.try_get("user_id")?;
     let avatar_type: Option<String> = row.try_get("avatar_type")?;

@@ -88,7 +88,7 @@ async fn whip(
     body: String,
 ) -> ApiResult<Response> {
     require_sdp(&headers, &body)?;
-    let participant = crate::rooms::admit(&state, &id, &me, None).await?;
+    let participant = crate::rooms::admit(&state, &id, &me, None, false).await?;
     let (reply, rx) = oneshot::channel();
     state.rooms.send(
         &state,

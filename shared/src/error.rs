@@ -53,6 +53,8 @@ pub enum ErrorCode {
     RoomFull,
     RoomExpired,
     NothingToWatch,
+    WaitingRoom,
+    AdmissionDenied,
     // Server
     Unavailable,
     Internal,
@@ -86,6 +88,8 @@ impl ErrorCode {
         Self::RoomFull,
         Self::RoomExpired,
         Self::NothingToWatch,
+        Self::WaitingRoom,
+        Self::AdmissionDenied,
         Self::Unavailable,
         Self::Internal,
     ];
@@ -118,6 +122,8 @@ impl ErrorCode {
             Self::RoomFull => "room_full",
             Self::RoomExpired => "room_expired",
             Self::NothingToWatch => "nothing_to_watch",
+            Self::WaitingRoom => "waiting_room",
+            Self::AdmissionDenied => "admission_denied",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }

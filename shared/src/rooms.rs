@@ -72,6 +72,9 @@ pub struct CreateRoomRequest {
     #[serde(default, with = "time::serde::rfc3339::option")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub expires_at: Option<OffsetDateTime>,
+    /// Newcomers wait until the host lets them in (the host and members go straight in).
+    #[serde(default)]
+    pub waiting_room: bool,
 }
 
 /// `PATCH /api/rooms/{id}`: absent fields stay; `password: null` and `expires_at: null` clear.
@@ -92,6 +95,8 @@ pub struct UpdateRoomRequest {
     pub password: Option<Option<String>>,
     #[serde(default)]
     pub locked: Option<bool>,
+    #[serde(default)]
+    pub waiting_room: Option<bool>,
     #[serde(default)]
     pub max_participants: Option<u32>,
     #[serde(
@@ -169,6 +174,8 @@ pub struct Room {
     pub host: UserSummary,
     pub has_password: bool,
     pub locked: bool,
+    /// Newcomers wait until the host lets them in.
+    pub waiting_room: bool,
     pub max_participants: u32,
     #[serde(with = "time::serde::rfc3339::option")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]

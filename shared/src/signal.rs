@@ -143,6 +143,10 @@ pub enum ClientMessage {
     Mute { kind: TrackKind, muted: bool },
     /// A chat message to everyone in the room (kept with the room).
     Chat { text: String },
+    /// The host lets someone in from the waiting room (`request_id` from `knocking`).
+    Admit { request_id: String },
+    /// The host turns someone in the waiting room away.
+    Deny { request_id: String },
     /// Leave the room (the socket may stay open to join another).
     Leave {},
     Ping {
@@ -207,6 +211,25 @@ pub enum ServerMessage {
     },
     ActiveSpeaker {
         participant_id: Option<String>,
+    },
+    /// The room has a waiting room: you are in it until the host lets you in (`admitted`,
+    /// then `joined`) or turns you away (`error` `admission_denied`).
+    Waiting {
+        room_id: String,
+    },
+    /// The host let you in; `joined` follows.
+    Admitted {
+        room_id: String,
+    },
+    /// To the hosts in the meeting: someone is in the waiting room.
+    Knocking {
+        request_id: String,
+        user: UserSummary,
+    },
+    /// To the hosts: a knock was answered (by a host) or withdrawn (the person left).
+    KnockResolved {
+        request_id: String,
+        admitted: bool,
     },
     /// A chat message in the room (the sender gets it too, as confirmation).
     ChatMessage {

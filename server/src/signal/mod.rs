@@ -1,6 +1,7 @@
 //! Signaling: the authenticated WebSocket at `/api/ws` through which clients join rooms and
 //! learn who else is there. One socket per client; messages are `convo_shared::signal`.
 
+pub mod lobby;
 pub mod room;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -138,6 +139,29 @@ struct InRoom {
     participant_id: String,
 }
 
+/// A connection in a room's waiting room: what it asked to join with, and the host's answer
+/// to come.
+struct Waiting {
+    room_id: String,
+    request_id: String,
+    join: JoinAsk,
+    answer: oneshot::Receiver<bool>,
+}
+
+/// What a `join` asked for.
+#[derive(Debug, Clone)]
+struct JoinAsk {
+    room_id: String,
+    password: Option<String>,
+    audio_muted: bool,
+    video_muted: bool,
+}
+
+/// Tells the hosts in the meeting (if it is in session) about the waiting room.
+fn to_hosts(state: &AppState, room_id: &str, msg: ServerMessage) {
+    state.rooms.notify(room_id, Command::ToHosts(msg));
+}
+
 async fn connection(state: AppState, mut socket: WebSocket, user: Option<AuthUser>) {
     let conn: ConnId = next_conn();
     let user = match user {
@@ -163,6 +187,7 @@ async fn connection(state: AppState, mut socket: WebSocket, user: Option<AuthUse
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<ServerMessage>();
     let mut here: Option<InRoom> = None;
+    let mut waiting: Option<Waiting> = None;
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     let mut silent_ticks = 0u32;
@@ -184,7 +209,31 @@ async fn connection(state: AppState, mut socket: WebSocket, user: Option<AuthUse
                 };
                 let reply = match parse(text.as_str()) {
                     Err((code, message)) => Some(error(code, message)),
-                    Ok(msg) => handle(&state, &user, conn, &tx, &mut here, msg).await,
+                    Ok(msg) => handle(&state, &user, conn, &tx, &mut here, &mut waiting, msg).await,
+                };
+                if let Some(reply) = reply
+                    && send(&mut socket, reply).await.is_err()
+                {
+                    break;
+                }
+            }
+            answer = async {
+                match waiting.as_mut() {
+                    Some(w) => (&mut w.answer).await.unwrap_or(false),
+                    None => std::future::pending().await,
+                }
+            } => {
+                let Some(w) = waiting.take() else { continue };
+                let reply = if answer {
+                    if send(&mut socket, ServerMessage::Admitted { room_id: w.room_id.clone() }).await.is_err() {
+                        break;
+                    }
+                    enter(&state, &user, conn, &tx, &mut here, w.join, true).await
+                } else {
+                    Some(error(
+                        ErrorCode::AdmissionDenied.as_str(),
+                        "The host did not let you in.",
+                    ))
                 };
                 if let Some(reply) = reply
                     && send(&mut socket, reply).await.is_err()
@@ -216,6 +265,89 @@ async fn connection(state: AppState, mut socket: WebSocket, user: Option<AuthUse
                 participant_id: r.participant_id,
             },
         );
+    }
+    if let Some(w) = waiting
+        && state.lobby.withdraw(&w.room_id, &w.request_id)
+    {
+        to_hosts(
+            &state,
+            &w.room_id,
+            ServerMessage::KnockResolved {
+                request_id: w.request_id,
+                admitted: false,
+            },
+        );
+    }
+}
+
+/// Joins a room (its rules apply; `let_in`: the host let us in from the waiting room). The
+/// answer comes from the room (`joined`); an error is returned.
+async fn enter(
+    state: &AppState,
+    user: &AuthUser,
+    conn: ConnId,
+    tx: &mpsc::UnboundedSender<ServerMessage>,
+    here: &mut Option<InRoom>,
+    ask: JoinAsk,
+    let_in: bool,
+) -> Option<ServerMessage> {
+    if let Some(r) = here.as_ref()
+        && r.room_id != ask.room_id
+    {
+        return Some(error(
+            "already_in_room",
+            "Leave the current room before joining another.",
+        ));
+    }
+    let participant =
+        match crate::rooms::admit(state, &ask.room_id, user, ask.password, let_in).await {
+            Ok(p) => p,
+            Err(e) => return Some(api_error(&e)),
+        };
+    let host = participant.role == convo_shared::rooms::RoomRole::Host;
+    let (reply_tx, reply_rx) = oneshot::channel();
+    state.rooms.send(
+        state,
+        &participant.room_id,
+        Command::Join {
+            joiner: Joiner {
+                conn,
+                user: participant.user,
+                role: participant.role,
+                joined_at: participant.joined_at,
+                audio_muted: ask.audio_muted,
+                video_muted: ask.video_muted,
+            },
+            tx: tx.clone(),
+            reply: reply_tx,
+        },
+    );
+    match reply_rx.await {
+        Ok(participant_id) => {
+            if host {
+                // Whoever is already waiting (after `joined`, which the room sends first).
+                let msgs: Vec<ServerMessage> = state
+                    .lobby
+                    .waiting(&participant.room_id)
+                    .into_iter()
+                    .map(|(request_id, user)| ServerMessage::Knocking { request_id, user })
+                    .collect();
+                if !msgs.is_empty() {
+                    state
+                        .rooms
+                        .notify(&participant.room_id, Command::Tell { conn, msgs });
+                }
+            }
+            *here = Some(InRoom {
+                room_id: participant.room_id,
+                participant_id,
+            });
+            None
+        }
+        Err(_) => Some(error(
+            "internal",
+            "The room could not be joined; try again.",
+        )),
     }
 }
 
@@ -255,6 +387,7 @@ async fn handle(
     conn: ConnId,
     tx: &mpsc::UnboundedSender<ServerMessage>,
     here: &mut Option<InRoom>,
+    waiting: &mut Option<Waiting>,
     msg: ClientMessage,
 ) -> Option<ServerMessage> {
     let not_in_room = || error("not_in_room", "Join a room first.");
@@ -270,48 +403,83 @@ async fn handle(
             audio_muted,
             video_muted,
         } => {
-            if let Some(r) = here.as_ref()
-                && r.room_id != room_id
-            {
+            if waiting.is_some() {
                 return Some(error(
-                    "already_in_room",
-                    "Leave the current room before joining another.",
+                    "already_waiting",
+                    "You are in a waiting room already; wait for the host, or leave.",
                 ));
             }
-            let participant = match crate::rooms::admit(state, &room_id, user, password).await {
-                Ok(p) => p,
+            let ask = JoinAsk {
+                room_id,
+                password,
+                audio_muted,
+                video_muted,
+            };
+            let reply = enter(state, user, conn, tx, here, ask.clone(), false).await;
+            let must_wait = reply.as_ref().is_some_and(|r| {
+                matches!(r, ServerMessage::Error { code, .. } if code == ErrorCode::WaitingRoom.as_str())
+            });
+            if !must_wait {
+                return reply;
+            }
+            // Into the waiting room: the hosts in the meeting hear of it (a host who joins
+            // later is told on joining).
+            let me = match crate::users::summary_of(state, &user.user_id).await {
+                Ok(me) => me,
                 Err(e) => return Some(api_error(&e)),
             };
-            let (reply_tx, reply_rx) = oneshot::channel();
-            state.rooms.send(
+            let (request_id, answer) = state.lobby.knock(&ask.room_id, me.clone());
+            to_hosts(
                 state,
-                &participant.room_id,
-                Command::Join {
-                    joiner: Joiner {
-                        conn,
-                        user: participant.user,
-                        role: participant.role,
-                        joined_at: participant.joined_at,
-                        audio_muted,
-                        video_muted,
-                    },
-                    tx: tx.clone(),
-                    reply: reply_tx,
+                &ask.room_id,
+                ServerMessage::Knocking {
+                    request_id: request_id.clone(),
+                    user: me,
                 },
             );
-            match reply_rx.await {
-                Ok(participant_id) => {
-                    *here = Some(InRoom {
-                        room_id: participant.room_id,
-                        participant_id,
-                    });
-                    None
-                }
-                Err(_) => Some(error(
-                    "internal",
-                    "The room could not be joined; try again.",
-                )),
+            let room_id = ask.room_id.clone();
+            *waiting = Some(Waiting {
+                room_id: room_id.clone(),
+                request_id,
+                join: ask,
+                answer,
+            });
+            Some(ServerMessage::Waiting { room_id })
+        }
+        msg @ (ClientMessage::Admit { .. } | ClientMessage::Deny { .. }) => {
+            let Some(r) = here.as_ref() else {
+                return Some(not_in_room());
+            };
+            let (request_id, admitted) = match msg {
+                ClientMessage::Admit { request_id } => (request_id, true),
+                ClientMessage::Deny { request_id } => (request_id, false),
+                _ => return None,
+            };
+            let role = match crate::rooms::visible_role(state, &r.room_id, user).await {
+                Ok(role) => role,
+                Err(e) => return Some(api_error(&e)),
+            };
+            if role != Some(convo_shared::rooms::RoomRole::Host) && !user.is_admin() {
+                return Some(error(
+                    ErrorCode::Forbidden.as_str(),
+                    "Only the host lets people in.",
+                ));
             }
+            if !state.lobby.answer(&r.room_id, &request_id, admitted) {
+                return Some(error(
+                    "no_such_request",
+                    "Nobody is waiting with that request; they may have left or been let in.",
+                ));
+            }
+            to_hosts(
+                state,
+                &r.room_id,
+                ServerMessage::KnockResolved {
+                    request_id,
+                    admitted,
+                },
+            );
+            None
         }
         ClientMessage::Leave {} => {
             let r = here.take()?;

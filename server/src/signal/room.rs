@@ -320,6 +320,15 @@ impl RoomState {
         }
     }
 
+    /// To every host in the meeting.
+    pub fn to_hosts(&self, msg: &ServerMessage) -> Vec<Output> {
+        self.members
+            .values()
+            .filter(|m| m.info.role == RoomRole::Host)
+            .filter_map(|m| m.conn.map(|c| Output::Send(c, msg.clone())))
+            .collect()
+    }
+
     /// A chat message goes to everyone, the sender included (as confirmation).
     pub fn chat(&self, message: ChatMessage) -> Vec<Output> {
         let mut out = Vec::new();
@@ -395,6 +404,13 @@ pub enum Command {
     /// A chat message (already kept) for everyone in the meeting.
     Chat {
         message: ChatMessage,
+    },
+    /// A waiting-room message for the hosts in the meeting.
+    ToHosts(ServerMessage),
+    /// Messages for one connection, after everything the room sent it so far.
+    Tell {
+        conn: ConnId,
+        msgs: Vec<ServerMessage>,
     },
     /// SDP and ICE from a participant's client.
     Signal {
@@ -557,6 +573,10 @@ async fn run(
             } => room.grace_expired(&participant_id, epoch),
             Command::RemoveUser { user_id, reason } => room.remove_user(&user_id, reason),
             Command::Chat { message } => room.chat(message),
+            Command::ToHosts(msg) => room.to_hosts(&msg),
+            Command::Tell { conn, msgs } => {
+                msgs.into_iter().map(|m| Output::Send(conn, m)).collect()
+            }
             Command::Close => room.remove_all(LeaveReason::Removed),
             Command::Signal {
                 conn,
