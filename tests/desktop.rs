@@ -3,7 +3,8 @@
 //! room, join — while a `convo-bot` joins the same room. The app must show the bot's video
 //! (frames keep coming and their codes read back, in order) and play the bot's audio to its
 //! speaker (a PulseAudio null sink, recorded back from its monitor), and the bot must decode
-//! the app's audio and video. The app shares a window (a real X11 window on the Xvfb display,
+//! the app's audio and video. The room has a waiting room: the bot knocks, the app (its host)
+//! is notified and lets it in with the Admit button. The app shares a window (a real X11 window on the Xvfb display,
 //! picked in the share picker) and the bot decodes it with the window's colour; closing the
 //! window ends the share with a message. The bot's joining, while another window has the
 //! focus, raises a desktop notification (seen by a notification server on the test's D-Bus
@@ -108,6 +109,7 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
 
     // Create a room; pre-join; join.
     d.type_in("#room-name", "Desk meeting").await;
+    d.click("#room-waiting").await;
     d.click("#create-room").await;
     d.wait("#prejoin", 20).await;
     let room = d
@@ -183,6 +185,28 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
             call::run(&base, &bot_token, o).await.unwrap()
         })
     };
+
+    // The room has a waiting room: the bot knocks, the host (the app, in the background) is
+    // notified and lets it in.
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = std::fs::read_to_string(&notifications).unwrap_or_default();
+        if log
+            .lines()
+            .any(|l| l.starts_with("NOTIFY") && l.contains("bot is waiting to join"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "no notification of the bot waiting; the notification server saw: {log:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    d.wait(".knock button.admit", 20).await;
+    assert!(text_of(&d, "#knocks").await.contains("bot wants to join"));
+    d.screenshot("waiting-room").await;
+    d.click(".knock button.admit").await;
 
     // Its joining, while the app is in the background, is a desktop notification.
     let end = Instant::now() + Duration::from_secs(20);

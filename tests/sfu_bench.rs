@@ -126,6 +126,7 @@ async fn main() {
                 password: None,
                 max_participants: Some(500),
                 expires_at: None,
+                waiting_room: false,
             },
         )
         .await

@@ -124,6 +124,7 @@ impl Env {
                     password: None,
                     max_participants: None,
                     expires_at: None,
+                    waiting_room: false,
                 },
             )
             .await

@@ -26,6 +26,8 @@ const COMMANDS: &[&str] = &[
     "share_screen",
     "send_chat",
     "chat_history",
+    "cancel_join",
+    "answer_knock",
 ];
 
 fn main() {

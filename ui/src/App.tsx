@@ -298,6 +298,7 @@ function Home(props: { onError: (m: string) => void; onOpen: (r: Room) => void }
   const [password, setPassword] = useState("");
   const [joinId, setJoinId] = useState("");
   const [busy, setBusy] = useState(false);
+  const [waitingRoom, setWaitingRoom] = useState(false);
   const load = useCallback(async () => {
     try {
       setRooms((await api.listRooms()).rooms);
@@ -309,18 +310,18 @@ function Home(props: { onError: (m: string) => void; onOpen: (r: Room) => void }
   useEffect(() => {
     load();
   }, []); // eslint-disable-line react-hooks/exhaustive-deps
-  const create = async (e: React.FormEvent) => {
+  const create = async (e: FormEvent) => {
     e.preventDefault();
     setBusy(true);
     try {
-      props.onOpen(await api.createRoom(name, isPrivate, password));
+      props.onOpen(await api.createRoom(name, isPrivate, password, waitingRoom));
     } catch (err) {
       props.onError(humanError(err));
     } finally {
       setBusy(false);
     }
   };
-  const join = async (e: React.FormEvent) => {
+  const join = async (e: FormEvent) => {
     e.preventDefault();
     const id = roomIdFrom(joinId);
     if (!id) {
@@ -343,6 +344,7 @@ function Home(props: { onError: (m: string) => void; onOpen: (r: Room) => void }
         <form onSubmit={create}>
           <label>Name<input id="room-name" value={name} onChange={(e) => setName(e.target.value)} required /></label>
           <label className="inline"><input type="checkbox" checked={isPrivate} onChange={(e) => setPrivate(e.target.checked)} /> Private (only people you invite)</label>
+          <label className="inline"><input id="room-waiting" type="checkbox" checked={waitingRoom} onChange={(e) => setWaitingRoom(e.target.checked)} /> Waiting room (you let newcomers in)</label>
           <label>Password (optional)<input type="password" value={password} onChange={(e) => setPassword(e.target.value)} /></label>
           <button id="create-room" className="primary" disabled={busy}>Create and open</button>
         </form>
@@ -400,14 +402,17 @@ function PreJoin(props: {
       api.stopPreJoin().catch(() => undefined);
     };
   }, []); // eslint-disable-line react-hooks/exhaustive-deps
+  const [waiting, setWaiting] = useState(false);
   const join = async () => {
     setBusy(true);
+    setWaiting(false);
     // For the join-to-first-frame figure (tests/desktop_bench.rs).
     Object.assign(window, { __joinAt: performance.now(), __firstRemoteFrameAt: undefined });
     const pending: CallEvent[] = [];
     props.joinRef.listener = null;
     try {
       const j = await api.joinCall(props.room.id, password, !mic, !cam, (e) => {
+        if (e.type === "signal" && e.message.type === "waiting") setWaiting(true);
         if (props.joinRef.listener) props.joinRef.listener(e);
         else pending.push(e);
       });
@@ -420,6 +425,7 @@ function PreJoin(props: {
     } catch (e) {
       props.onError(humanError(e));
       setBusy(false);
+      setWaiting(false);
     }
   };
   return (
@@ -443,7 +449,13 @@ function PreJoin(props: {
         <button className="link" onClick={props.onBack}>Back</button>
         <button id="join" className="primary" disabled={busy} onClick={join}>{busy ? "Joining…" : "Join now"}</button>
       </div>
-      {busy && <Progress text="Connecting to the meeting…" />}
+      {busy && !waiting && <Progress text="Connecting to the meeting…" />}
+      {waiting && (
+        <div id="waiting-room">
+          <Progress text="Waiting for the host to let you in…" />
+          <button id="cancel-wait" className="link" onClick={() => api.cancelJoin().catch(() => undefined)}>Leave the waiting room</button>
+        </div>
+      )}
     </div>
   );
 }
@@ -570,6 +582,17 @@ function Call(props: { room: Room; joinRef: typeof joinRef; onLeft: () => void; 
           ))}
         </div>
         {state.notice && <div className="toast" role="status">{state.notice}</div>}
+        {state.knocks.length > 0 && (
+          <div className="knocks" id="knocks">
+            {state.knocks.map((k) => (
+              <div className="knock" key={k.request_id} data-request={k.request_id}>
+                <span>{k.user.display_name} wants to join</span>
+                <button className="primary admit" onClick={() => api.answerKnock(k.request_id, true).catch((e) => props.onError(humanError(e)))}>Admit</button>
+                <button className="deny" onClick={() => api.answerKnock(k.request_id, false).catch((e) => props.onError(humanError(e)))}>Deny</button>
+              </div>
+            ))}
+          </div>
+        )}
       </div>
       {showChat && <ChatPanel messages={state.chat} me={state.myUserId} onError={props.onError} />}
       {showPeople && (

@@ -18,6 +18,7 @@ export interface Room {
   host: { display_name: string };
   has_password: boolean;
   locked: boolean;
+  waiting_room: boolean;
   join_url: string;
   my_role: string | null;
   participant_count: number;
@@ -61,8 +62,8 @@ export const api = {
   signOut: () => invoke<void>("sign_out"),
   forgotPassword: (email: string) => invoke<void>("forgot_password", { email }),
   listRooms: () => invoke<{ rooms: Room[] }>("list_rooms"),
-  createRoom: (name: string, isPrivate: boolean, password: string) =>
-    invoke<Room>("create_room", { name, private: isPrivate, password: password || null }),
+  createRoom: (name: string, isPrivate: boolean, password: string, waitingRoom: boolean) =>
+    invoke<Room>("create_room", { name, private: isPrivate, password: password || null, waitingRoom }),
   getRoom: (id: string) => invoke<Room>("get_room", { id }),
   joinCall: (
     roomId: string,
@@ -89,6 +90,8 @@ export const api = {
   listScreens: () => invoke<ScreenSource[]>("list_screens"),
   shareScreen: (source: string | null) => invoke<void>("share_screen", { source }),
   sendChat: (text: string) => invoke<void>("send_chat", { text }),
+  cancelJoin: () => invoke<void>("cancel_join"),
+  answerKnock: (requestId: string, admit: boolean) => invoke<void>("answer_knock", { requestId, admit }),
   chatHistory: (roomId: string) => invoke<{ messages: ChatMessage[]; before: string | null }>("chat_history", { roomId }),
   startPreJoin: () => invoke<{ microphone: string | null; camera: string | null }>("start_pre_join"),
   stopPreJoin: () => invoke<void>("stop_pre_join_cmd"),

@@ -47,8 +47,18 @@ export type ServerMessage =
   | { type: "mute_changed"; participant_id: string; kind: TrackKind; muted: boolean }
   | { type: "active_speaker"; participant_id: string | null }
   | { type: "chat_message"; message: ChatMessage }
+  | { type: "waiting"; room_id: string }
+  | { type: "admitted"; room_id: string }
+  | { type: "knocking"; request_id: string; user: Knock["user"] }
+  | { type: "knock_resolved"; request_id: string; admitted: boolean }
   | { type: "error"; code: string; message: string }
   | { type: string; [k: string]: unknown };
+
+/** Someone in the waiting room (shown to hosts). */
+export interface Knock {
+  request_id: string;
+  user: { id: string; username: string; display_name: string };
+}
 
 export interface Tile {
   participantId: string;
@@ -73,6 +83,8 @@ export interface CallState {
   /** The room's chat, oldest first, and how many arrived from others since it was read. */
   chat: ChatMessage[];
   unread: number;
+  /** Who waits in the waiting room (hosts only hear of them). */
+  knocks: Knock[];
   ended: string | null;
   notice: string | null;
 }
@@ -86,7 +98,7 @@ export function initialCall(
 ): CallState {
   const map: Record<string, ParticipantInfo> = {};
   for (const p of participants) map[p.participant_id] = p;
-  return { me, myUserId, participants: map, receiving: {}, speaker: null, micMuted, camMuted, sharing: false, chat: [], unread: 0, ended: null, notice: null };
+  return { me, myUserId, participants: map, receiving: {}, speaker: null, micMuted, camMuted, sharing: false, chat: [], unread: 0, knocks: [], ended: null, notice: null };
 }
 
 function withParticipant(
@@ -175,6 +187,15 @@ function reduceSignal(s: CallState, m: ServerMessage): CallState {
     }
     case "active_speaker":
       return { ...s, speaker: (m as { participant_id: string | null }).participant_id };
+    case "knocking": {
+      const k = m as unknown as Knock;
+      if (s.knocks.some((x) => x.request_id === k.request_id)) return s;
+      return { ...s, knocks: [...s.knocks, { request_id: k.request_id, user: k.user }], notice: `${k.user.display_name} is waiting to join` };
+    }
+    case "knock_resolved": {
+      const id = (m as { request_id: string }).request_id;
+      return { ...s, knocks: s.knocks.filter((k) => k.request_id !== id) };
+    }
     case "chat_message": {
       const msg = (m as { message: ChatMessage }).message;
       if (s.chat.some((c) => c.id === msg.id)) return s;

@@ -138,6 +138,19 @@ describe("chat", () => {
   });
 });
 
+describe("waiting room", () => {
+  it("lists who knocks, once, until a host answers", () => {
+    let s = initialCall("me", [], false, false, "u-me");
+    const knock = { type: "knocking", request_id: "r1", user: { id: "u-a", username: "ada", display_name: "Ada" } };
+    s = reduceCall(s, { type: "signal", message: knock });
+    s = reduceCall(s, { type: "signal", message: knock });
+    expect(s.knocks.map((k) => k.user.display_name)).toEqual(["Ada"]);
+    expect(s.notice).toBe("Ada is waiting to join");
+    s = reduceCall(s, { type: "signal", message: { type: "knock_resolved", request_id: "r1", admitted: true } });
+    expect(s.knocks).toEqual([]);
+  });
+});
+
 describe("helpers", () => {
   it("finds room ids in links", () => {
     expect(roomIdFrom("abc-defg-hij")).toBe("abc-defg-hij");

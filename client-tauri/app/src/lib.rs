@@ -67,6 +67,8 @@ fn friendly_signal(m: &str) -> String {
         }
         "room_locked" => "The host has locked this meeting. Ask them to unlock it.".into(),
         "room_full" => "This meeting is full.".into(),
+        "admission_denied" => "The host did not let you in to this meeting.".into(),
+        "cancelled" => "You left the waiting room.".into(),
         _ => format!("The connection to the meeting failed ({m}). Try joining again."),
     }
 }
@@ -192,6 +194,8 @@ pub struct AppState {
     mic_muted: std::sync::atomic::AtomicBool,
     /// A room from a `convoconnect://join/<id>` link, until the ui takes it.
     pending_link: std::sync::Mutex<Option<String>>,
+    /// While joining: gives up (e.g. leaving a waiting room).
+    cancel_join: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
 #[derive(Debug, Clone, Default, serde::Deserialize, Serialize)]
@@ -314,6 +318,7 @@ async fn create_room(
     name: String,
     private: bool,
     password: Option<String>,
+    waiting_room: bool,
 ) -> UiResult<Room> {
     let (api, token) = state.session.authed().await?;
     let req = CreateRoomRequest {
@@ -326,6 +331,7 @@ async fn create_room(
         password: password.filter(|p| !p.is_empty()),
         max_participants: None,
         expires_at: None,
+        waiting_room,
     };
     Ok(api.create_room(&token, &req).await?)
 }
@@ -360,6 +366,10 @@ fn notification_for(event: &CallEvent, me: &str) -> Option<String> {
             "{} joined the meeting",
             participant.user.display_name
         )),
+        ServerMessage::Knocking { user, .. } => {
+            Some(format!("{} is waiting to join", user.display_name))
+        }
+        ServerMessage::Admitted { .. } => Some("The host let you into the meeting".into()),
         ServerMessage::ChatMessage { message } if message.user.id != me => {
             let mut text: String = message.text.chars().take(140).collect();
             if text.len() < message.text.len() {
@@ -432,13 +442,7 @@ async fn join_call(
         ..Default::default()
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let call = call::start(api.base(), &token, opts, Some(tx)).await?;
-    if audio_muted {
-        call.set_muted(TrackKind::Audio, true);
-    }
-    if video_muted {
-        call.set_muted(TrackKind::Video, true);
-    }
+    // Events flow from the start: a waiting room speaks before the call is joined.
     let me = state.session.user_id().await.unwrap_or_default();
     tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
@@ -448,6 +452,21 @@ async fn join_call(
             }
         }
     });
+    // Waiting for the host can be long: `cancel_join` gives up (which tells the host).
+    let (cancel_tx, cancel_rx) = tokio::sync::oneshot::channel::<()>();
+    *lock(&state.cancel_join) = Some(cancel_tx);
+    let started = tokio::select! {
+        started = call::start(api.base(), &token, opts, Some(tx)) => started,
+        _ = cancel_rx => Err(convo_client::ClientError::Signal("cancelled: left the waiting room".into())),
+    };
+    lock(&state.cancel_join).take();
+    let call = started?;
+    if audio_muted {
+        call.set_muted(TrackKind::Audio, true);
+    }
+    if video_muted {
+        call.set_muted(TrackKind::Video, true);
+    }
     let joined = Joined {
         participant_id: call.participant_id.clone(),
         participants: call.participants.clone(),
@@ -473,6 +492,33 @@ async fn leave_call(state: State<'_, AppState>) -> UiResult<()> {
         .in_call
         .store(false, std::sync::atomic::Ordering::Relaxed);
     Ok(())
+}
+
+/// Gives up joining (leaves the waiting room).
+#[tauri::command]
+async fn cancel_join(state: State<'_, AppState>) -> UiResult<()> {
+    if let Some(cancel) = lock(&state.cancel_join).take() {
+        let _ = cancel.send(());
+    }
+    Ok(())
+}
+
+/// As the host: lets someone in from the waiting room, or turns them away.
+#[tauri::command]
+async fn answer_knock(state: State<'_, AppState>, request_id: String, admit: bool) -> UiResult<()> {
+    if request_id.len() > 64 {
+        return Err(UiError::new(
+            "invalid_request",
+            "That is not a waiting-room request.",
+        ));
+    }
+    match state.call.lock().await.as_ref() {
+        Some(call) => {
+            call.answer_knock(&request_id, admit);
+            Ok(())
+        }
+        None => Err(UiError::new("not_in_call", "You are not in a meeting.")),
+    }
 }
 
 /// Sends a chat message in the current call.
@@ -831,6 +877,7 @@ pub fn run() {
         in_call: std::sync::atomic::AtomicBool::new(false),
         mic_muted: std::sync::atomic::AtomicBool::new(false),
         pending_link: std::sync::Mutex::new(None),
+        cancel_join: std::sync::Mutex::new(None),
     };
     let result = tauri::Builder::default()
         // One instance: a second launch (e.g. by a convoconnect:// link) hands its arguments
@@ -916,6 +963,8 @@ pub fn run() {
             share_screen,
             send_chat,
             chat_history,
+            cancel_join,
+            answer_knock,
         ])
         .run(tauri::generate_context!());
     if let Err(e) = result {
@@ -968,6 +1017,58 @@ mod tests {
             None
         );
         assert_eq!(link_in(&args(&["x"])), None);
+    }
+
+    #[test]
+    fn notifications_say_who_and_what() {
+        use convo_shared::chat::ChatMessage;
+        use convo_shared::signal::ServerMessage;
+        use convo_shared::users::UserSummary;
+        let ann = UserSummary {
+            id: "u-ann".into(),
+            username: "ann".into(),
+            display_name: "Ann".into(),
+            avatar_url: None,
+        };
+        let signal = |message| CallEvent::Signal { message };
+        let knock = signal(ServerMessage::Knocking {
+            request_id: "r1".into(),
+            user: ann.clone(),
+        });
+        assert_eq!(
+            notification_for(&knock, "u-me").as_deref(),
+            Some("Ann is waiting to join")
+        );
+        let admitted = signal(ServerMessage::Admitted {
+            room_id: "abc-defg-hij".into(),
+        });
+        assert_eq!(
+            notification_for(&admitted, "u-me").as_deref(),
+            Some("The host let you into the meeting")
+        );
+        let chat = |user: &UserSummary, text: &str| {
+            signal(ServerMessage::ChatMessage {
+                message: ChatMessage {
+                    id: "m".into(),
+                    room_id: "abc-defg-hij".into(),
+                    user: user.clone(),
+                    text: text.into(),
+                    sent_at: time::OffsetDateTime::UNIX_EPOCH,
+                },
+            })
+        };
+        assert_eq!(
+            notification_for(&chat(&ann, "hi"), "u-me").as_deref(),
+            Some("Ann: hi")
+        );
+        // My own messages, and the rest of the call's events, are not news.
+        assert_eq!(notification_for(&chat(&ann, "hi"), "u-ann"), None);
+        let long = notification_for(&chat(&ann, &"é".repeat(500)), "u-me").expect("a notification");
+        assert!(long.ends_with('…') && long.chars().count() == "Ann: ".len() + 141);
+        let speaker = signal(ServerMessage::ActiveSpeaker {
+            participant_id: None,
+        });
+        assert_eq!(notification_for(&speaker, "u-me"), None);
     }
 
     #[test]

@@ -190,6 +190,8 @@ enum Control {
     ShareFailed(u64, String),
     /// A chat message to the room.
     Chat(String),
+    /// As a host: let someone in from the waiting room, or not.
+    Answer(String, bool),
     Leave,
 }
 
@@ -200,6 +202,7 @@ impl std::fmt::Debug for Control {
             Control::Share(s) => write!(f, "Share({})", s.is_some()),
             Control::ShareFailed(n, r) => write!(f, "ShareFailed({n}, {r})"),
             Control::Chat(t) => write!(f, "Chat({} chars)", t.chars().count()),
+            Control::Answer(id, admit) => write!(f, "Answer({id}, {admit})"),
             Control::Leave => f.write_str("Leave"),
         }
     }
@@ -252,6 +255,14 @@ impl CallHandle {
     /// `chat_message` signal once kept (or as an `error` if refused).
     pub fn send_chat(&self, text: &str) {
         let _ = self.ctl.send(Control::Chat(text.to_string()));
+    }
+
+    /// As a host: lets someone in from the waiting room (`request_id` from `knocking`), or
+    /// turns them away.
+    pub fn answer_knock(&self, request_id: &str, admit: bool) {
+        let _ = self
+            .ctl
+            .send(Control::Answer(request_id.to_string(), admit));
     }
 
     pub fn is_finished(&self) -> bool {
@@ -313,6 +324,11 @@ pub async fn start(
             }) => break (participant_id, participants, ice_servers),
             Some(ServerMessage::Error { code, message }) => {
                 return Err(ClientError::Signal(format!("{code}: {message}")));
+            }
+            // A waiting room: told, then let in (`joined` follows) or turned away (an error).
+            Some(message @ (ServerMessage::Waiting { .. } | ServerMessage::Admitted { .. })) => {
+                emit(CallEvent::Signal { message });
+                continue;
             }
             Some(_) => continue,
             None => return Err(ClientError::Signal("the server closed the socket".into())),
@@ -445,6 +461,14 @@ pub async fn start(
                         }
                         Some(Control::Chat(text)) => {
                             sig.send(ClientMessage::Chat { text });
+                            continue;
+                        }
+                        Some(Control::Answer(request_id, admit)) => {
+                            sig.send(if admit {
+                                ClientMessage::Admit { request_id }
+                            } else {
+                                ClientMessage::Deny { request_id }
+                            });
                             continue;
                         }
                         Some(Control::Share(None)) => {
