@@ -97,6 +97,7 @@ pub const JSON_BODY_LIMIT: usize = 64 * 1024;
         (name = "users", description = "The signed-in user"),
         (name = "rooms", description = "Rooms and their participants"),
         (name = "chat", description = "Messages in a room's meetings"),
+        (name = "meetings", description = "Scheduled meetings"),
         (name = "signaling", description = "The real-time WebSocket"),
         (name = "health", description = "Liveness and readiness")
     )
@@ -130,6 +131,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(crate::rooms::routes())
         .merge(crate::meetings::routes())
         .merge(crate::chat::routes())
+        .merge(crate::schedule::routes())
         .merge(crate::signal::routes())
         .merge(crate::whip::routes())
         .split_for_parts()

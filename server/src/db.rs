@@ -44,6 +44,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "waiting rooms",
         include_str!("../migrations/0004_waiting_room.sql"),
     ),
+    (
+        5,
+        "scheduled meetings",
+        include_str!("../migrations/0005_scheduled_meetings.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -15,6 +15,7 @@ pub mod extract;
 pub mod mail;
 pub mod meetings;
 pub mod rooms;
+pub mod schedule;
 pub mod sfu;
 pub mod signal;
 pub mod speaker;

@@ -183,6 +183,12 @@ async fn managed_room(state: &AppState, id: &str, me: &AuthUser) -> ApiResult<Ro
     Ok(room)
 }
 
+/// The id of a room the caller hosts (or may manage, as an admin): 404 when they cannot see
+/// it, 403 when they do not host it.
+pub(crate) async fn hosted_room(state: &AppState, id: &str, me: &AuthUser) -> ApiResult<String> {
+    Ok(managed_room(state, id, me).await?.id)
+}
+
 async fn participants_of(
     state: &AppState,
     room_ids: &[&str],

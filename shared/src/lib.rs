@@ -13,6 +13,7 @@ pub mod chat;
 pub mod error;
 pub mod limits;
 pub mod rooms;
+pub mod schedule;
 pub mod signal;
 pub mod users;
 
