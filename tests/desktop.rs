@@ -10,7 +10,8 @@
 //! focus, raises a desktop notification (seen by a notification server on the test's D-Bus
 //! session), and so does the bot's chat message, which the chat panel then shows; the app's
 //! answer is kept with the room. A `convoconnect://join/<room>` link launched while the app runs opens that
-//! room's pre-join, and a restarted app is still signed in (the refresh token in the Secret
+//! room's pre-join. A meeting scheduled two minutes ahead brings a reminder notification and
+//! shows on Home, as does one scheduled with Home's form. A restarted app is still signed in (the refresh token in the Secret
 //! Service, gnome-keyring). Screenshots of pre-join and the call go to `target/e2e/`.
 //!
 //! Needs what `tests/desktop.sh` prepares (the ui built, the app built with
@@ -91,7 +92,11 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
     let env = Env::start(Backend::Sqlite).await;
     let (_driver, d) = launch(
         &app,
-        &[("CONVO_SERVER", &env.base), ("CONVO_MEDIA", "synthetic")],
+        &[
+            ("CONVO_SERVER", &env.base),
+            ("CONVO_MEDIA", "synthetic"),
+            ("CONVO_AGENDA_POLL_SECS", "2"),
+        ],
     )
     .await;
 
@@ -468,6 +473,59 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
     assert_eq!(linked.as_str(), Some(room.as_str()));
     d.click("#prejoin button.link").await; // Back
     d.wait("#room-name", 20).await;
+
+    // Scheduling: a meeting two minutes from now (scheduled over the API) brings a reminder
+    // and shows on Home; one scheduled with Home's form is listed too.
+    let me = rest.login("desktop", PASSWORD).await.unwrap();
+    let soon = convo_shared::schedule::ScheduleMeetingRequest {
+        room_id: room.clone(),
+        title: "Standup".into(),
+        starts_at: time::OffsetDateTime::now_utc() + time::Duration::minutes(2),
+        duration_minutes: 15,
+        invitees: vec!["bot".into()],
+    };
+    rest.schedule_meeting(&me.access_token, &soon)
+        .await
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = std::fs::read_to_string(&notifications).unwrap_or_default();
+        if log
+            .lines()
+            .any(|l| l.starts_with("NOTIFY") && l.contains("“Standup” starts in"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "no reminder of the meeting; the notification server saw: {log:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let end = Instant::now() + Duration::from_secs(20);
+    while !text_of(&d, "#meetings").await.contains("Standup") {
+        assert!(Instant::now() < end, "the meeting is not listed on Home");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    d.click("#schedule-open").await;
+    d.type_in("#schedule-title", "Planning").await;
+    d.script(
+        "const i = document.querySelector('#schedule-at');\
+         Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, 'value').set.call(i, '2027-03-04T10:30');\
+         i.dispatchEvent(new Event('input', { bubbles: true }));",
+        json!([]),
+    )
+    .await;
+    d.click("#schedule-submit").await;
+    let end = Instant::now() + Duration::from_secs(20);
+    while !text_of(&d, "#meetings").await.contains("Planning") {
+        assert!(
+            Instant::now() < end,
+            "the meeting scheduled from Home is not listed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    d.screenshot("home-upcoming").await;
     d.call(reqwest::Method::DELETE, "", None).await;
     drop(_driver);
 
@@ -483,7 +541,11 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
     }
     let (_driver, d) = launch(
         &app,
-        &[("CONVO_SERVER", &env.base), ("CONVO_MEDIA", "synthetic")],
+        &[
+            ("CONVO_SERVER", &env.base),
+            ("CONVO_MEDIA", "synthetic"),
+            ("CONVO_AGENDA_POLL_SECS", "2"),
+        ],
     )
     .await;
     d.wait("#room-name", 30).await;

@@ -28,6 +28,8 @@ const COMMANDS: &[&str] = &[
     "chat_history",
     "cancel_join",
     "answer_knock",
+    "upcoming_meetings",
+    "schedule_meeting",
 ];
 
 fn main() {

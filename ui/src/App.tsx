@@ -1,6 +1,6 @@
 import { listen } from "@tauri-apps/api/event";
 import { useCallback, useEffect, useReducer, useRef, useState, type FormEvent } from "react";
-import { api, frameUrl, type AppInfo, type Devices, type Room, type ScreenSource, type User } from "./api";
+import { api, frameUrl, type AppInfo, type Devices, type Room, type ScheduledMeeting, type ScreenSource, type User } from "./api";
 import {
   featured,
   humanError,
@@ -370,11 +370,91 @@ function Home(props: { onError: (m: string) => void; onOpen: (r: Room) => void }
           ))}
         </ul>
       </section>
-      <section className="card wide">
-        <h2>Upcoming meetings</h2>
-        <p className="hint">Scheduled meetings will show here.</p>
-      </section>
+      <Upcoming rooms={rooms ?? []} onOpen={props.onOpen} onError={props.onError} />
     </div>
+  );
+}
+
+/** My meetings that are not over yet (refreshed when the app's agenda changes), and a form to
+ * schedule one in a room I host. */
+function Upcoming(props: { rooms: Room[]; onOpen: (r: Room) => void; onError: (m: string) => void }) {
+  const [meetings, setMeetings] = useState<ScheduledMeeting[] | null>(null);
+  const [scheduling, setScheduling] = useState(false);
+  const [form, setForm] = useState({ room: "", title: "", at: "", minutes: "30", invitees: "" });
+  const load = useCallback(() => {
+    api.upcomingMeetings().then((l) => setMeetings(l.meetings)).catch(() => setMeetings([]));
+  }, []);
+  useEffect(() => {
+    load();
+    const un = listen<{ meetings: ScheduledMeeting[] }>("agenda", (e) => setMeetings(e.payload.meetings));
+    return () => {
+      un.then((f) => f());
+    };
+  }, [load]);
+  const hosted = props.rooms.filter((r) => r.my_role === "host");
+  const open = async (m: ScheduledMeeting) => {
+    try {
+      props.onOpen(await api.getRoom(m.room_id));
+    } catch (e) {
+      props.onError(humanError(e));
+    }
+  };
+  const schedule = async (e: FormEvent) => {
+    e.preventDefault();
+    const when = new Date(form.at);
+    if (!form.at || Number.isNaN(when.getTime())) {
+      props.onError("Pick the day and time the meeting starts.");
+      return;
+    }
+    try {
+      await api.scheduleMeeting({
+        room_id: form.room || hosted[0]?.id || "",
+        title: form.title,
+        starts_at: when.toISOString(),
+        duration_minutes: Number(form.minutes),
+        invitees: form.invitees.split(/[\s,]+/).filter(Boolean),
+      });
+      setScheduling(false);
+      setForm({ ...form, title: "", at: "", invitees: "" });
+      load();
+    } catch (err) {
+      props.onError(humanError(err));
+    }
+  };
+  return (
+    <section className="card wide" id="upcoming">
+      <h2>Upcoming meetings {hosted.length > 0 && <button className="link" id="schedule-open" onClick={() => setScheduling(!scheduling)}>Schedule</button>}</h2>
+      {scheduling && (
+        <form onSubmit={schedule} id="schedule-form">
+          <label>Room
+            <select id="schedule-room" value={form.room} onChange={(e) => setForm({ ...form, room: e.target.value })}>
+              {hosted.map((r) => <option key={r.id} value={r.id}>{r.name}</option>)}
+            </select>
+          </label>
+          <label>Title<input id="schedule-title" value={form.title} onChange={(e) => setForm({ ...form, title: e.target.value })} required maxLength={100} /></label>
+          <label>Starts<input id="schedule-at" type="datetime-local" value={form.at} onChange={(e) => setForm({ ...form, at: e.target.value })} required /></label>
+          <label>Length
+            <select id="schedule-minutes" value={form.minutes} onChange={(e) => setForm({ ...form, minutes: e.target.value })}>
+              {["15", "30", "45", "60", "90", "120"].map((m) => <option key={m} value={m}>{m} minutes</option>)}
+            </select>
+          </label>
+          <label>Invite (usernames)<input id="schedule-invitees" value={form.invitees} onChange={(e) => setForm({ ...form, invitees: e.target.value })} placeholder="ann, bob" /></label>
+          <button className="primary" id="schedule-submit">Schedule</button>
+        </form>
+      )}
+      {meetings === null && <Progress text="Loading meetings…" />}
+      {meetings?.length === 0 && <p className="hint">Nothing scheduled. You get a reminder 5 minutes before a meeting, and the tray joins the next one.</p>}
+      <ul className="rooms" id="meetings">
+        {meetings?.map((m) => (
+          <li key={m.id} data-meeting={m.id}>
+            <button className="room" onClick={() => open(m)}>
+              <strong>{m.title}</strong>{" "}
+              <span className="hint">{new Date(m.starts_at).toLocaleString([], { weekday: "short", hour: "2-digit", minute: "2-digit", day: "numeric", month: "short", year: new Date(m.starts_at).getFullYear() === new Date().getFullYear() ? undefined : "numeric" })} · {m.duration_minutes} min · {m.room_name} · by {m.organizer.display_name}{m.invitees.length > 0 ? ` · with ${m.invitees.map((u) => u.display_name).join(", ")}` : ""}</span>
+            </button>
+          </li>
+        ))}
+      </ul>
+    </section>
   );
 }
 

@@ -44,6 +44,18 @@ export interface Devices {
   chosen: { input: string | null; output: string | null; camera: string | null };
 }
 
+export interface ScheduledMeeting {
+  id: string;
+  room_id: string;
+  room_name: string;
+  title: string;
+  starts_at: string;
+  duration_minutes: number;
+  organizer: { id: string; display_name: string };
+  invitees: { id: string; display_name: string }[];
+  join_url: string;
+}
+
 export interface ScreenSource {
   id: string;
   name: string;
@@ -91,6 +103,9 @@ export const api = {
   shareScreen: (source: string | null) => invoke<void>("share_screen", { source }),
   sendChat: (text: string) => invoke<void>("send_chat", { text }),
   cancelJoin: () => invoke<void>("cancel_join"),
+  upcomingMeetings: () => invoke<{ meetings: ScheduledMeeting[] }>("upcoming_meetings"),
+  scheduleMeeting: (request: { room_id: string; title: string; starts_at: string; duration_minutes: number; invitees: string[] }) =>
+    invoke<ScheduledMeeting>("schedule_meeting", { request }),
   answerKnock: (requestId: string, admit: boolean) => invoke<void>("answer_knock", { requestId, admit }),
   chatHistory: (roomId: string) => invoke<{ messages: ChatMessage[]; before: string | null }>("chat_history", { roomId }),
   startPreJoin: () => invoke<{ microphone: string | null; camera: string | null }>("start_pre_join"),

@@ -3,6 +3,7 @@
 //! passes through the webview's JavaScript except as finished RGBA frames pulled from the
 //! `frames:` scheme (see [`frames`]).
 
+mod agenda;
 pub mod frames;
 mod session;
 
@@ -196,6 +197,8 @@ pub struct AppState {
     pending_link: std::sync::Mutex<Option<String>>,
     /// While joining: gives up (e.g. leaving a waiting room).
     cancel_join: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    /// My upcoming meetings, for reminders and the tray.
+    agenda: agenda::Agenda,
 }
 
 #[derive(Debug, Clone, Default, serde::Deserialize, Serialize)]
@@ -492,6 +495,29 @@ async fn leave_call(state: State<'_, AppState>) -> UiResult<()> {
         .in_call
         .store(false, std::sync::atomic::Ordering::Relaxed);
     Ok(())
+}
+
+/// My meetings that are not over yet, soonest first.
+#[tauri::command]
+async fn upcoming_meetings(
+    state: State<'_, AppState>,
+) -> UiResult<convo_shared::schedule::ScheduledMeetingList> {
+    let (api, token) = state.session.authed().await?;
+    Ok(api.upcoming_meetings(&token).await?)
+}
+
+/// Schedules a meeting in a room I host.
+#[tauri::command]
+async fn schedule_meeting(
+    app: tauri::AppHandle,
+    state: State<'_, AppState>,
+    request: convo_shared::schedule::ScheduleMeetingRequest,
+) -> UiResult<convo_shared::schedule::ScheduledMeeting> {
+    let (api, token) = state.session.authed().await?;
+    let meeting = api.schedule_meeting(&token, &request).await?;
+    // Reminders and the tray follow at once.
+    agenda::refresh(&app).await;
+    Ok(meeting)
 }
 
 /// Gives up joining (leaves the waiting room).
@@ -807,13 +833,8 @@ fn tray(app: &tauri::App) -> tauri::Result<()> {
     let open = MenuItem::with_id(app, "open", "Open ConvoConnect", true, None::<&str>)?;
     let mute = MenuItem::with_id(app, "mute", "Mute / unmute microphone", true, None::<&str>)?;
     // Scheduling comes with its own issue; until then there is nothing to join from here.
-    let next = MenuItem::with_id(
-        app,
-        "next",
-        "Join next meeting (none scheduled)",
-        false,
-        None::<&str>,
-    )?;
+    let next = MenuItem::with_id(app, "next", agenda::NO_MEETING, false, None::<&str>)?;
+    app.state::<AppState>().agenda.set_tray_item(next.clone());
     let quit = MenuItem::with_id(app, "quit", "Quit", true, None::<&str>)?;
     let menu = Menu::with_items(app, &[&open, &mute, &next, &quit])?;
     let mut builder = TrayIconBuilder::with_id("main")
@@ -838,6 +859,11 @@ fn tray(app: &tauri::App) -> tauri::Result<()> {
                             .store(muted, std::sync::atomic::Ordering::Relaxed);
                     }
                 });
+            }
+            "next" => {
+                if let Some(room) = app.state::<AppState>().agenda.next_room() {
+                    open_link(app, room);
+                }
             }
             "quit" => app.exit(0),
             _ => {}
@@ -878,6 +904,7 @@ pub fn run() {
         mic_muted: std::sync::atomic::AtomicBool::new(false),
         pending_link: std::sync::Mutex::new(None),
         cancel_join: std::sync::Mutex::new(None),
+        agenda: agenda::Agenda::default(),
     };
     let result = tauri::Builder::default()
         // One instance: a second launch (e.g. by a convoconnect:// link) hands its arguments
@@ -899,12 +926,12 @@ pub fn run() {
             frames::respond(&frames, &request.uri().to_string())
         })
         .on_window_event(|window, event| {
-            // Closing the window during a call keeps the call (and the app, in the tray).
+            // Closing the window during a call, or with a meeting coming up, keeps the app in
+            // the tray (and the call going, and the reminder).
+            let state = window.state::<AppState>();
             if let tauri::WindowEvent::CloseRequested { api, .. } = event
-                && window
-                    .state::<AppState>()
-                    .in_call
-                    .load(std::sync::atomic::Ordering::Relaxed)
+                && (state.in_call.load(std::sync::atomic::Ordering::Relaxed)
+                    || state.agenda.meeting_soon())
             {
                 api.prevent_close();
                 let _ = window.hide();
@@ -920,6 +947,8 @@ pub fn run() {
             if let Err(e) = tray(app) {
                 tracing::warn!(error = %e, "no tray icon");
             }
+            // Upcoming meetings: reminders and the tray's next meeting.
+            tauri::async_runtime::spawn(agenda::run(app.handle().clone()));
             // Video is drawn on 2D canvases: WebKitGTK's accelerated compositing brings nothing
             // for that and, where it falls back to software GL, costs a core and more
             // (measured under Xvfb: 160 % of a core for one 15 fps tile, 7 % without).
@@ -965,6 +994,8 @@ pub fn run() {
             chat_history,
             cancel_join,
             answer_knock,
+            upcoming_meetings,
+            schedule_meeting,
         ])
         .run(tauri::generate_context!());
     if let Err(e) = result {

@@ -147,6 +147,23 @@ impl Api {
         self.post("/api/rooms", Some(token), req).await
     }
 
+    /// My meetings that are not over yet, soonest first.
+    pub async fn upcoming_meetings(
+        &self,
+        token: &str,
+    ) -> Result<convo_shared::schedule::ScheduledMeetingList, ClientError> {
+        self.get("/api/meetings", token).await
+    }
+
+    /// Schedules a meeting in a room I host.
+    pub async fn schedule_meeting(
+        &self,
+        token: &str,
+        req: &convo_shared::schedule::ScheduleMeetingRequest,
+    ) -> Result<convo_shared::schedule::ScheduledMeeting, ClientError> {
+        self.post("/api/meetings", Some(token), req).await
+    }
+
     /// The room's latest chat messages, oldest first (`room_id` is checked by the server).
     pub async fn chat_history(
         &self,
