@@ -103,3 +103,18 @@ fn monitors_and_windows_are_listed_and_captured() {
         assert!(matches!(e, MediaError::Unavailable { .. }), "{bad}: {e}");
     }
 }
+
+/// Where the system has no screen-sharing service (here: a D-Bus session without
+/// xdg-desktop-portal, as in CI), the system-picker backend says so — scap's panic is caught,
+/// the app goes on.
+#[test]
+#[ignore = "needs a D-Bus session: run tests/desktop.sh"]
+fn the_system_picker_fails_cleanly_without_a_portal() {
+    let e = convo_client::portal::PortalScreen::open(10)
+        .err()
+        .expect("no portal here, so no capture");
+    match e {
+        MediaError::Unavailable { reason, .. } => assert!(!reason.is_empty()),
+        other => panic!("{other:?}"),
+    }
+}

@@ -773,7 +773,7 @@ function SharePicker(props: { onPick: (id: string) => void; onCancel: () => void
           {list.map((s) => (
             <li key={s.id}>
               <button className="share-source" data-id={s.id} onClick={() => props.onPick(s.id)}>
-                {s.name} <span className="hint">{s.width}×{s.height}</span>
+                {s.name} {s.width > 0 && <span className="hint">{s.width}×{s.height}</span>}
               </button>
             </li>
           ))}
@@ -788,7 +788,7 @@ function SharePicker(props: { onPick: (id: string) => void; onCancel: () => void
         {error && <p className="error">{error}</p>}
         {!sources && !error && <Progress text="Looking for screens and windows…" />}
         {sources && sources.length === 0 && (
-          <p className="hint">Nothing can be shared here: screen sharing needs an X11 session on Linux (Wayland is not supported yet).</p>
+          <p className="hint">Nothing can be shared here: this build has no screen capture for this system.</p>
         )}
         {group("monitor", "Entire screen")}
         {group("window", "Window")}

@@ -113,6 +113,12 @@ fn open_screen(mode: MediaMode, id: &str) -> Result<Box<dyn VideoSource>, MediaE
     if id.starts_with("x11:") {
         return Ok(Box::new(convo_client::screen::X11Screen::open(Some(id))?));
     }
+    #[cfg(feature = "portal")]
+    if id == PORTAL {
+        return Ok(Box::new(convo_client::portal::PortalScreen::open(
+            convo_client::media::SCREEN_FPS,
+        )?));
+    }
     Err(MediaError::Unavailable {
         device: "screen".into(),
         reason: format!("“{id}” is not a screen or window that can be shared here"),
@@ -639,8 +645,20 @@ async fn choose_devices(
     Ok(())
 }
 
-/// What can be shared: monitors and windows (X11 on Linux), and in synthetic mode a
-/// synthetic screen. Asked afresh each time the picker opens.
+/// The share picker's entry for the system's own dialog.
+#[cfg(feature = "portal")]
+const PORTAL: &str = "portal";
+
+/// Whether the system's screen picker is the way to share here: Windows and macOS, and Linux
+/// sessions that are not X11 (Wayland), where the X11 list is empty.
+#[cfg(feature = "portal")]
+fn portal_offered(x11_sources: usize) -> bool {
+    !cfg!(target_os = "linux") || x11_sources == 0 || std::env::var_os("WAYLAND_DISPLAY").is_some()
+}
+
+/// What can be shared: monitors and windows (X11 on Linux), the system's picker (Wayland,
+/// Windows, macOS), and in synthetic mode a synthetic screen. Asked afresh each time the
+/// picker opens.
 #[tauri::command]
 async fn list_screens(
     state: State<'_, AppState>,
@@ -656,11 +674,22 @@ async fn list_screens(
         });
     }
     #[cfg(target_os = "linux")]
-    out.extend(
-        tokio::task::spawn_blocking(convo_client::screen::list)
-            .await
-            .unwrap_or_default(),
-    );
+    let x11 = tokio::task::spawn_blocking(convo_client::screen::list)
+        .await
+        .unwrap_or_default();
+    #[cfg(not(target_os = "linux"))]
+    let x11: Vec<convo_client::media::ScreenSource> = Vec::new();
+    #[cfg(feature = "portal")]
+    if portal_offered(x11.len()) {
+        out.push(convo_client::media::ScreenSource {
+            id: PORTAL.into(),
+            name: "Choose in the system's dialog…".into(),
+            kind: convo_client::media::SourceKind::Monitor,
+            width: 0,
+            height: 0,
+        });
+    }
+    out.extend(x11);
     Ok(out)
 }
 

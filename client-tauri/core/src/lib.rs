@@ -7,7 +7,8 @@
 //! brings the synthetic ones ([`synth`]) whose content a receiver can verify ([`stats`]).
 //!
 //! The devices behind the same traits come with features: microphone and speaker through cpal
-//! (`devices`), cameras through nokhwa (`camera`), monitors and windows on X11 (`screen`); the
+//! (`devices`), cameras through nokhwa (`camera`), monitors and windows on X11 (`screen`),
+//! the system's own screen picker through scap (`portal`); the
 //! pixel formats they deliver are converted in [`convert`]. Not here: the ui.
 
 pub mod api;
@@ -21,6 +22,8 @@ pub mod jitter;
 pub mod loss;
 pub mod media;
 pub mod mixer;
+#[cfg(feature = "portal")]
+pub mod portal;
 #[cfg(all(feature = "screen", target_os = "linux"))]
 pub mod screen;
 pub mod signal;

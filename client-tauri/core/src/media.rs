@@ -11,6 +11,9 @@ use std::sync::Arc;
 
 use convo_shared::signal::TrackKind;
 
+/// Screen sharing's frame rate: text stays sharp, motion is secondary.
+pub const SCREEN_FPS: u32 = 10;
+
 /// Mono audio at 48 kHz in 20 ms frames, the unit sources deliver and sinks receive.
 pub const SAMPLE_RATE: u32 = 48_000;
 pub const AUDIO_FRAME: usize = 960;

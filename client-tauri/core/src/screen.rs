@@ -20,10 +20,7 @@ use x11rb::protocol::xproto::{
 use x11rb::rust_connection::RustConnection;
 
 use crate::convert::{Packed, packed_to_i420};
-use crate::media::{MediaError, ScreenSource, SourceKind, VideoFrame, VideoSource};
-
-/// Screen sharing's frame rate: text stays sharp, motion is secondary.
-pub const SCREEN_FPS: u32 = 10;
+use crate::media::{MediaError, SCREEN_FPS, ScreenSource, SourceKind, VideoFrame, VideoSource};
 
 fn unavailable(reason: impl ToString) -> MediaError {
     MediaError::Unavailable {
