@@ -83,6 +83,35 @@ async fn text_of(d: &convo_e2e::webdriver::Driver, css: &str) -> String {
     .to_string()
 }
 
+/// Waits (20 s at most) for the test's notification server to have shown a notification
+/// containing `needle`.
+async fn notified(log_path: &str, needle: &str, missing: &str) {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = std::fs::read_to_string(log_path).unwrap_or_default();
+        if log
+            .lines()
+            .any(|l| l.starts_with("NOTIFY") && l.contains(needle))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "{missing}; the notification server saw: {log:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits (20 s at most) until the element's text contains `needle`.
+async fn shows(d: &convo_e2e::webdriver::Driver, css: &str, needle: &str, missing: &str) {
+    let end = Instant::now() + Duration::from_secs(20);
+    while !text_of(d, css).await.contains(needle) {
+        assert!(Instant::now() < end, "{missing}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the built app, tauri-driver and a display: run tests/desktop.sh"]
 async fn the_app_joins_a_call_and_sees_a_bot() {
@@ -193,42 +222,24 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
 
     // The room has a waiting room: the bot knocks, the host (the app, in the background) is
     // notified and lets it in.
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
-        let log = std::fs::read_to_string(&notifications).unwrap_or_default();
-        if log
-            .lines()
-            .any(|l| l.starts_with("NOTIFY") && l.contains("bot is waiting to join"))
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < end,
-            "no notification of the bot waiting; the notification server saw: {log:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    notified(
+        &notifications,
+        "bot is waiting to join",
+        "no notification of the bot waiting",
+    )
+    .await;
     d.wait(".knock button.admit", 20).await;
     assert!(text_of(&d, "#knocks").await.contains("bot wants to join"));
     d.screenshot("waiting-room").await;
     d.click(".knock button.admit").await;
 
     // Its joining, while the app is in the background, is a desktop notification.
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
-        let log = std::fs::read_to_string(&notifications).unwrap_or_default();
-        if log
-            .lines()
-            .any(|l| l.starts_with("NOTIFY") && l.contains("joined the meeting"))
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < end,
-            "no notification of the bot joining; the notification server saw: {log:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    notified(
+        &notifications,
+        "joined the meeting",
+        "no notification of the bot joining",
+    )
+    .await;
 
     // The bot writes in the chat, the app still in the background: a notification, and the
     // message in the chat panel; the app's answer is kept with the room.
@@ -236,34 +247,21 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
     rest.send_chat(&chat_token, &room, "Slides look good 👍")
         .await
         .unwrap();
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
-        let log = std::fs::read_to_string(&notifications).unwrap_or_default();
-        if log
-            .lines()
-            .any(|l| l.starts_with("NOTIFY") && l.contains("bot: Slides look good 👍"))
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < end,
-            "no notification of the bot's message; the notification server saw: {log:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    notified(
+        &notifications,
+        "bot: Slides look good 👍",
+        "no notification of the bot's message",
+    )
+    .await;
     assert_eq!(text_of(&d, "#chat-unread").await, "1");
     d.click("#toggle-chat").await;
-    let end = Instant::now() + Duration::from_secs(20);
-    while !text_of(&d, "#chat-messages")
-        .await
-        .contains("Slides look good 👍")
-    {
-        assert!(
-            Instant::now() < end,
-            "the bot's message is not in the chat panel"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    shows(
+        &d,
+        "#chat-messages",
+        "Slides look good 👍",
+        "the bot's message is not in the chat panel",
+    )
+    .await;
     d.type_in("#chat-input", "Thanks, bot").await;
     d.click("#chat-send").await;
     let end = Instant::now() + Duration::from_secs(20);
@@ -431,8 +429,7 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
         &centres[..centres.len().min(5)]
     );
 
-    d.click("#leave").await;
-    d.wait("#room-name", 20).await;
+    d.click_until("#leave", "#room-name", 20).await;
 
     // A convoconnect:// link opens the room's pre-join in the running app: the second launch
     // hands the link over (single instance, over D-Bus) and exits.
@@ -471,8 +468,8 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
         )
         .await;
     assert_eq!(linked.as_str(), Some(room.as_str()));
-    d.click("#prejoin button.link").await; // Back
-    d.wait("#room-name", 20).await;
+    d.click_until("#prejoin button.link", "#room-name", 20)
+        .await; // Back
 
     // Scheduling: a meeting two minutes from now (scheduled over the API) brings a reminder
     // and shows on Home; one scheduled with Home's form is listed too.
@@ -487,26 +484,19 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
     rest.schedule_meeting(&me.access_token, &soon)
         .await
         .unwrap();
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
-        let log = std::fs::read_to_string(&notifications).unwrap_or_default();
-        if log
-            .lines()
-            .any(|l| l.starts_with("NOTIFY") && l.contains("“Standup” starts in"))
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < end,
-            "no reminder of the meeting; the notification server saw: {log:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let end = Instant::now() + Duration::from_secs(20);
-    while !text_of(&d, "#meetings").await.contains("Standup") {
-        assert!(Instant::now() < end, "the meeting is not listed on Home");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    notified(
+        &notifications,
+        "“Standup” starts in",
+        "no reminder of the meeting",
+    )
+    .await;
+    shows(
+        &d,
+        "#meetings",
+        "Standup",
+        "the meeting is not listed on Home",
+    )
+    .await;
     d.click("#schedule-open").await;
     d.type_in("#schedule-title", "Planning").await;
     d.script(
@@ -517,14 +507,13 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
     )
     .await;
     d.click("#schedule-submit").await;
-    let end = Instant::now() + Duration::from_secs(20);
-    while !text_of(&d, "#meetings").await.contains("Planning") {
-        assert!(
-            Instant::now() < end,
-            "the meeting scheduled from Home is not listed"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    shows(
+        &d,
+        "#meetings",
+        "Planning",
+        "the meeting scheduled from Home is not listed",
+    )
+    .await;
     d.screenshot("home-upcoming").await;
     d.call(reqwest::Method::DELETE, "", None).await;
     drop(_driver);

@@ -76,6 +76,34 @@ impl Driver {
         .await;
     }
 
+    /// Clicks `css` until `then` appears (a click that lands while the page re-renders is
+    /// lost); fails after `secs`.
+    pub async fn click_until(&self, css: &str, then: &str, secs: u64) {
+        let end = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(e) = self.find(css).await {
+                // A stale element (the page changed under it) is just another lost click.
+                let _ = self
+                    .http
+                    .post(format!("{}/element/{e}/click", self.url))
+                    .json(&json!({}))
+                    .timeout(Duration::from_secs(30))
+                    .send()
+                    .await;
+            }
+            for _ in 0..10 {
+                if self.find(then).await.is_some() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            if Instant::now() > end {
+                self.wait(then, 0).await;
+                return;
+            }
+        }
+    }
+
     pub async fn type_in(&self, css: &str, text: &str) {
         let e = self.wait(css, 20).await;
         self.call(

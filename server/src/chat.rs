@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use convo_shared::ErrorCode;
 use convo_shared::chat::{ChatHistory, ChatMessage, SendChatRequest, clean_text};
-use convo_shared::limits::{CHAT_MAX_CHARS, PAGE_DEFAULT, PAGE_MAX};
+use convo_shared::limits::CHAT_MAX_CHARS;
 use serde::Deserialize;
 use sqlx::Row;
 use utoipa_axum::router::OpenApiRouter;
@@ -89,13 +89,13 @@ pub async fn post(
 
 /// The host, members and admins; 404 for rooms the caller cannot see.
 async fn check_member(state: &AppState, room_id: &str, me: &AuthUser) -> ApiResult<()> {
-    let role = crate::rooms::visible_role(state, room_id, me).await?;
-    if role.is_none() && !me.is_admin() {
-        return Err(ApiError::forbidden(
-            "Only the room's host and members (everyone who has joined it) can read and send its chat.",
-        ));
-    }
-    Ok(())
+    crate::rooms::require_member(
+        state,
+        room_id,
+        me,
+        "Only the room's host and members (everyone who has joined it) can read and send its chat.",
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -124,14 +124,7 @@ async fn history(
     axum::extract::Path(id): axum::extract::Path<String>,
     Query(q): Query<HistoryQuery>,
 ) -> ApiResult<Json<ChatHistory>> {
-    let limit = q.limit.unwrap_or(PAGE_DEFAULT);
-    if !(1..=PAGE_MAX).contains(&limit) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidQuery,
-            format!("`limit` is 1 to {PAGE_MAX}."),
-        ));
-    }
+    let limit = crate::validate::page_limit(q.limit)?;
     check_member(&state, &id, &me).await?;
     // The cursor: the (time, id) of the message named by `before`, in this room.
     let cursor = match &q.before {

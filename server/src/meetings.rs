@@ -5,9 +5,6 @@
 use std::collections::HashMap;
 
 use axum::extract::State;
-use axum::http::StatusCode;
-use convo_shared::ErrorCode;
-use convo_shared::limits::{PAGE_DEFAULT, PAGE_MAX};
 use convo_shared::rooms::{Attendance, MeetingSession, MeetingSessionList};
 use serde::Deserialize;
 use sqlx::Row;
@@ -17,7 +14,7 @@ use utoipa_axum::routes;
 use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::db::{Db, from_ms, now_ms};
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::extract::{Json, Query};
 use crate::users::summary_from_row;
 
@@ -144,20 +141,14 @@ async fn list_sessions(
     axum::extract::Path(id): axum::extract::Path<String>,
     Query(q): Query<SessionsQuery>,
 ) -> ApiResult<Json<MeetingSessionList>> {
-    let limit = q.limit.unwrap_or(PAGE_DEFAULT);
-    if !(1..=PAGE_MAX).contains(&limit) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidQuery,
-            format!("`limit` is 1 to {PAGE_MAX}."),
-        ));
-    }
-    let role = crate::rooms::visible_role(&state, &id, &me).await?;
-    if role.is_none() && !me.is_admin() {
-        return Err(ApiError::forbidden(
-            "Only the room's host and members can read its meeting logs.",
-        ));
-    }
+    let limit = crate::validate::page_limit(q.limit)?;
+    crate::rooms::require_member(
+        &state,
+        &id,
+        &me,
+        "Only the room's host and members can read its meeting logs.",
+    )
+    .await?;
     let rows = sqlx::query(
         "SELECT id, started_at, ended_at FROM meeting_sessions WHERE room_id = $1
          ORDER BY started_at DESC, id DESC LIMIT $2",

@@ -12,7 +12,7 @@ use axum::response::IntoResponse;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use convo_shared::ErrorCode;
-use convo_shared::limits::{PAGE_DEFAULT, PAGE_MAX, ROOM_DEFAULT_PARTICIPANTS};
+use convo_shared::limits::ROOM_DEFAULT_PARTICIPANTS;
 use convo_shared::rooms::{
     AddMemberRequest, CreateRoomRequest, JoinRoomRequest, Member, Participant, Privacy, Room,
     RoomList, RoomRole, UpdateRoomRequest,
@@ -181,6 +181,21 @@ async fn managed_room(state: &AppState, id: &str, me: &AuthUser) -> ApiResult<Ro
         ));
     }
     Ok(room)
+}
+
+/// The caller is the room's host, a member or an admin: 404 when they cannot see the room,
+/// 403 (with `why`) when they only visit it.
+pub(crate) async fn require_member(
+    state: &AppState,
+    id: &str,
+    me: &AuthUser,
+    why: &str,
+) -> ApiResult<()> {
+    let role = visible_role(state, id, me).await?;
+    if role.is_none() && !me.is_admin() {
+        return Err(ApiError::forbidden(why));
+    }
+    Ok(())
 }
 
 /// The id of a room the caller hosts (or may manage, as an admin): 404 when they cannot see
@@ -378,14 +393,7 @@ async fn list_rooms(
     me: AuthUser,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<RoomList>> {
-    let limit = q.limit.unwrap_or(PAGE_DEFAULT);
-    if !(1..=PAGE_MAX).contains(&limit) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidQuery,
-            format!("`limit` is 1 to {PAGE_MAX}."),
-        ));
-    }
+    let limit = validate::page_limit(q.limit)?;
     let (before_t, before_id) = match q.cursor.as_deref() {
         None => (i64::MAX, "~".to_string()),
         Some(c) => decode_cursor(c).ok_or_else(|| {

@@ -8,6 +8,20 @@ fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
 }
 
+/// A page size from a query (`limit`): 1 to `PAGE_MAX`, `PAGE_DEFAULT` when absent.
+pub fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    use convo_shared::limits::{PAGE_DEFAULT, PAGE_MAX};
+    let limit = limit.unwrap_or(PAGE_DEFAULT);
+    if !(1..=PAGE_MAX).contains(&limit) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            convo_shared::ErrorCode::InvalidQuery,
+            format!("`limit` is 1 to {PAGE_MAX}."),
+        ));
+    }
+    Ok(limit)
+}
+
 pub fn username(s: &str) -> Result<String, ApiError> {
     let s = s.trim();
     let n = s.chars().count();
