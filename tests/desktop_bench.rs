@@ -7,7 +7,7 @@
 //!
 //! ```sh
 //! bash tests/desktop.sh   # builds the ui and the app, installs tauri-driver
-//! CONVO_DESKTOP_BIN=target/e2e/convo-desktop xvfb-run -a cargo run -p convo-e2e --bin desktop-bench
+//! CONVO_DESKTOP_BIN=target/e2e/convo-desktop xvfb-run -a -s "-screen 0 1280x800x24" cargo run -p convo-e2e --bin desktop-bench
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
