@@ -17,22 +17,13 @@ use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::auth::{AuthUser, lock};
+use crate::db::{from_us, now_us};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Query};
 use crate::users::summary_from_row;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(history, send))
-}
-
-fn now_us() -> i64 {
-    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000)
-        .unwrap_or(i64::MAX)
-}
-
-fn from_us(us: i64) -> time::OffsetDateTime {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
 /// Checks, keeps and returns a message from `me` in `room_id`: the text trimmed and 1 to

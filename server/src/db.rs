@@ -164,6 +164,17 @@ pub fn from_ms(ms: i64) -> time::OffsetDateTime {
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
+/// Microseconds, where milliseconds cannot keep a burst in order (chat).
+pub fn now_us() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000)
+        .unwrap_or(i64::MAX)
+}
+
+pub fn from_us(us: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,11 +25,8 @@ async fn chat_reaches_the_meeting_and_is_kept(backend: Backend) {
         srv.user("cyd").await,
     );
     let room = srv
-        .create_room(&a, json!({"name": "Standup", "privacy": "public"}))
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .room_id(&a, json!({"name": "Standup", "privacy": "public"}))
+        .await;
     let (mut ca, mut cb) = (
         Client::connect(&srv, &a).await,
         Client::connect(&srv, &b).await,
@@ -110,11 +107,8 @@ async fn chat_reaches_the_meeting_and_is_kept(backend: Backend) {
     .expect_error(403, "forbidden");
     // A private room does not exist for them; nobody reads without signing in.
     let private = srv
-        .create_room(&a, json!({"name": "Board", "privacy": "private"}))
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .room_id(&a, json!({"name": "Board", "privacy": "private"}))
+        .await;
     srv.get(&format!("/api/rooms/{private}/messages"), &c.access)
         .await
         .expect_error(404, "room_not_found");
@@ -137,11 +131,8 @@ async fn chat_refuses_what_it_should(backend: Backend) {
     let srv = env.start().await;
     let a = srv.user("amy").await;
     let room = srv
-        .create_room(&a, json!({"name": "Standup", "privacy": "public"}))
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .room_id(&a, json!({"name": "Standup", "privacy": "public"}))
+        .await;
     let mut ca = Client::connect(&srv, &a).await;
     // Not in a room yet.
     ca.send(json!({"v": 1, "type": "chat", "text": "hi"})).await;

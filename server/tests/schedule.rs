@@ -36,11 +36,8 @@ async fn meetings_are_scheduled_listed_and_cancelled(backend: Backend) {
         srv.user("bob").await,
     );
     let room = srv
-        .create_room(&host, json!({"name": "Board", "privacy": "private"}))
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .room_id(&host, json!({"name": "Board", "privacy": "private"}))
+        .await;
 
     // The host schedules two meetings; Ann is invited to the later one.
     let later = srv

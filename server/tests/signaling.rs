@@ -24,10 +24,7 @@ on_both_databases!(
 );
 
 async fn room(srv: &TestServer, host: &Session, body: Value) -> String {
-    srv.create_room(host, body).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    srv.room_id(host, body).await
 }
 
 async fn authenticates_by_subprotocol_or_first_message(backend: Backend) {

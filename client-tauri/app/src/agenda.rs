@@ -118,18 +118,37 @@ impl Agenda {
     }
 }
 
+/// The tray's "Join next meeting" item for the soonest meeting, or disabled with none.
+fn show_next(
+    item: Option<tauri::menu::MenuItem<tauri::Wry>>,
+    next: Option<&ScheduledMeeting>,
+    now: OffsetDateTime,
+) {
+    let Some(item) = item else { return };
+    let text = match next {
+        Some(m) => format!(
+            "Join next meeting: {} ({})",
+            m.title,
+            relative(m.starts_at - now)
+        ),
+        None => NO_MEETING.to_string(),
+    };
+    let _ = item.set_text(text);
+    let _ = item.set_enabled(next.is_some());
+}
+
 /// Fetches the meetings, reminds of those due, updates the tray and tells the ui.
 pub async fn refresh(app: &tauri::AppHandle) {
     use tauri_plugin_notification::NotificationExt;
     let state = app.state::<AppState>();
     let Ok((api, token)) = state.session.authed().await else {
         // Signed out: nothing to remind of.
-        let mut inner = lock(&state.agenda.inner);
-        inner.meetings.clear();
-        if let Some(item) = &inner.tray_item {
-            let _ = item.set_text(NO_MEETING);
-            let _ = item.set_enabled(false);
-        }
+        let item = {
+            let mut inner = lock(&state.agenda.inner);
+            inner.meetings.clear();
+            inner.tray_item.clone()
+        };
+        show_next(item, None, OffsetDateTime::now_utc());
         return;
     };
     let list = match api.upcoming_meetings(&token).await {
@@ -141,7 +160,7 @@ pub async fn refresh(app: &tauri::AppHandle) {
     };
     let now = OffsetDateTime::now_utc();
     let before = time::Duration::minutes(env_number("CONVO_REMIND_MINUTES", 5) as i64);
-    let reminders: Vec<String> = {
+    let (reminders, item) = {
         let mut inner = lock(&state.agenda.inner);
         let due: Vec<(String, String)> = due(&list.meetings, &inner.reminded, now, before)
             .into_iter()
@@ -151,24 +170,12 @@ pub async fn refresh(app: &tauri::AppHandle) {
             inner.reminded.insert(id.clone());
         }
         inner.meetings = list.meetings.clone();
-        if let Some(item) = &inner.tray_item {
-            match inner.meetings.iter().find(|m| ends_at(m) > now) {
-                Some(m) => {
-                    let _ = item.set_text(format!(
-                        "Join next meeting: {} ({})",
-                        m.title,
-                        relative(m.starts_at - now)
-                    ));
-                    let _ = item.set_enabled(true);
-                }
-                None => {
-                    let _ = item.set_text(NO_MEETING);
-                    let _ = item.set_enabled(false);
-                }
-            }
-        }
-        due.into_iter().map(|(_, text)| text).collect()
+        let texts: Vec<String> = due.into_iter().map(|(_, text)| text).collect();
+        (texts, inner.tray_item.clone())
     };
+    // Outside the lock: a menu item's setters wait for the main thread, which may itself be
+    // waiting for the lock (closing the window asks `meeting_soon`).
+    show_next(item, list.meetings.iter().find(|m| ends_at(m) > now), now);
     for text in reminders {
         if let Err(e) = app
             .notification()

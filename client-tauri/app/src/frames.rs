@@ -69,12 +69,26 @@ impl FrameStore {
 pub fn i420_to_rgba(
     width: usize,
     height: usize,
+    planes: (&[u8], &[u8], &[u8]),
+    strides: (usize, usize, usize),
+) -> Vec<u8> {
+    i420_to_rgba_every(width, height, planes, strides, 1)
+}
+
+/// [`i420_to_rgba`] of every `step`-th pixel of every `step`-th row: a picture `step` times
+/// smaller, for a small view of a large one.
+fn i420_to_rgba_every(
+    width: usize,
+    height: usize,
     (y, u, v): (&[u8], &[u8], &[u8]),
     (ys, us, vs): (usize, usize, usize),
+    step: usize,
 ) -> Vec<u8> {
-    let mut out = vec![255u8; width * height * 4];
-    for row in 0..height {
-        for col in 0..width {
+    let (ow, oh) = (width / step, height / step);
+    let mut out = vec![255u8; ow * oh * 4];
+    for orow in 0..oh {
+        for ocol in 0..ow {
+            let (row, col) = (orow * step, ocol * step);
             let yy = i32::from(y.get(row * ys + col).copied().unwrap_or(16)) - 16;
             let uu = i32::from(u.get((row / 2) * us + col / 2).copied().unwrap_or(128)) - 128;
             let vv = i32::from(v.get((row / 2) * vs + col / 2).copied().unwrap_or(128)) - 128;
@@ -82,7 +96,7 @@ pub fn i420_to_rgba(
             let r = (c + 409 * vv + 128) >> 8;
             let g = (c - 100 * uu - 208 * vv + 128) >> 8;
             let b = (c + 516 * uu + 128) >> 8;
-            let o = (row * width + col) * 4;
+            let o = (orow * ow + ocol) * 4;
             out[o] = r.clamp(0, 255) as u8;
             out[o + 1] = g.clamp(0, 255) as u8;
             out[o + 2] = b.clamp(0, 255) as u8;
@@ -111,6 +125,10 @@ impl Drop for StoreSink {
     }
 }
 
+/// The self view is a small tile: wider pictures (a shared screen) are drawn at a half, a
+/// third, … of their size rather than converted and shipped to the ui whole.
+const PREVIEW_MAX_WIDTH: usize = 640;
+
 /// A camera or screen whose frames also go to the store (the self view).
 pub struct Preview {
     pub inner: Box<dyn VideoSource>,
@@ -124,8 +142,9 @@ impl VideoSource for Preview {
         let (w, h) = (f.width, f.height);
         let (y, rest) = f.i420.split_at((w * h).min(f.i420.len()));
         let (u, v) = rest.split_at((w * h / 4).min(rest.len()));
-        let rgba = i420_to_rgba(w, h, (y, u, v), (w, w / 2, w / 2));
-        self.store.put(&self.track, w, h, rgba);
+        let step = w.div_ceil(PREVIEW_MAX_WIDTH).max(1);
+        let rgba = i420_to_rgba_every(w, h, (y, u, v), (w, w / 2, w / 2), step);
+        self.store.put(&self.track, w / step, h / step, rgba);
         Ok(f)
     }
 
@@ -203,6 +222,16 @@ mod tests {
         // Pure red in BT.601: Y 81, U 90, V 240.
         let px = i420_to_rgba(2, 2, (&[81; 4], &[90], &[240]), (2, 1, 1));
         assert!(px[0] > 240 && px[1] < 15 && px[2] < 15, "{:?}", &px[..4]);
+    }
+
+    #[test]
+    fn a_large_picture_is_previewed_smaller() {
+        // 4 × 2: the left half black, the right half white; every other pixel of every other
+        // row is one black and one white pixel.
+        let y = [16, 16, 235, 235, 16, 16, 235, 235];
+        let px = i420_to_rgba_every(4, 2, (&y, &[128, 128], &[128, 128]), (4, 2, 2), 2);
+        assert_eq!(px.len(), 2 * 4);
+        assert!(px[0] < 5 && px[4] > 250, "{px:?}");
     }
 
     #[test]

@@ -36,6 +36,9 @@ struct Display {
     height: u16,
     /// How to read GetImage's pixels, checked once.
     layout: Packed,
+    /// `_NET_WM_NAME`, `UTF8_STRING`, `_NET_CLIENT_LIST`, interned once (0 if the server
+    /// would not).
+    atoms: [u32; 3],
 }
 
 impl Display {
@@ -68,17 +71,18 @@ impl Display {
             // Most significant byte first: X R G B; read from byte 1 on.
             Packed::Rgbx
         };
+        // Sent together, answered together: one round trip.
+        let cookies = [&b"_NET_WM_NAME"[..], b"UTF8_STRING", b"_NET_CLIENT_LIST"]
+            .map(|name| conn.intern_atom(false, name).ok());
+        let atoms = cookies.map(|c| c.and_then(|c| c.reply().ok()).map_or(0, |r| r.atom));
         Ok(Display {
             root: screen.root,
             width: screen.width_in_pixels,
             height: screen.height_in_pixels,
             layout,
+            atoms,
             conn,
         })
-    }
-
-    fn atom(&self, name: &[u8]) -> Option<u32> {
-        Some(self.conn.intern_atom(false, name).ok()?.reply().ok()?.atom)
     }
 
     fn monitors(&self) -> Vec<(String, i16, i16, u16, u16)> {
@@ -111,11 +115,14 @@ impl Display {
     }
 
     fn window_name(&self, w: Window) -> Option<String> {
-        let (net_name, utf8) = (self.atom(b"_NET_WM_NAME")?, self.atom(b"UTF8_STRING")?);
+        let [net_name, utf8, _] = self.atoms;
         for (prop, ty) in [
             (net_name, utf8),
             (AtomEnum::WM_NAME.into(), AtomEnum::STRING.into()),
         ] {
+            if prop == 0 {
+                continue;
+            }
             let value = self
                 .conn
                 .get_property(false, w, prop, ty, 0, 256)
@@ -133,7 +140,7 @@ impl Display {
     /// Top-level windows: the window manager's client list, or without one the root's mapped
     /// children that have a name.
     fn windows(&self) -> Vec<Window> {
-        let from_wm = self.atom(b"_NET_CLIENT_LIST").and_then(|a| {
+        let from_wm = Some(self.atoms[2]).filter(|a| *a != 0).and_then(|a| {
             let r = self
                 .conn
                 .get_property(false, self.root, a, AtomEnum::WINDOW, 0, 4096)

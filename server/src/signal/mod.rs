@@ -142,7 +142,6 @@ struct InRoom {
 /// A connection in a room's waiting room: what it asked to join with, and the host's answer
 /// to come.
 struct Waiting {
-    room_id: String,
     request_id: String,
     join: JoinAsk,
     answer: oneshot::Receiver<bool>,
@@ -225,7 +224,7 @@ async fn connection(state: AppState, mut socket: WebSocket, user: Option<AuthUse
             } => {
                 let Some(w) = waiting.take() else { continue };
                 let reply = if answer {
-                    if send(&mut socket, ServerMessage::Admitted { room_id: w.room_id.clone() }).await.is_err() {
+                    if send(&mut socket, ServerMessage::Admitted { room_id: w.join.room_id.clone() }).await.is_err() {
                         break;
                     }
                     enter(&state, &user, conn, &tx, &mut here, w.join, true).await
@@ -267,11 +266,11 @@ async fn connection(state: AppState, mut socket: WebSocket, user: Option<AuthUse
         );
     }
     if let Some(w) = waiting
-        && state.lobby.withdraw(&w.room_id, &w.request_id)
+        && state.lobby.withdraw(&w.join.room_id, &w.request_id)
     {
         to_hosts(
             &state,
-            &w.room_id,
+            &w.join.room_id,
             ServerMessage::KnockResolved {
                 request_id: w.request_id,
                 admitted: false,
@@ -439,7 +438,6 @@ async fn handle(
             );
             let room_id = ask.room_id.clone();
             *waiting = Some(Waiting {
-                room_id: room_id.clone(),
                 request_id,
                 join: ask,
                 answer,

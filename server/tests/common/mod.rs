@@ -370,6 +370,14 @@ impl TestServer {
             .expect(201)
             .clone()
     }
+
+    /// Creates a room and gives its id.
+    pub async fn room_id(&self, s: &Session, body: Value) -> String {
+        self.create_room(s, body).await["id"]
+            .as_str()
+            .expect("a room id")
+            .to_string()
+    }
 }
 
 /// A mail the sink received.
