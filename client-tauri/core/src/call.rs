@@ -938,14 +938,27 @@ struct Ordered {
 }
 
 impl Ordered {
+    /// The jitter buffer's counters into the track's stats as they change, so that a report
+    /// taken while the track is still being read has them (not only once it has ended).
+    fn publish_stats(&self) {
+        if let Some(t) = lock(&self.stats).get_mut(&self.track_id) {
+            t.jitter = self.jb.stats;
+        }
+    }
+
     async fn next(&mut self) -> Option<Released<webrtc::rtp::packet::Packet>> {
         loop {
             if let Some(r) = self.jb.pop(Instant::now()) {
+                if matches!(r, Released::Lost(_)) {
+                    self.publish_stats();
+                }
                 return Some(r);
             }
             if self.ended {
                 // Release what is left, gaps and all.
-                return self.jb.pop(Instant::now() + Duration::from_secs(3600));
+                let r = self.jb.pop(Instant::now() + Duration::from_secs(3600));
+                self.publish_stats();
+                return r;
             }
             let read = self.track.read_rtp();
             let got = match self.jb.deadline() {
@@ -957,11 +970,12 @@ impl Ordered {
             };
             match got {
                 Ok((packet, _)) => {
-                    if let Some(t) = lock(&self.stats).get_mut(&self.track_id) {
-                        t.packets += 1;
-                    }
                     self.jb
                         .push(packet.header.sequence_number, Instant::now(), packet);
+                    if let Some(t) = lock(&self.stats).get_mut(&self.track_id) {
+                        t.packets += 1;
+                        t.jitter = self.jb.stats;
+                    }
                 }
                 Err(_) => self.ended = true,
             }
@@ -1022,9 +1036,9 @@ async fn receive(
         let sink = backend.video_sink(&remote);
         receive_video(&mut ordered, sink, since_join, pc).await;
     }
+    ordered.publish_stats();
     if let Some(t) = lock(&stats).get_mut(&track_id) {
         t.ended = true;
-        t.jitter = ordered.jb.stats;
     }
 }
 
