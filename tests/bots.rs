@@ -4,14 +4,15 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use convo_client::call::{self, CallOptions};
+use convo_client::call::{self, CallEvent, CallOptions};
 use convo_client::media::{self, MediaBackend};
 use convo_client::mixer::Mixer;
 use convo_client::stats::{BotReport, TrackReport};
 use convo_client::synth;
 use convo_e2e::{Backend, Env, on_both_databases};
+use convo_shared::signal::TrackKind;
 
 on_both_databases!(
     everyone_is_heard_in_the_mix,
@@ -19,6 +20,7 @@ on_both_databases!(
     three_bots_see_and_hear_each_other,
     late_joiner_gets_video_at_once,
     the_one_speaking_is_the_active_speaker,
+    devices_are_switched_mid_call,
 );
 
 fn opts(room: &str, secs: u64) -> CallOptions {
@@ -382,5 +384,236 @@ async fn the_one_speaking_is_the_active_speaker(backend: Backend) {
             "{r:#?}"
         );
     }
+    env.stop().await;
+}
+
+/// What a listener is given, as it comes: audio samples, and per video frame the counter its
+/// code carries (`u32::MAX` when unreadable) and the chroma (U, V) at its centre. Its own
+/// sources are all unavailable, as on a machine without devices.
+#[derive(Clone, Default)]
+struct Tap {
+    audio: Arc<Mutex<Vec<i16>>>,
+    video: Arc<Mutex<Vec<(u32, u8, u8)>>>,
+}
+
+struct TapSink(Tap);
+
+impl media::AudioSink for TapSink {
+    fn play(&mut self, pcm: &[i16]) {
+        self.0.audio.lock().unwrap().extend_from_slice(pcm);
+    }
+}
+
+impl media::VideoSink for TapSink {
+    fn frame(&mut self, f: &media::DecodedVideo<'_>) {
+        let code =
+            synth::read_code(f.y, f.strides.0, f.width, f.height).map_or(u32::MAX, |c| c.counter);
+        let (row, col) = (f.height / 4, f.width / 4);
+        let (u, v) = (f.u[row * f.strides.1 + col], f.v[row * f.strides.2 + col]);
+        self.0.video.lock().unwrap().push((code, u, v));
+    }
+}
+
+impl MediaBackend for Tap {
+    fn microphone(&self) -> Result<Box<dyn media::AudioSource>, media::MediaError> {
+        Err(unavailable("microphone"))
+    }
+    fn camera(&self) -> Result<Box<dyn media::VideoSource>, media::MediaError> {
+        Err(unavailable("camera"))
+    }
+    fn screen(&self) -> Result<Box<dyn media::VideoSource>, media::MediaError> {
+        Err(unavailable("screen"))
+    }
+    fn audio_sink(&self, _: &media::RemoteTrack) -> Option<Box<dyn media::AudioSink>> {
+        Some(Box::new(TapSink(self.clone())))
+    }
+    fn video_sink(&self, _: &media::RemoteTrack) -> Option<Box<dyn media::VideoSink>> {
+        Some(Box::new(TapSink(self.clone())))
+    }
+}
+
+/// A microphone that gives `left` 20 ms frames of a tone, then fails like an unplugged one.
+struct Unplugged {
+    mic: synth::SyntheticMic,
+    left: u32,
+}
+
+impl media::AudioSource for Unplugged {
+    fn read(&mut self) -> Result<Vec<i16>, media::MediaError> {
+        if self.left == 0 {
+            return Err(media::MediaError::Stopped {
+                device: "the test microphone".into(),
+                reason: "unplugged".into(),
+            });
+        }
+        self.left -= 1;
+        self.mic.read()
+    }
+}
+
+/// How many of the last second's 20 ms frames carry `hz` (markers and gaps do not).
+fn last_second_at(pcm: &[i16], hz: f64) -> usize {
+    pcm[pcm.len().saturating_sub(48_000)..]
+        .chunks_exact(960)
+        .filter(|c| synth::tone_share(c, hz) > 0.5)
+        .count()
+}
+
+/// Camera pattern (tinted) or screen pattern (grey), from a frame's centre chroma.
+fn tinted(&(_, u, v): &(u32, u8, u8)) -> bool {
+    u.abs_diff(90) <= 8 && v.abs_diff(160) <= 8
+}
+fn grey(&(_, u, v): &(u32, u8, u8)) -> bool {
+    u.abs_diff(128) <= 8 && v.abs_diff(128) <= 8
+}
+
+/// Waits (polling) until `ok`, failing after `secs` seconds with `what`.
+async fn until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(Instant::now() < end, "not within {secs} s: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Devices changed mid-call: a participant whose microphone and camera could not open joins
+/// without them (told why, counted as muted), switches to ones that work (the tracks are
+/// added), then to others (the same tracks carry on); the listener hears and sees each in
+/// turn, with every frame's code still in order. A microphone that dies mid-call is
+/// reported and muted.
+async fn devices_are_switched_mid_call(backend: Backend) {
+    let env = Env::start(backend).await;
+    let (ta, tb) = (env.user("switcher").await, env.user("listener").await);
+    let room = env.room(&ta, "Switch").await;
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let with = |tap: &Tap| Some(media::Backend(Arc::new(tap.clone())));
+    let a = call::start(
+        &env.base,
+        &ta,
+        CallOptions {
+            backend: with(&Tap::default()),
+            ..opts(&room, 0)
+        },
+        Some(events_tx),
+    )
+    .await
+    .unwrap();
+    let mut failed = Vec::new();
+    while failed.len() < 2 {
+        let e = tokio::time::timeout(Duration::from_secs(10), events.recv()).await;
+        if let Ok(Some(CallEvent::SourceFailed { kind, .. })) = e {
+            failed.push(kind);
+        } else {
+            assert!(e.is_ok(), "both sources reported as failed: {failed:?}");
+        }
+    }
+    assert!(failed.contains(&TrackKind::Audio) && failed.contains(&TrackKind::Video));
+
+    let tap = Tap::default();
+    let b = call::start(
+        &env.base,
+        &tb,
+        CallOptions {
+            audio: false,
+            video: false,
+            backend: with(&tap),
+            ..opts(&room, 0)
+        },
+        None,
+    )
+    .await
+    .unwrap();
+
+    // Devices that work: their tracks are added; a failed source counted as muted.
+    a.switch_microphone(Box::new(synth::SyntheticMic::new(440.0)));
+    a.switch_camera(Box::new(synth::SyntheticVideo::new(
+        synth::Pattern::Camera,
+        15,
+    )));
+    a.set_muted(TrackKind::Audio, false);
+    a.set_muted(TrackKind::Video, false);
+    until(
+        "the first microphone and camera reach the listener",
+        20,
+        || {
+            last_second_at(&tap.audio.lock().unwrap(), 440.0) >= 35
+                && tap
+                    .video
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|f| tinted(f))
+                    .count()
+                    >= 15
+        },
+    )
+    .await;
+
+    // Other devices, on the same tracks.
+    let (heard, seen) = (
+        tap.audio.lock().unwrap().len(),
+        tap.video.lock().unwrap().len(),
+    );
+    a.switch_microphone(Box::new(synth::SyntheticMic::new(660.0)));
+    a.switch_camera(Box::new(synth::SyntheticVideo::new(
+        synth::Pattern::Screen,
+        15,
+    )));
+    until(
+        "the second microphone and camera reach the listener",
+        20,
+        || {
+            let audio = tap.audio.lock().unwrap();
+            last_second_at(&audio[heard..], 660.0) >= 35
+                && tap.video.lock().unwrap()[seen..]
+                    .iter()
+                    .filter(|f| grey(f))
+                    .count()
+                    >= 15
+        },
+    )
+    .await;
+    let video = tap.video.lock().unwrap().clone();
+    assert!(
+        video
+            .windows(2)
+            .all(|w| w[1].0 > w[0].0 && w[1].0 != u32::MAX),
+        "every frame's code read back, in order, across the switch"
+    );
+    let first_grey = video.iter().position(grey).unwrap();
+    assert!(
+        video[first_grey..].iter().all(grey),
+        "once switched, only the new camera's frames"
+    );
+
+    // A microphone that stops mid-call: reported, and nothing more is heard.
+    a.switch_microphone(Box::new(Unplugged {
+        mic: synth::SyntheticMic::new(440.0),
+        left: 25,
+    }));
+    let reason = loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
+            Ok(Some(CallEvent::SourceFailed {
+                kind: TrackKind::Audio,
+                reason,
+            })) => break reason,
+            Ok(Some(_)) => continue,
+            other => panic!("the dead microphone was not reported: {other:?}"),
+        }
+    };
+    assert!(reason.contains("unplugged"), "{reason}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = tap.audio.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        tap.audio.lock().unwrap().len(),
+        before,
+        "silence after the microphone died"
+    );
+
+    let a_id = a.participant_id.clone();
+    let report = b.leave().await.unwrap();
+    a.leave().await.unwrap();
+    assert_good(track(&report, &a_id, "video"));
     env.stop().await;
 }

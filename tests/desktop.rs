@@ -35,10 +35,12 @@ use convo_e2e::{Backend, Env, PASSWORD};
 use convo_shared::signal::TrackKind;
 use serde_json::json;
 
-/// The bot: synthetic sources; the centre pixel (Y, U, V) of every screen frame it decodes.
+/// The bot: synthetic sources; the centre pixel (Y, U, V) of every screen and camera frame
+/// it decodes.
 struct Watcher {
     synthetic: Synthetic,
     screen_centre: Arc<Mutex<Vec<(u8, u8, u8)>>>,
+    camera_centre: Arc<Mutex<Vec<(u8, u8, u8)>>>,
 }
 
 struct CentreSink(Arc<Mutex<Vec<(u8, u8, u8)>>>);
@@ -67,8 +69,12 @@ impl MediaBackend for Watcher {
         self.synthetic.screen()
     }
     fn video_sink(&self, track: &RemoteTrack) -> Option<Box<dyn VideoSink>> {
-        (track.kind == TrackKind::Screen)
-            .then(|| Box::new(CentreSink(self.screen_centre.clone())) as Box<dyn VideoSink>)
+        let centres = match track.kind {
+            TrackKind::Screen => &self.screen_centre,
+            TrackKind::Video => &self.camera_centre,
+            TrackKind::Audio => return None,
+        };
+        Some(Box::new(CentreSink(centres.clone())))
     }
 }
 
@@ -200,6 +206,7 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
     let bot_token = env.user("bot").await;
     let chat_token = bot_token.clone();
     let screen_centre = Arc::new(Mutex::new(Vec::new()));
+    let camera_centre = Arc::new(Mutex::new(Vec::new()));
     let bot = {
         let (base, room) = (env.base.clone(), room.clone());
         let backend = Watcher {
@@ -208,15 +215,16 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
                 fps: 15,
             },
             screen_centre: screen_centre.clone(),
+            camera_centre: camera_centre.clone(),
         };
+        // In the call until it leaves, at the end of the test.
         tokio::spawn(async move {
             let o = CallOptions {
                 room_id: room,
-                duration: Duration::from_secs(22),
                 backend: Some(convo_client::media::Backend(Arc::new(backend))),
                 ..Default::default()
             };
-            call::run(&base, &bot_token, o).await.unwrap()
+            call::start(&base, &bot_token, o, None).await.unwrap()
         })
     };
 
@@ -232,6 +240,7 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
     assert!(text_of(&d, "#knocks").await.contains("bot wants to join"));
     d.screenshot("waiting-room").await;
     d.click(".knock button.admit").await;
+    let bot = bot.await.unwrap();
 
     // Its joining, while the app is in the background, is a desktop notification.
     notified(
@@ -394,8 +403,70 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
         pcm.len() / 960
     );
 
+    // Another camera, mid-call, from the Devices panel: the bot sees the new one (synthetic
+    // camera 2 paints a grey checkerboard; the first camera's picture is tinted) on the same
+    // track, its frames' codes still in order.
+    d.click("#toggle-devices").await;
+    d.wait(
+        "#devices-panel #pick-camera option[value='synthetic-2']",
+        20,
+    )
+    .await;
+    let before = camera_centre.lock().unwrap().len();
+    assert!(before > 20, "the bot saw the first camera: {before} frames");
+    d.script(
+        "const s = document.querySelector('#devices-panel #pick-camera');\
+         s.value = 'synthetic-2';\
+         s.dispatchEvent(new Event('change', { bubbles: true }));",
+        json!([]),
+    )
+    .await;
+    let grey = |&(_, u, v): &(u8, u8, u8)| u.abs_diff(128) <= 8 && v.abs_diff(128) <= 8;
+    let end = Instant::now() + Duration::from_secs(20);
+    while camera_centre.lock().unwrap()[before..]
+        .iter()
+        .filter(|p| grey(p))
+        .count()
+        < 15
+    {
+        assert!(Instant::now() < end, "the bot never saw the second camera");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let centres = camera_centre.lock().unwrap().clone();
+    assert!(
+        centres[..before].iter().all(|p| !grey(p)),
+        "the first camera's picture is tinted"
+    );
+    // The self view follows: its centre pixel turns grey (R = G = B).
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let px = d
+            .script(
+                "const c = document.querySelector(\"canvas[data-track='local:video']\");\
+                 return Array.from(c.getContext('2d').getImageData(c.width / 2, c.height / 2, 1, 1).data);",
+                json!([]),
+            )
+            .await;
+        let rgb: Vec<i64> = px
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        if (rgb[0] - rgb[2]).abs() < 16 && (rgb[0] - rgb[1]).abs() < 16 {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the self view still shows the first camera: {rgb:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    d.screenshot("devices").await;
+    d.click("#toggle-devices").await;
+
     // The bot decoded the app's camera and microphone.
-    let report = bot.await.unwrap();
+    let report = bot.leave().await.unwrap();
     let from_app: Vec<_> = report
         .tracks
         .iter()

@@ -547,6 +547,7 @@ function Call(props: { room: Room; joinRef: typeof joinRef; onLeft: () => void; 
   const [showPeople, setShowPeople] = useState(false);
   const [picking, setPicking] = useState(false);
   const [showChat, setShowChat] = useState(false);
+  const [showDevices, setShowDevices] = useState(false);
   useEffect(() => {
     api
       .chatHistory(props.room.id)
@@ -675,6 +676,13 @@ function Call(props: { room: Room; joinRef: typeof joinRef; onLeft: () => void; 
         )}
       </div>
       {showChat && <ChatPanel messages={state.chat} me={state.myUserId} onError={props.onError} />}
+      {showDevices && (
+        <aside className="people" id="devices-panel">
+          <h3>Devices</h3>
+          <p className="hint">A change takes effect at once; the call goes on.</p>
+          <DevicePickers onError={props.onError} />
+        </aside>
+      )}
       {showPeople && (
         <aside className="people" id="people">
           <h3>People ({people.length})</h3>
@@ -702,10 +710,11 @@ function Call(props: { room: Room; joinRef: typeof joinRef; onLeft: () => void; 
           {state.sharing ? "Stop sharing" : "Share screen"}
         </button>
         <button onClick={() => setLayout(layout === "grid" ? "speaker" : "grid")}>{layout === "grid" ? "Speaker view" : "Grid view"}</button>
-        <button id="toggle-chat" className={showChat ? "on" : ""} onClick={() => { setShowChat(!showChat); setShowPeople(false); }}>
+        <button id="toggle-chat" className={showChat ? "on" : ""} onClick={() => { setShowChat(!showChat); setShowPeople(false); setShowDevices(false); }}>
           Chat{state.unread > 0 && <span className="badge" id="chat-unread">{state.unread}</span>}
         </button>
-        <button onClick={() => { setShowPeople(!showPeople); setShowChat(false); }}>People</button>
+        <button onClick={() => { setShowPeople(!showPeople); setShowChat(false); setShowDevices(false); }}>People</button>
+        <button id="toggle-devices" className={showDevices ? "on" : ""} onClick={() => { setShowDevices(!showDevices); setShowChat(false); setShowPeople(false); }}>Devices</button>
         <button id="leave" className="danger" onClick={leave} title="Ctrl+Shift+L">Leave</button>
       </footer>
       {picking && <SharePicker onPick={share} onCancel={() => setPicking(false)} />}
@@ -881,19 +890,27 @@ function useMicLevel(): number {
   return level;
 }
 
-/** Microphone, speaker and camera pickers; the lists refresh every 3 s (devices come and go). */
-function DevicePickers(props: { onChanged?: () => void }) {
+/**
+ * Microphone, speaker and camera pickers; the lists refresh every 3 s (devices come and go).
+ * In a call a choice takes effect at once; one that cannot open leaves the device in use.
+ */
+function DevicePickers(props: { onChanged?: () => void; onError?: (m: string) => void }) {
   const [devices, setDevices] = useState<Devices | null>(null);
+  const load = useCallback(() => api.listDevices().then(setDevices).catch(() => undefined), []);
   useEffect(() => {
-    const load = () => api.listDevices().then(setDevices).catch(() => undefined);
     load();
     const t = setInterval(load, 3000);
     return () => clearInterval(t);
-  }, []);
+  }, [load]);
   if (!devices) return <Progress text="Looking for devices…" />;
   const choose = async (input: string | null, output: string | null, camera: string | null) => {
-    await api.chooseDevices(input, output, camera);
-    setDevices({ ...devices, chosen: { input, output, camera } });
+    try {
+      await api.chooseDevices(input, output, camera);
+      setDevices({ ...devices, chosen: { input, output, camera } });
+    } catch (e) {
+      props.onError?.(humanError(e));
+      load(); // Shows what is still in use.
+    }
     props.onChanged?.();
   };
   const { input, output, camera } = devices.chosen;

@@ -127,9 +127,9 @@ export function reduceCall(s: CallState, e: CallEvent): CallState {
       return { ...s, sharing: false, notice: `Screen sharing stopped: ${e.reason}.` };
     case "source_failed":
       if (e.kind === "audio") {
-        return { ...s, micMuted: true, notice: `Your microphone could not start (${e.reason}). Others cannot hear you; pick another microphone in Settings.` };
+        return { ...s, micMuted: true, notice: `Your microphone is not working (${e.reason}). Others cannot hear you: pick another microphone under Devices, then unmute.` };
       }
-      return { ...s, camMuted: true, notice: `Your camera could not start (${e.reason}). Others cannot see you; pick another camera in Settings.` };
+      return { ...s, camMuted: true, notice: `Your camera is not working (${e.reason}). Others cannot see you: pick another camera under Devices, then start the camera.` };
     case "signal":
       return reduceSignal(s, e.message);
   }

@@ -102,10 +102,10 @@ describe("screen sharing", () => {
     s = reduceCall(s, { type: "source_failed", kind: "video", reason: "no camera is connected" });
     expect(s.camMuted).toBe(true);
     expect(s.micMuted).toBe(false);
-    expect(s.notice).toContain("Your camera could not start (no camera is connected)");
+    expect(s.notice).toContain("Your camera is not working (no camera is connected)");
     s = reduceCall(s, { type: "source_failed", kind: "audio", reason: "device busy" });
     expect(s.micMuted).toBe(true);
-    expect(s.notice).toContain("pick another microphone");
+    expect(s.notice).toContain("pick another microphone under Devices, then unmute");
   });
 });
 

@@ -4,6 +4,7 @@
 //! can draw — no JSON, no base64, and a slow ui skips frames instead of queueing them.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use convo_client::media::{DecodedVideo, VideoFrame, VideoSink, VideoSource};
@@ -11,20 +12,38 @@ use convo_client::media::{DecodedVideo, VideoFrame, VideoSink, VideoSource};
 /// One frame, ready to draw.
 #[derive(Debug, Clone)]
 pub struct Rgba {
+    /// Grows with every frame of the store, whatever the track or writer: a ui asking for
+    /// frames after the last one it drew still gets those of a new writer of the same track
+    /// (another camera).
     pub seq: u64,
     pub width: usize,
     pub height: usize,
     pub pixels: Arc<Vec<u8>>,
+    /// Who wrote it (a sink or a preview).
+    writer: u64,
 }
 
 /// The newest frame of every track. Cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct FrameStore(Arc<Mutex<HashMap<String, Rgba>>>);
+pub struct FrameStore {
+    frames: Arc<Mutex<HashMap<String, Rgba>>>,
+    /// The last frame's `seq`, and the last writer's id.
+    seq: Arc<AtomicU64>,
+    writers: Arc<AtomicU64>,
+}
 
 impl FrameStore {
-    fn put(&self, track: &str, width: usize, height: usize, pixels: Vec<u8>) {
-        let mut m = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let seq = m.get(track).map_or(1, |f| f.seq + 1);
+    fn frames(&self) -> std::sync::MutexGuard<'_, HashMap<String, Rgba>> {
+        self.frames.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn writer(&self) -> u64 {
+        self.writers.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn put(&self, track: &str, writer: u64, width: usize, height: usize, pixels: Vec<u8>) {
+        let mut m = self.frames();
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         m.insert(
             track.to_string(),
             Rgba {
@@ -32,28 +51,31 @@ impl FrameStore {
                 width,
                 height,
                 pixels: Arc::new(pixels),
+                writer,
             },
         );
     }
 
     /// The newest frame of `track` if it is newer than `after`.
     pub fn newer(&self, track: &str, after: u64) -> Option<Rgba> {
-        let m = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        m.get(track).filter(|f| f.seq > after).cloned()
+        self.frames().get(track).filter(|f| f.seq > after).cloned()
     }
 
     pub fn remove(&self, track: &str) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(track);
+        self.frames().remove(track);
+    }
+
+    /// Forgets `track` if its newest frame is `writer`'s: a writer replaced by another (a
+    /// camera by the next) leaves the newer one's frames alone.
+    fn remove_from(&self, track: &str, writer: u64) {
+        let mut m = self.frames();
+        if m.get(track).is_some_and(|f| f.writer == writer) {
+            m.remove(track);
+        }
     }
 
     pub fn clear(&self) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        self.frames().clear();
     }
 
     /// A sink that keeps `track`'s frames here.
@@ -61,6 +83,7 @@ impl FrameStore {
         StoreSink {
             store: self.clone(),
             track: track.to_string(),
+            writer: self.writer(),
         }
     }
 }
@@ -110,18 +133,20 @@ fn i420_to_rgba_every(
 pub struct StoreSink {
     store: FrameStore,
     track: String,
+    writer: u64,
 }
 
 impl VideoSink for StoreSink {
     fn frame(&mut self, f: &DecodedVideo<'_>) {
         let rgba = i420_to_rgba(f.width, f.height, (f.y, f.u, f.v), f.strides);
-        self.store.put(&self.track, f.width, f.height, rgba);
+        self.store
+            .put(&self.track, self.writer, f.width, f.height, rgba);
     }
 }
 
 impl Drop for StoreSink {
     fn drop(&mut self) {
-        self.store.remove(&self.track);
+        self.store.remove_from(&self.track, self.writer);
     }
 }
 
@@ -131,9 +156,21 @@ const PREVIEW_MAX_WIDTH: usize = 640;
 
 /// A camera or screen whose frames also go to the store (the self view).
 pub struct Preview {
-    pub inner: Box<dyn VideoSource>,
-    pub store: FrameStore,
-    pub track: String,
+    inner: Box<dyn VideoSource>,
+    store: FrameStore,
+    track: String,
+    writer: u64,
+}
+
+impl Preview {
+    pub fn new(inner: Box<dyn VideoSource>, store: &FrameStore, track: &str) -> Preview {
+        Preview {
+            inner,
+            store: store.clone(),
+            track: track.into(),
+            writer: store.writer(),
+        }
+    }
 }
 
 impl VideoSource for Preview {
@@ -144,7 +181,8 @@ impl VideoSource for Preview {
         let (u, v) = rest.split_at((w * h / 4).min(rest.len()));
         let step = w.div_ceil(PREVIEW_MAX_WIDTH).max(1);
         let rgba = i420_to_rgba_every(w, h, (y, u, v), (w, w / 2, w / 2), step);
-        self.store.put(&self.track, w / step, h / step, rgba);
+        self.store
+            .put(&self.track, self.writer, w / step, h / step, rgba);
         Ok(f)
     }
 
@@ -155,7 +193,7 @@ impl VideoSource for Preview {
 
 impl Drop for Preview {
     fn drop(&mut self) {
-        self.store.remove(&self.track);
+        self.store.remove_from(&self.track, self.writer);
     }
 }
 
@@ -262,5 +300,37 @@ mod tests {
             respond(&store, "frames://localhost/p:video?after=0").status(),
             204
         );
+    }
+
+    #[test]
+    fn a_replaced_writer_leaves_the_next_ones_frames() {
+        let store = FrameStore::default();
+        let (y, u, v) = (vec![16u8; 16], vec![128u8; 4], vec![128u8; 4]);
+        let frame = DecodedVideo {
+            width: 4,
+            height: 4,
+            y: &y,
+            u: &u,
+            v: &v,
+            strides: (4, 2, 2),
+        };
+        let mut first = store.sink("local:video");
+        for _ in 0..3 {
+            first.frame(&frame);
+        }
+        let seen = store
+            .newer("local:video", 0)
+            .expect("the first writer's frames")
+            .seq;
+        // The next camera starts while the first one's thread is still winding down.
+        let mut next = store.sink("local:video");
+        next.frame(&frame);
+        drop(first);
+        let f = store
+            .newer("local:video", seen)
+            .expect("the next writer's frame, newer than the last one seen");
+        assert!(f.seq > seen);
+        drop(next);
+        assert!(store.newer("local:video", 0).is_none());
     }
 }

@@ -16,6 +16,7 @@ use convo_client::media::{
     VideoSource,
 };
 use convo_client::mixer::Mixer;
+use convo_client::synth;
 use convo_shared::rooms::{CreateRoomRequest, Privacy, Room, RoomList};
 use convo_shared::signal::{ParticipantInfo, TrackKind};
 use convo_shared::users::User;
@@ -131,6 +132,43 @@ const SYNTHETIC: Synthetic = Synthetic {
     fps: 15,
 };
 
+/// Synthetic mode's microphones (id, name, pitch): two, so that switching can be tried, and
+/// tested, where there are no devices. The first is the default.
+const SYNTHETIC_MICS: [(&str, &str, f64); 2] = [
+    ("synthetic", "Synthetic microphone (440 Hz tone)", 440.0),
+    ("synthetic-660", "Synthetic microphone (660 Hz tone)", 660.0),
+];
+
+/// Synthetic mode's cameras (id, name, picture), likewise.
+const SYNTHETIC_CAMERAS: [(&str, &str, synth::Pattern); 2] = [
+    ("synthetic", "Synthetic camera", synth::Pattern::Camera),
+    (
+        "synthetic-2",
+        "Synthetic camera 2 (checkerboard)",
+        synth::Pattern::Screen,
+    ),
+];
+
+/// The entry of `list` chosen by `id`, else the first.
+fn synthetic_pick<T: Copy>(list: &[(&str, &str, T)], id: Option<&str>) -> Option<T> {
+    list.iter()
+        .find(|(i, _, _)| Some(*i) == id)
+        .or(list.first())
+        .map(|&(_, _, v)| v)
+}
+
+/// A synthetic list for the device pickers.
+fn synthetic_list<T>(list: &[(&str, &str, T)]) -> Vec<convo_client::devices::DeviceInfo> {
+    list.iter()
+        .enumerate()
+        .map(|(i, (id, name, _))| convo_client::devices::DeviceInfo {
+            id: (*id).into(),
+            name: (*name).into(),
+            default: i == 0,
+        })
+        .collect()
+}
+
 impl AppBackend {
     /// A camera or screen whose frames also go to the self view (`track` in the frame store).
     fn previewed(
@@ -138,18 +176,16 @@ impl AppBackend {
         source: Result<Box<dyn VideoSource>, MediaError>,
         track: &str,
     ) -> Result<Box<dyn VideoSource>, MediaError> {
-        Ok(Box::new(Preview {
-            inner: source?,
-            store: self.frames.clone(),
-            track: track.into(),
-        }))
+        Ok(Box::new(Preview::new(source?, &self.frames, track)))
     }
 }
 
 impl MediaBackend for AppBackend {
     fn microphone(&self) -> Result<Box<dyn AudioSource>, MediaError> {
         match self.mode {
-            MediaMode::Synthetic => SYNTHETIC.microphone(),
+            MediaMode::Synthetic => Ok(Box::new(synth::SyntheticMic::new(
+                synthetic_pick(&SYNTHETIC_MICS, self.input.as_deref()).unwrap_or(440.0),
+            ))),
             MediaMode::Devices => Ok(Box::new(convo_client::devices::CpalMic::open(
                 self.input.as_deref(),
             )?)),
@@ -158,7 +194,11 @@ impl MediaBackend for AppBackend {
 
     fn camera(&self) -> Result<Box<dyn VideoSource>, MediaError> {
         let source: Result<Box<dyn VideoSource>, MediaError> = match self.mode {
-            MediaMode::Synthetic => SYNTHETIC.camera(),
+            MediaMode::Synthetic => Ok(Box::new(synth::SyntheticVideo::new(
+                synthetic_pick(&SYNTHETIC_CAMERAS, self.camera.as_deref())
+                    .unwrap_or(synth::Pattern::Camera),
+                SYNTHETIC.fps,
+            ))),
             MediaMode::Devices => convo_client::camera::Camera::open(self.camera.as_deref())
                 .map(|c| Box::new(c) as Box<dyn VideoSource>),
         };
@@ -608,15 +648,13 @@ pub struct Devices {
 /// plugging a device in or out shows up), and which are chosen.
 #[tauri::command]
 async fn list_devices(state: State<'_, AppState>) -> UiResult<Devices> {
-    let sound = tokio::task::spawn_blocking(convo_client::devices::list)
+    let mut sound = tokio::task::spawn_blocking(convo_client::devices::list)
         .await
         .unwrap_or_default();
     let cameras = if state.mode == MediaMode::Synthetic {
-        vec![convo_client::devices::DeviceInfo {
-            id: "synthetic".into(),
-            name: "Synthetic camera".into(),
-            default: true,
-        }]
+        // The speaker stays real.
+        sound.inputs = synthetic_list(&SYNTHETIC_MICS);
+        synthetic_list(&SYNTHETIC_CAMERAS)
     } else {
         tokio::task::spawn_blocking(convo_client::camera::list)
             .await
@@ -629,6 +667,10 @@ async fn list_devices(state: State<'_, AppState>) -> UiResult<Devices> {
     })
 }
 
+/// Chooses the microphone, speaker and camera (`None`: the system default). In a call the
+/// change takes effect at once, without leaving: the speaker is reopened, a new microphone
+/// or camera replaces the one in use on the same track. A device that cannot open changes
+/// nothing (the one in use carries on) and the answer says why.
 #[tauri::command]
 async fn choose_devices(
     state: State<'_, AppState>,
@@ -637,12 +679,62 @@ async fn choose_devices(
     camera: Option<String>,
 ) -> UiResult<()> {
     let clean = |s: Option<String>| s.filter(|s| !s.is_empty() && s.len() <= 512);
-    *lock(&state.devices) = Chosen {
+    let new = Chosen {
         input: clean(input),
         output: clean(output),
         camera: clean(camera),
     };
-    Ok(())
+    let old = std::mem::replace(&mut *lock(&state.devices), new.clone());
+    // While joining (the call's lock is held) the choice is kept for the next call.
+    let Ok(slot) = state.call.try_lock() else {
+        return Ok(());
+    };
+    let Some(call) = slot.as_ref() else {
+        return Ok(());
+    };
+    let mut problems = Vec::new();
+    if new.output != old.output {
+        match convo_client::devices::CpalSpeaker::open(new.output.as_deref(), state.mixer.clone()) {
+            Ok(speaker) => *lock(&state.speaker) = Some(speaker),
+            Err(e) => {
+                problems.push(format!("That speaker could not start: {e}"));
+                lock(&state.devices).output = old.output;
+            }
+        }
+    }
+    if new.input != old.input {
+        let backend = state.backend();
+        match tokio::task::spawn_blocking(move || backend.microphone()).await {
+            Ok(Ok(mic)) => call.switch_microphone(mic),
+            Ok(Err(e)) => {
+                problems.push(format!("That microphone could not start: {e}"));
+                lock(&state.devices).input = old.input;
+            }
+            Err(e) => return Err(UiError::new("media", e.to_string())),
+        }
+    }
+    if new.camera != old.camera {
+        let backend = state.backend();
+        match tokio::task::spawn_blocking(move || backend.camera()).await {
+            Ok(Ok(camera)) => call.switch_camera(camera),
+            Ok(Err(e)) => {
+                problems.push(format!("That camera could not start: {e}"));
+                lock(&state.devices).camera = old.camera;
+            }
+            Err(e) => return Err(UiError::new("media", e.to_string())),
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(UiError::new(
+            "device_unavailable",
+            format!(
+                "{}. The device in use carries on; pick another one.",
+                problems.join(". ")
+            ),
+        ))
+    }
 }
 
 /// The share picker's entry for the system's own dialog.
@@ -721,11 +813,11 @@ async fn share_screen(state: State<'_, AppState>, source: Option<String>) -> UiR
             format!("Screen sharing could not start: {e}. Pick another screen or window."),
         )
     })?;
-    call.share(Some(Box::new(Preview {
-        inner: source,
-        store: state.frames.clone(),
-        track: "local:screen".into(),
-    })));
+    call.share(Some(Box::new(Preview::new(
+        source,
+        &state.frames,
+        "local:screen",
+    ))));
     Ok(())
 }
 

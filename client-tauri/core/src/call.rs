@@ -172,7 +172,10 @@ pub enum CallEvent {
     },
     /// A signaling message from the server: participants, mute, tracks, speaker, errors.
     Signal { message: ServerMessage },
-    /// A source could not open when the call started; its track is left out.
+    /// Our microphone or camera could not open when the call started (its track is left
+    /// out), or stopped during the call (unplugged, taken by another program). Either way it
+    /// counts as muted, and everyone has been told, until another device is switched to
+    /// ([`CallHandle::switch_microphone`], [`CallHandle::switch_camera`]) and unmuted.
     SourceFailed { kind: TrackKind, reason: String },
     /// Our screen share stopped without being asked (the shared window closed, capture
     /// failed); everyone has been told.
@@ -181,13 +184,21 @@ pub enum CallEvent {
     Ended { reason: String },
 }
 
+/// A source for one of the tracks we publish.
+enum Source {
+    Audio(Box<dyn AudioSource>),
+    Video(Box<dyn VideoSource>),
+}
+
 /// Something the owner asks of a running call.
 enum Control {
     Mute(TrackKind, bool),
     /// Share this source as our screen, or stop sharing (`None`).
     Share(Option<Box<dyn VideoSource>>),
-    /// The shared source stopped by itself (share number, why).
-    ShareFailed(u64, String),
+    /// Another microphone or camera: it replaces the one in use.
+    Switch(Source),
+    /// A source stopped by itself (its track's kind, its generation, why).
+    SourceEnded(TrackKind, u64, String),
     /// A chat message to the room.
     Chat(String),
     /// As a host: let someone in from the waiting room, or not.
@@ -200,7 +211,9 @@ impl std::fmt::Debug for Control {
         match self {
             Control::Mute(k, m) => write!(f, "Mute({k:?}, {m})"),
             Control::Share(s) => write!(f, "Share({})", s.is_some()),
-            Control::ShareFailed(n, r) => write!(f, "ShareFailed({n}, {r})"),
+            Control::Switch(Source::Audio(_)) => f.write_str("Switch(microphone)"),
+            Control::Switch(Source::Video(_)) => f.write_str("Switch(camera)"),
+            Control::SourceEnded(k, n, r) => write!(f, "SourceEnded({k:?}, {n}, {r})"),
             Control::Chat(t) => write!(f, "Chat({} chars)", t.chars().count()),
             Control::Answer(id, admit) => write!(f, "Answer({id}, {admit})"),
             Control::Leave => f.write_str("Leave"),
@@ -208,16 +221,106 @@ impl std::fmt::Debug for Control {
     }
 }
 
-/// Our screen track once shared: kept for the whole call (stopping a share mutes it, sharing
-/// again unmutes it with a new source, so the publish connection is renegotiated only once).
-struct ScreenShare {
+/// A track we publish, kept for the whole call once added: another device replaces its
+/// source, a share that stops leaves it muted without one, and the publish connection is
+/// renegotiated only when a kind is published for the first time.
+struct Outgoing {
+    kind: TrackKind,
     track: Arc<TrackLocalStaticSample>,
-    keyframe: Arc<AtomicBool>,
     muted: Arc<AtomicBool>,
-    /// Stops the current source's encoder thread.
-    running: Option<Arc<AtomicBool>>,
-    /// Which share the running source belongs to (a failure of an older one is ignored).
+    /// Video: raised when a keyframe is due (asked for with PLI/FIR, or after unmuting).
+    keyframe: Option<Arc<AtomicBool>>,
+    /// Raised to stop the current source's thread; `None` while no source runs.
+    halt: Option<Arc<AtomicBool>>,
+    /// Which source is the current one (a failure reported by an older one is ignored).
     generation: u64,
+}
+
+impl Outgoing {
+    /// Adds a track of `kind` to `publish`; the caller offers.
+    async fn add(
+        publish: &RTCPeerConnection,
+        kind: TrackKind,
+        participant_id: &str,
+        muted: bool,
+    ) -> Result<Outgoing, ClientError> {
+        let (track, keyframe) = match kind {
+            TrackKind::Audio => (add_audio_track(publish, participant_id).await?, None),
+            TrackKind::Video | TrackKind::Screen => {
+                let (track, keyframe) =
+                    add_video_track(publish, kind_name(kind), participant_id).await?;
+                (track, Some(keyframe))
+            }
+        };
+        Ok(Outgoing {
+            kind,
+            track,
+            muted: Arc::new(AtomicBool::new(muted)),
+            keyframe,
+            halt: None,
+            generation: 0,
+        })
+    }
+
+    /// Stops the current source, if one runs.
+    fn stop(&mut self) {
+        if let Some(halt) = self.halt.take() {
+            halt.store(true, Ordering::Relaxed);
+        }
+        self.generation += 1;
+    }
+
+    /// Feeds the track from `source` instead of the current one; `ctl` hears if it stops
+    /// by itself.
+    fn feed(&mut self, source: Source, ctl: mpsc::WeakUnboundedSender<Control>) {
+        self.stop();
+        let halt = Arc::new(AtomicBool::new(false));
+        self.halt = Some(halt.clone());
+        let (kind, generation) = (self.kind, self.generation);
+        let on_end: Box<dyn FnOnce(String) + Send> = Box::new(move |why| {
+            if let Some(tx) = ctl.upgrade() {
+                let _ = tx.send(Control::SourceEnded(kind, generation, why));
+            }
+        });
+        let (track, muted) = (self.track.clone(), self.muted.clone());
+        match source {
+            Source::Audio(source) => send_audio(track, source, muted, halt, on_end),
+            Source::Video(source) => {
+                let keyframe = self.keyframe.clone().unwrap_or_default();
+                send_video(track, source, keyframe, muted, halt, on_end);
+            }
+        }
+    }
+}
+
+/// The published track of `kind`, added (and offered) if there is none yet.
+async fn published<'a>(
+    outgoing: &'a mut Vec<Outgoing>,
+    kind: TrackKind,
+    muted: bool,
+    offers: &mut Offers,
+    sig: &Signaling,
+    participant_id: &str,
+) -> Result<&'a mut Outgoing, ClientError> {
+    let i = match outgoing.iter().position(|o| o.kind == kind) {
+        Some(i) => i,
+        None => {
+            let o = Outgoing::add(&offers.publish, kind, participant_id, muted).await?;
+            outgoing.push(o);
+            offers.renegotiate(sig).await?;
+            outgoing.len() - 1
+        }
+    };
+    Ok(&mut outgoing[i])
+}
+
+/// The track id a kind is published under.
+fn kind_name(kind: TrackKind) -> &'static str {
+    match kind {
+        TrackKind::Audio => "audio",
+        TrackKind::Video => "video",
+        TrackKind::Screen => "screen",
+    }
 }
 
 /// A running call.
@@ -249,6 +352,18 @@ impl CallHandle {
     /// without `CallOptions::screen`.)
     pub fn share(&self, source: Option<Box<dyn VideoSource>>) {
         let _ = self.ctl.send(Control::Share(source));
+    }
+
+    /// Sends from another microphone: the one in use stops, the others hear the new one on
+    /// the same track, muted or not as before. Without a microphone so far (none could
+    /// open), the audio track is added.
+    pub fn switch_microphone(&self, source: Box<dyn AudioSource>) {
+        let _ = self.ctl.send(Control::Switch(Source::Audio(source)));
+    }
+
+    /// Sends from another camera, like [`CallHandle::switch_microphone`].
+    pub fn switch_camera(&self, source: Box<dyn VideoSource>) {
+        let _ = self.ctl.send(Control::Switch(Source::Video(source)));
     }
 
     /// Sends a chat message to everyone in the room; it comes back to us as a
@@ -351,7 +466,6 @@ pub async fn start(
         dropped: dropped.clone(),
     });
     let api = Arc::new(webrtc_api(loss)?);
-    let stop = Arc::new(AtomicBool::new(false));
     let stats: Stats = Arc::default();
 
     let backend: Arc<dyn MediaBackend> = match &opts.backend {
@@ -362,80 +476,52 @@ pub async fn start(
         }),
     };
 
-    // Publish. Per published track: its mute flag, and for video its keyframe flag.
-    #[allow(clippy::type_complexity)]
-    let mut mutes: Vec<(TrackKind, Arc<AtomicBool>, Option<Arc<AtomicBool>>)> = Vec::new();
+    // Publish what can open. A source that cannot (no microphone, camera in use) leaves its
+    // track out: the call goes on without it, as muted, and the owner hears why.
     let publish = Arc::new(api.new_peer_connection(rtc_config()).await?);
     watch_candidates(&publish, Transport::Publish, sig.sender());
-    // A source that cannot open (no microphone, camera in use) leaves its track out: the
-    // call goes on without it and the owner hears why.
-    let source_failed = |kind: TrackKind, e: crate::media::MediaError| {
-        tracing::warn!(?kind, error = %e, "source unavailable");
-        emit(CallEvent::SourceFailed {
-            kind,
-            reason: e.to_string(),
-        });
-    };
-    let microphone = if opts.audio {
-        backend
-            .microphone()
-            .map_err(|e| source_failed(TrackKind::Audio, e))
-            .ok()
-    } else {
-        None
-    };
-    if let Some(source) = microphone {
-        let track = Arc::new(TrackLocalStaticSample::new(
-            RTCRtpCodecCapability {
-                mime_type: MIME_TYPE_OPUS.to_owned(),
-                clock_rate: 48_000,
-                channels: 2,
-                ..Default::default()
-            },
-            "audio".to_owned(),
-            participant_id.clone(),
-        ));
-        publish
-            .add_track(track.clone() as Arc<dyn TrackLocal + Send + Sync>)
-            .await?;
-        let muted = Arc::new(AtomicBool::new(false));
-        mutes.push((TrackKind::Audio, muted.clone(), None));
-        send_audio(track, source, muted, stop.clone());
-    }
-    for (on, id) in [(opts.video, "video"), (opts.screen, "screen")] {
+    let (ctl_tx, mut ctl) = mpsc::unbounded_channel::<Control>();
+    // Weak: dropping the handle still ends the call.
+    let ctl_back = ctl_tx.downgrade();
+    let mut outgoing: Vec<Outgoing> = Vec::new();
+    // What the owner last asked (or a failure decided) per kind: a track added later starts so.
+    let mut muted_kinds: HashMap<TrackKind, bool> = HashMap::new();
+    for (on, kind) in [
+        (opts.audio, TrackKind::Audio),
+        (opts.video, TrackKind::Video),
+        (opts.screen, TrackKind::Screen),
+    ] {
         if !on {
             continue;
         }
-        let kind = if id == "video" {
-            TrackKind::Video
-        } else {
-            TrackKind::Screen
+        let source = match kind {
+            TrackKind::Audio => backend.microphone().map(Source::Audio),
+            TrackKind::Video => backend.camera().map(Source::Video),
+            TrackKind::Screen => backend.screen().map(Source::Video),
         };
-        let source = match if id == "video" {
-            backend.camera()
-        } else {
-            backend.screen()
-        } {
-            Ok(source) => source,
-            Err(e) => {
-                source_failed(kind, e);
-                continue;
+        match source {
+            Ok(source) => {
+                let mut o = Outgoing::add(&publish, kind, &participant_id, false).await?;
+                o.feed(source, ctl_back.clone());
+                outgoing.push(o);
             }
-        };
-        let (track, keyframe) = add_video_track(&publish, id, &participant_id).await?;
-        let muted = Arc::new(AtomicBool::new(false));
-        mutes.push((kind, muted.clone(), Some(keyframe.clone())));
-        send_video(track, source, keyframe, muted, stop.clone(), None);
+            Err(e) => {
+                tracing::warn!(?kind, error = %e, "source unavailable");
+                emit(CallEvent::SourceFailed {
+                    kind,
+                    reason: e.to_string(),
+                });
+                muted_kinds.insert(kind, true);
+                sig.send(ClientMessage::Mute { kind, muted: true });
+            }
+        }
     }
-    let publishing = !mutes.is_empty();
+    let publishing = !outgoing.is_empty();
     if publishing {
         send_offer(&publish, &sig).await?;
     }
 
     // Receive until told to leave or the server ends the call.
-    let (ctl_tx, mut ctl) = mpsc::unbounded_channel::<Control>();
-    // Weak: dropping the handle still ends the call.
-    let ctl_back = ctl_tx.downgrade();
     let handle_participants = participants.clone();
     let (handle_stats, handle_tone) = (stats.clone(), opts.tone_hz);
     let handle_pid = participant_id.clone();
@@ -445,7 +531,6 @@ pub async fn start(
         let mut active_speaker: Option<String> = None;
         let emit = Arc::new(emit);
         let mut ended = "left".to_string();
-        let mut screen: Option<ScreenShare> = None;
         let mut offers = Offers {
             publish: publish.clone(),
             pending: publishing,
@@ -456,7 +541,47 @@ pub async fn start(
                 let msg = tokio::select! {
                     c = ctl.recv() => match c {
                         Some(Control::Share(Some(source))) => {
-                            share_start(&mut screen, source, &mut offers, &sig, &participant_id, ctl_back.clone()).await?;
+                            let screen = published(&mut outgoing, TrackKind::Screen, false, &mut offers, &sig, &participant_id).await?;
+                            if screen.muted.swap(false, Ordering::Relaxed) {
+                                sig.send(ClientMessage::Mute { kind: TrackKind::Screen, muted: false });
+                            }
+                            screen.feed(Source::Video(source), ctl_back.clone());
+                            continue;
+                        }
+                        Some(Control::Share(None)) => {
+                            if let Some(screen) = outgoing.iter_mut().find(|o| o.kind == TrackKind::Screen) {
+                                screen.stop();
+                                screen.muted.store(true, Ordering::Relaxed);
+                                sig.send(ClientMessage::Mute { kind: TrackKind::Screen, muted: true });
+                            }
+                            continue;
+                        }
+                        Some(Control::Switch(source)) => {
+                            let kind = match source {
+                                Source::Audio(_) => TrackKind::Audio,
+                                Source::Video(_) => TrackKind::Video,
+                            };
+                            let muted = muted_kinds.get(&kind).copied().unwrap_or(false);
+                            published(&mut outgoing, kind, muted, &mut offers, &sig, &participant_id)
+                                .await?
+                                .feed(source, ctl_back.clone());
+                            continue;
+                        }
+                        Some(Control::SourceEnded(kind, generation, reason)) => {
+                            // Only the current source's end counts: a replaced one's does not.
+                            if let Some(o) = outgoing.iter_mut().find(|o| {
+                                o.kind == kind && o.generation == generation && o.halt.is_some()
+                            }) {
+                                o.stop();
+                                o.muted.store(true, Ordering::Relaxed);
+                                muted_kinds.insert(kind, true);
+                                sig.send(ClientMessage::Mute { kind, muted: true });
+                                emit(if kind == TrackKind::Screen {
+                                    CallEvent::ShareEnded { reason }
+                                } else {
+                                    CallEvent::SourceFailed { kind, reason }
+                                });
+                            }
                             continue;
                         }
                         Some(Control::Chat(text)) => {
@@ -471,26 +596,14 @@ pub async fn start(
                             });
                             continue;
                         }
-                        Some(Control::Share(None)) => {
-                            share_stop(&mut screen, &sig);
-                            continue;
-                        }
-                        Some(Control::ShareFailed(generation, reason)) => {
-                            if screen.as_ref().is_some_and(|s| s.generation == generation && s.running.is_some()) {
-                                share_stop(&mut screen, &sig);
-                                emit(CallEvent::ShareEnded { reason });
-                            }
-                            continue;
-                        }
                         Some(Control::Mute(kind, muted)) => {
-                            for (k, flag, keyframe) in &mutes {
-                                if *k == kind {
-                                    flag.store(muted, Ordering::Relaxed);
-                                    if let (false, Some(kf)) = (muted, keyframe) {
-                                        kf.store(true, Ordering::Relaxed);
-                                    }
+                            for o in outgoing.iter().filter(|o| o.kind == kind) {
+                                o.muted.store(muted, Ordering::Relaxed);
+                                if let (false, Some(kf)) = (muted, &o.keyframe) {
+                                    kf.store(true, Ordering::Relaxed);
                                 }
                             }
+                            muted_kinds.insert(kind, muted);
                             sig.send(ClientMessage::Mute { kind, muted });
                             continue;
                         }
@@ -594,9 +707,8 @@ pub async fn start(
         }
         .await;
         // Whatever ended the call: stop the media threads and close the connections.
-        stop.store(true, Ordering::Relaxed);
-        if let Some(running) = screen.and_then(|s| s.running) {
-            running.store(true, Ordering::Relaxed);
+        for o in &mut outgoing {
+            o.stop();
         }
         sig.send(ClientMessage::Leave {});
         let _ = publish.close().await;
@@ -668,74 +780,25 @@ impl Offers {
     }
 }
 
-/// Shares `source` as our screen: the first time adds the `screen` track (renegotiating
-/// `publish`), later times unmute it; a previous source is stopped. `failed` hears of a source
-/// that stops by itself.
-async fn share_start(
-    screen: &mut Option<ScreenShare>,
-    source: Box<dyn VideoSource>,
-    offers: &mut Offers,
-    sig: &Signaling,
+/// Adds the Opus track to `publish`.
+async fn add_audio_track(
+    publish: &RTCPeerConnection,
     participant_id: &str,
-    failed: mpsc::WeakUnboundedSender<Control>,
-) -> Result<(), ClientError> {
-    let s = match screen {
-        Some(s) => {
-            if let Some(running) = s.running.take() {
-                running.store(true, Ordering::Relaxed);
-            }
-            s.generation += 1;
-            s.muted.store(false, Ordering::Relaxed);
-            s.keyframe.store(true, Ordering::Relaxed);
-            sig.send(ClientMessage::Mute {
-                kind: TrackKind::Screen,
-                muted: false,
-            });
-            s
-        }
-        None => {
-            let (track, keyframe) =
-                add_video_track(&offers.publish, "screen", participant_id).await?;
-            offers.renegotiate(sig).await?;
-            screen.insert(ScreenShare {
-                track,
-                keyframe,
-                muted: Arc::new(AtomicBool::new(false)),
-                running: None,
-                generation: 1,
-            })
-        }
-    };
-    let running = Arc::new(AtomicBool::new(false));
-    s.running = Some(running.clone());
-    let generation = s.generation;
-    send_video(
-        s.track.clone(),
-        source,
-        s.keyframe.clone(),
-        s.muted.clone(),
-        running,
-        Some(Box::new(move |why: String| {
-            if let Some(tx) = failed.upgrade() {
-                let _ = tx.send(Control::ShareFailed(generation, why));
-            }
-        })),
-    );
-    Ok(())
-}
-
-/// Stops sharing: the source stops, the track stays (muted) for the next share.
-fn share_stop(screen: &mut Option<ScreenShare>, sig: &Signaling) {
-    let Some(s) = screen else { return };
-    if let Some(running) = s.running.take() {
-        running.store(true, Ordering::Relaxed);
-    }
-    s.generation += 1;
-    s.muted.store(true, Ordering::Relaxed);
-    sig.send(ClientMessage::Mute {
-        kind: TrackKind::Screen,
-        muted: true,
-    });
+) -> Result<Arc<TrackLocalStaticSample>, ClientError> {
+    let track = Arc::new(TrackLocalStaticSample::new(
+        RTCRtpCodecCapability {
+            mime_type: MIME_TYPE_OPUS.to_owned(),
+            clock_rate: 48_000,
+            channels: 2,
+            ..Default::default()
+        },
+        "audio".to_owned(),
+        participant_id.to_owned(),
+    ));
+    publish
+        .add_track(track.clone() as Arc<dyn TrackLocal + Send + Sync>)
+        .await?;
+    Ok(track)
 }
 
 /// Adds an H.264 track (`video` or `screen`) to `publish`; the flag returned is raised when
@@ -774,12 +837,14 @@ async fn add_video_track(
 }
 
 /// Opus-encodes the source's 20 ms frames on a thread of its own (sources block until their
-/// next frame is captured) and hands them, with their RFC 6464 level, to an async writer.
+/// next frame is captured) and hands them, with their RFC 6464 level, to an async writer,
+/// until `stop` is raised. `on_end` hears why, if the source stops by itself.
 fn send_audio(
     track: Arc<TrackLocalStaticSample>,
     mut source: Box<dyn AudioSource>,
     muted: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
+    on_end: Box<dyn FnOnce(String) + Send>,
 ) {
     let (tx, mut rx) = mpsc::channel::<(Vec<u8>, u8)>(16);
     let stop2 = stop.clone();
@@ -795,10 +860,14 @@ fn send_audio(
                 Ok(pcm) => pcm,
                 Err(e) => {
                     tracing::warn!(error = %e, "microphone stopped");
+                    if !stop2.load(Ordering::Relaxed) {
+                        on_end(e.to_string());
+                    }
                     return;
                 }
             };
-            if muted.load(Ordering::Relaxed) {
+            // Replaced while it waited for the frame: the next source's frames follow.
+            if muted.load(Ordering::Relaxed) || stop2.load(Ordering::Relaxed) {
                 continue;
             }
             let Ok(len) = enc.encode(&pcm, &mut buf) else {
@@ -836,15 +905,15 @@ fn send_audio(
 }
 
 /// Frames from the source encoded with OpenH264 on a thread of their own (the encoder is not
-/// `Send`; the source blocks until its next frame), handed to an async writer. `on_end` hears
-/// why, if the source stops by itself.
+/// `Send`; the source blocks until its next frame), handed to an async writer, until `stop`
+/// is raised. `on_end` hears why, if the source stops by itself.
 fn send_video(
     track: Arc<TrackLocalStaticSample>,
     mut source: Box<dyn VideoSource>,
     keyframe: Arc<AtomicBool>,
     muted: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
-    on_end: Option<Box<dyn FnOnce(String) + Send>>,
+    on_end: Box<dyn FnOnce(String) + Send>,
 ) {
     let fps = source.fps().clamp(1, 60);
     let interval = Duration::from_secs_f64(1.0 / f64::from(fps));
@@ -866,13 +935,14 @@ fn send_video(
                 Ok(f) => f,
                 Err(e) => {
                     tracing::warn!(error = %e, "video source stopped");
-                    if let Some(f) = on_end {
-                        f(e.to_string());
+                    if !stop2.load(Ordering::Relaxed) {
+                        on_end(e.to_string());
                     }
                     return;
                 }
             };
-            if muted.load(Ordering::Relaxed) {
+            // Replaced while it waited for the frame: the next source's frames follow.
+            if muted.load(Ordering::Relaxed) || stop2.load(Ordering::Relaxed) {
                 continue;
             }
             if frame.width % 2 != 0 || frame.height % 2 != 0 {
@@ -1002,14 +1072,9 @@ async fn receive(
     let participant = track.stream_id();
     let track_id = track.id();
     let kind = kind_of(&track);
-    let label = match kind {
-        TrackKind::Audio => "audio",
-        TrackKind::Video => "video",
-        TrackKind::Screen => "screen",
-    };
     lock(&stats).insert(
         track_id.clone(),
-        TrackStats::new(&participant, &track_id, label),
+        TrackStats::new(&participant, &track_id, kind_name(kind)),
     );
     let remote = RemoteTrack {
         participant_id: participant.clone(),

@@ -261,7 +261,10 @@ impl crate::media::AudioSource for SyntheticMic {
     }
 }
 
-/// A camera or screen that paints the synthetic pattern at `fps`, in real time.
+/// A camera or screen that paints the synthetic pattern at `fps`, in real time. Frames are
+/// counted from one instant per process, so a synthetic source that replaces another (a
+/// switch of "camera") carries the count on instead of starting again: a receiver still
+/// sees every frame's code in order.
 #[derive(Debug)]
 pub struct SyntheticVideo {
     pattern: Pattern,
@@ -272,11 +275,14 @@ pub struct SyntheticVideo {
 
 impl SyntheticVideo {
     pub fn new(pattern: Pattern, fps: u32) -> Self {
+        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let start = *EPOCH.get_or_init(std::time::Instant::now);
+        let fps = fps.clamp(1, 60);
         SyntheticVideo {
             pattern,
-            fps: fps.clamp(1, 60),
-            counter: 0,
-            start: std::time::Instant::now(),
+            fps,
+            counter: (start.elapsed().as_secs_f64() * f64::from(fps)).ceil() as u32,
+            start,
         }
     }
 }
