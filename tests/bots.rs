@@ -251,7 +251,10 @@ async fn everyone_is_heard_in_the_mix(backend: Backend) {
         CallOptions {
             audio: false,
             video: false,
-            backend: Some(media::Backend(Arc::new(MixBackend(mixer.clone())))),
+            backend: Some(media::Backend(Arc::new(Tap {
+                mixer: Some(mixer.clone()),
+                ..Tap::default()
+            }))),
             ..opts(&room, 5)
         },
     )
@@ -277,23 +280,6 @@ async fn everyone_is_heard_in_the_mix(backend: Backend) {
         .count();
     assert!(both >= 5, "{both} stretches with both voices");
     env.stop().await;
-}
-
-struct MixBackend(Mixer);
-
-impl MediaBackend for MixBackend {
-    fn microphone(&self) -> Result<Box<dyn media::AudioSource>, media::MediaError> {
-        Err(unavailable("microphone"))
-    }
-    fn camera(&self) -> Result<Box<dyn media::VideoSource>, media::MediaError> {
-        Err(unavailable("camera"))
-    }
-    fn screen(&self) -> Result<Box<dyn media::VideoSource>, media::MediaError> {
-        Err(unavailable("screen"))
-    }
-    fn audio_sink(&self, t: &media::RemoteTrack) -> Option<Box<dyn media::AudioSink>> {
-        Some(Box::new(self.0.sink(&t.track_id)))
-    }
 }
 
 fn unavailable(device: &str) -> media::MediaError {
@@ -387,13 +373,15 @@ async fn the_one_speaking_is_the_active_speaker(backend: Backend) {
     env.stop().await;
 }
 
-/// What a listener is given, as it comes: audio samples, and per video frame the counter its
-/// code carries (`u32::MAX` when unreadable) and the chroma (U, V) at its centre. Its own
-/// sources are all unavailable, as on a machine without devices.
+/// A listener on a machine without devices (its own sources are all unavailable). What it
+/// is given, as it comes: audio samples (or, with `mixer`, audio to that mixer's playout
+/// buffers instead), and per video frame the counter its code carries (`u32::MAX` when
+/// unreadable) and the chroma (U, V) at its centre.
 #[derive(Clone, Default)]
 struct Tap {
     audio: Arc<Mutex<Vec<i16>>>,
     video: Arc<Mutex<Vec<(u32, u8, u8)>>>,
+    mixer: Option<Mixer>,
 }
 
 struct TapSink(Tap);
@@ -424,8 +412,11 @@ impl MediaBackend for Tap {
     fn screen(&self) -> Result<Box<dyn media::VideoSource>, media::MediaError> {
         Err(unavailable("screen"))
     }
-    fn audio_sink(&self, _: &media::RemoteTrack) -> Option<Box<dyn media::AudioSink>> {
-        Some(Box::new(TapSink(self.clone())))
+    fn audio_sink(&self, t: &media::RemoteTrack) -> Option<Box<dyn media::AudioSink>> {
+        Some(match &self.mixer {
+            Some(mixer) => Box::new(mixer.sink(&t.track_id)),
+            None => Box::new(TapSink(self.clone())),
+        })
     }
     fn video_sink(&self, _: &media::RemoteTrack) -> Option<Box<dyn media::VideoSink>> {
         Some(Box::new(TapSink(self.clone())))

@@ -272,19 +272,25 @@ mod tests {
         assert!(px[0] < 5 && px[4] > 250, "{px:?}");
     }
 
+    /// A black 4 × 4 frame.
+    fn black() -> DecodedVideo<'static> {
+        const Y: [u8; 16] = [16; 16];
+        const UV: [u8; 4] = [128; 4];
+        DecodedVideo {
+            width: 4,
+            height: 4,
+            y: &Y,
+            u: &UV,
+            v: &UV,
+            strides: (4, 2, 2),
+        }
+    }
+
     #[test]
     fn the_protocol_serves_only_newer_frames() {
         let store = FrameStore::default();
         let mut sink = store.sink("p:video");
-        let (y, u, v) = (vec![16u8; 16], vec![128u8; 4], vec![128u8; 4]);
-        sink.frame(&DecodedVideo {
-            width: 4,
-            height: 4,
-            y: &y,
-            u: &u,
-            v: &v,
-            strides: (4, 2, 2),
-        });
+        sink.frame(&black());
         let r = respond(&store, "frames://localhost/p%3Avideo?after=0");
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["x-width"], "4");
@@ -305,15 +311,7 @@ mod tests {
     #[test]
     fn a_replaced_writer_leaves_the_next_ones_frames() {
         let store = FrameStore::default();
-        let (y, u, v) = (vec![16u8; 16], vec![128u8; 4], vec![128u8; 4]);
-        let frame = DecodedVideo {
-            width: 4,
-            height: 4,
-            y: &y,
-            u: &u,
-            v: &v,
-            strides: (4, 2, 2),
-        };
+        let frame = black();
         let mut first = store.sink("local:video");
         for _ in 0..3 {
             first.frame(&frame);

@@ -702,27 +702,32 @@ async fn choose_devices(
             }
         }
     }
-    if new.input != old.input {
-        let backend = state.backend();
-        match tokio::task::spawn_blocking(move || backend.microphone()).await {
-            Ok(Ok(mic)) => call.switch_microphone(mic),
-            Ok(Err(e)) => {
-                problems.push(format!("That microphone could not start: {e}"));
-                lock(&state.devices).input = old.input;
-            }
-            Err(e) => return Err(UiError::new("media", e.to_string())),
+    // A new microphone and camera open off the async threads (opening can block).
+    let (mic_changed, camera_changed) = (new.input != old.input, new.camera != old.camera);
+    let backend = state.backend();
+    let (mic, camera) = tokio::task::spawn_blocking(move || {
+        (
+            mic_changed.then(|| backend.microphone()),
+            camera_changed.then(|| backend.camera()),
+        )
+    })
+    .await
+    .map_err(|e| UiError::new("media", e.to_string()))?;
+    match mic {
+        Some(Ok(mic)) => call.switch_microphone(mic),
+        Some(Err(e)) => {
+            problems.push(format!("That microphone could not start: {e}"));
+            lock(&state.devices).input = old.input;
         }
+        None => {}
     }
-    if new.camera != old.camera {
-        let backend = state.backend();
-        match tokio::task::spawn_blocking(move || backend.camera()).await {
-            Ok(Ok(camera)) => call.switch_camera(camera),
-            Ok(Err(e)) => {
-                problems.push(format!("That camera could not start: {e}"));
-                lock(&state.devices).camera = old.camera;
-            }
-            Err(e) => return Err(UiError::new("media", e.to_string())),
+    match camera {
+        Some(Ok(camera)) => call.switch_camera(camera),
+        Some(Err(e)) => {
+            problems.push(format!("That camera could not start: {e}"));
+            lock(&state.devices).camera = old.camera;
         }
+        None => {}
     }
     if problems.is_empty() {
         Ok(())
