@@ -22,10 +22,18 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, payload_too_large};
 use crate::validate;
 
+/// Profile forms up to this size are read to their end even when refused (an avatar too
+/// large, an unknown field), so that a client still sending its upload gets the JSON answer
+/// rather than a connection reset mid-request; larger bodies are cut off.
+const PROFILE_BODY_MAX: usize = 4 * AVATAR_MAX_BYTES;
+
+/// A text field of the profile form, at most.
+const FORM_TEXT_MAX: usize = 64 * 1024;
+
 pub fn routes() -> OpenApiRouter<AppState> {
     let (schemas, paths, me_routes) = routes!(me, update_me);
     // The profile route takes avatar uploads, so it gets a larger body limit than the rest.
-    let me_routes = me_routes.layer(DefaultBodyLimit::max(AVATAR_MAX_BYTES + 64 * 1024));
+    let me_routes = me_routes.layer(DefaultBodyLimit::max(PROFILE_BODY_MAX));
     OpenApiRouter::new()
         .routes((schemas, paths, me_routes))
         .routes(routes!(change_password))
@@ -201,47 +209,70 @@ async fn update_me(
                 e.body_text(),
             )
         })?;
+        // Every field is read to its end, kept only up to its limit: the first refusal is
+        // answered once the whole form has arrived.
+        let mut refused: Option<ApiError> = None;
         while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
-            match field.name() {
-                Some("display_name") => {
-                    let text = field.text().await.map_err(multipart_error)?;
-                    display_name = Some(text);
-                }
-                Some("avatar") => {
-                    let mut bytes = Vec::new();
-                    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-                        if bytes.len() + chunk.len() > AVATAR_MAX_BYTES {
-                            return Err(ApiError::new(
-                                StatusCode::PAYLOAD_TOO_LARGE,
-                                ErrorCode::PayloadTooLarge,
-                                format!(
-                                    "An avatar image is at most {} MiB.",
-                                    AVATAR_MAX_BYTES / (1024 * 1024)
-                                ),
-                            ));
-                        }
-                        bytes.extend_from_slice(&chunk);
-                    }
-                    let kind = sniff_image(&bytes).ok_or_else(|| {
-                        ApiError::new(
-                            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                            ErrorCode::UnsupportedImage,
-                            "The avatar must be a PNG, JPEG, WebP or GIF image.",
-                        )
-                    })?;
-                    avatar = Some((bytes, kind));
-                }
-                other => {
-                    return Err(ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        ErrorCode::InvalidBody,
-                        format!(
-                            "Unknown form field {:?}; expected `display_name` or `avatar`.",
-                            other.unwrap_or_default()
-                        ),
-                    ));
+            let name = field.name().map(str::to_string);
+            let limit = if name.as_deref() == Some("avatar") {
+                AVATAR_MAX_BYTES
+            } else {
+                FORM_TEXT_MAX
+            };
+            let (mut bytes, mut over) = (Vec::new(), false);
+            while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                over |= bytes.len() + chunk.len() > limit;
+                if !over {
+                    bytes.extend_from_slice(&chunk);
                 }
             }
+            if refused.is_some() {
+                continue;
+            }
+            refused = match name.as_deref() {
+                Some("avatar") if over => Some(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    ErrorCode::PayloadTooLarge,
+                    format!(
+                        "An avatar image is at most {} MiB.",
+                        AVATAR_MAX_BYTES / (1024 * 1024)
+                    ),
+                )),
+                Some("avatar") => match sniff_image(&bytes) {
+                    Some(kind) => {
+                        avatar = Some((bytes, kind));
+                        None
+                    }
+                    None => Some(ApiError::new(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        ErrorCode::UnsupportedImage,
+                        "The avatar must be a PNG, JPEG, WebP or GIF image.",
+                    )),
+                },
+                Some("display_name") if over => Some(payload_too_large()),
+                Some("display_name") => match String::from_utf8(bytes) {
+                    Ok(text) => {
+                        display_name = Some(text);
+                        None
+                    }
+                    Err(_) => Some(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        ErrorCode::InvalidBody,
+                        "The display name is not UTF-8 text.",
+                    )),
+                },
+                other => Some(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    ErrorCode::InvalidBody,
+                    format!(
+                        "Unknown form field {:?}; expected `display_name` or `avatar`.",
+                        other.unwrap_or_default()
+                    ),
+                )),
+            };
+        }
+        if let Some(e) = refused {
+            return Err(e);
         }
     } else {
         let Json(body) = Json::<UpdateProfileRequest>::from_request(req, &state).await?;
