@@ -642,14 +642,7 @@ impl RoomMedia {
     ) -> Vec<Outgoing> {
         let audio_level_id = self.peers.get(pid).and_then(|p| p.audio_level_id);
         let kind = kind_of(&remote.id(), remote.kind());
-        let track_id = format!(
-            "{pid}:{}",
-            match kind {
-                TrackKind::Audio => "audio",
-                TrackKind::Video => "video",
-                TrackKind::Screen => "screen",
-            }
-        );
+        let track_id = format!("{pid}:{}", kind.as_str());
         let muted = match kind {
             TrackKind::Audio => audio_muted,
             TrackKind::Video => video_muted,

@@ -46,6 +46,17 @@ pub enum TrackKind {
     Screen,
 }
 
+impl TrackKind {
+    /// Its name on the wire, and in track ids (`<participant id>:<kind>`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrackKind::Audio => "audio",
+            TrackKind::Video => "video",
+            TrackKind::Screen => "screen",
+        }
+    }
+}
+
 /// Which of a participant's two peer connections a message is about. Media goes up on
 /// `publish` (the client offers, the server answers) and comes down on `subscribe` (the server
 /// offers whenever the set of forwarded tracks changes, the client answers). Two connections

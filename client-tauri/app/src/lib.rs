@@ -150,11 +150,11 @@ const SYNTHETIC_CAMERAS: [(&str, &str, synth::Pattern); 2] = [
 ];
 
 /// The entry of `list` chosen by `id`, else the first.
-fn synthetic_pick<T: Copy>(list: &[(&str, &str, T)], id: Option<&str>) -> Option<T> {
+fn synthetic_pick<T: Copy, const N: usize>(list: &[(&str, &str, T); N], id: Option<&str>) -> T {
     list.iter()
         .find(|(i, _, _)| Some(*i) == id)
-        .or(list.first())
-        .map(|&(_, _, v)| v)
+        .unwrap_or(&list[0])
+        .2
 }
 
 /// A synthetic list for the device pickers.
@@ -183,9 +183,10 @@ impl AppBackend {
 impl MediaBackend for AppBackend {
     fn microphone(&self) -> Result<Box<dyn AudioSource>, MediaError> {
         match self.mode {
-            MediaMode::Synthetic => Ok(Box::new(synth::SyntheticMic::new(
-                synthetic_pick(&SYNTHETIC_MICS, self.input.as_deref()).unwrap_or(440.0),
-            ))),
+            MediaMode::Synthetic => Ok(Box::new(synth::SyntheticMic::new(synthetic_pick(
+                &SYNTHETIC_MICS,
+                self.input.as_deref(),
+            )))),
             MediaMode::Devices => Ok(Box::new(convo_client::devices::CpalMic::open(
                 self.input.as_deref(),
             )?)),
@@ -195,8 +196,7 @@ impl MediaBackend for AppBackend {
     fn camera(&self) -> Result<Box<dyn VideoSource>, MediaError> {
         let source: Result<Box<dyn VideoSource>, MediaError> = match self.mode {
             MediaMode::Synthetic => Ok(Box::new(synth::SyntheticVideo::new(
-                synthetic_pick(&SYNTHETIC_CAMERAS, self.camera.as_deref())
-                    .unwrap_or(synth::Pattern::Camera),
+                synthetic_pick(&SYNTHETIC_CAMERAS, self.camera.as_deref()),
                 SYNTHETIC.fps,
             ))),
             MediaMode::Devices => convo_client::camera::Camera::open(self.camera.as_deref())
@@ -261,6 +261,13 @@ struct MicTest {
 }
 
 impl AppState {
+    /// Plays the mix to speaker `id` (`None`: the system default) instead of the one playing.
+    fn open_speaker(&self, id: Option<&str>) -> Result<(), MediaError> {
+        let speaker = convo_client::devices::CpalSpeaker::open(id, self.mixer.clone())?;
+        *lock(&self.speaker) = Some(speaker);
+        Ok(())
+    }
+
     /// The backend for a call or for pre-join, with the chosen microphone.
     fn backend(&self) -> AppBackend {
         // One lock: a guard in the struct expression would live to its end.
@@ -474,9 +481,8 @@ async fn join_call(
     let chosen = lock(&state.devices).clone();
     let backend = state.backend();
     // Everyone else's audio, mixed, to the speaker. Without one the call goes on silently.
-    match convo_client::devices::CpalSpeaker::open(chosen.output.as_deref(), state.mixer.clone()) {
-        Ok(sp) => *lock(&state.speaker) = Some(sp),
-        Err(e) => tracing::warn!(error = %e, "no speaker"),
+    if let Err(e) = state.open_speaker(chosen.output.as_deref()) {
+        tracing::warn!(error = %e, "no speaker");
     }
     let opts = CallOptions {
         room_id: room_id_from(&room_id),
@@ -693,14 +699,11 @@ async fn choose_devices(
         return Ok(());
     };
     let mut problems = Vec::new();
-    if new.output != old.output {
-        match convo_client::devices::CpalSpeaker::open(new.output.as_deref(), state.mixer.clone()) {
-            Ok(speaker) => *lock(&state.speaker) = Some(speaker),
-            Err(e) => {
-                problems.push(format!("That speaker could not start: {e}"));
-                lock(&state.devices).output = old.output;
-            }
-        }
+    if new.output != old.output
+        && let Err(e) = state.open_speaker(new.output.as_deref())
+    {
+        problems.push(format!("That speaker could not start: {e}"));
+        lock(&state.devices).output = old.output;
     }
     // A new microphone and camera open off the async threads (opening can block).
     let (mic_changed, camera_changed) = (new.input != old.input, new.camera != old.camera);

@@ -248,7 +248,7 @@ impl Outgoing {
             TrackKind::Audio => (add_audio_track(publish, participant_id).await?, None),
             TrackKind::Video | TrackKind::Screen => {
                 let (track, keyframe) =
-                    add_video_track(publish, kind_name(kind), participant_id).await?;
+                    add_video_track(publish, kind.as_str(), participant_id).await?;
                 (track, Some(keyframe))
             }
         };
@@ -312,15 +312,6 @@ async fn published<'a>(
         }
     };
     Ok(&mut outgoing[i])
-}
-
-/// The track id a kind is published under.
-fn kind_name(kind: TrackKind) -> &'static str {
-    match kind {
-        TrackKind::Audio => "audio",
-        TrackKind::Video => "video",
-        TrackKind::Screen => "screen",
-    }
 }
 
 /// A running call.
@@ -1026,9 +1017,7 @@ impl Ordered {
             }
             if self.ended {
                 // Release what is left, gaps and all.
-                let r = self.jb.pop(Instant::now() + Duration::from_secs(3600));
-                self.publish_stats();
-                return r;
+                return self.jb.pop(Instant::now() + Duration::from_secs(3600));
             }
             let read = self.track.read_rtp();
             let got = match self.jb.deadline() {
@@ -1074,7 +1063,7 @@ async fn receive(
     let kind = kind_of(&track);
     lock(&stats).insert(
         track_id.clone(),
-        TrackStats::new(&participant, &track_id, kind_name(kind)),
+        TrackStats::new(&participant, &track_id, kind.as_str()),
     );
     let remote = RemoteTrack {
         participant_id: participant.clone(),
@@ -1101,9 +1090,9 @@ async fn receive(
         let sink = backend.video_sink(&remote);
         receive_video(&mut ordered, sink, since_join, pc).await;
     }
-    ordered.publish_stats();
     if let Some(t) = lock(&stats).get_mut(&track_id) {
         t.ended = true;
+        t.jitter = ordered.jb.stats;
     }
 }
 
