@@ -101,6 +101,17 @@ pub async fn record_leave(
     tx.commit().await
 }
 
+/// Gives back a seat taken for someone who never got into the meeting (a WHEP offer that
+/// could not be answered).
+pub async fn release_seat(db: &Db, room_id: &str, user_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM room_participants WHERE room_id = $1 AND user_id = $2")
+        .bind(room_id)
+        .bind(user_id)
+        .execute(db)
+        .await
+        .map(|_| ())
+}
+
 /// At start: nobody is connected after a restart, so open meetings end now and rooms are empty.
 pub async fn recover(db: &Db) -> Result<(), sqlx::Error> {
     let now = now_ms();

@@ -165,13 +165,6 @@ pub(crate) async fn visible_role(
     Ok(visible_room(state, id, me).await?.1)
 }
 
-/// Whether a room asks more than visibility to enter (a password, or a lock).
-pub(crate) async fn is_guarded(state: &AppState, id: &str) -> ApiResult<bool> {
-    Ok(load_room(state, id)
-        .await?
-        .is_some_and(|r| r.password_hash.is_some() || r.locked))
-}
-
 /// The room for a host-only change: 404 when invisible, 403 when visible but not the host's.
 async fn managed_room(state: &AppState, id: &str, me: &AuthUser) -> ApiResult<RoomRow> {
     let (room, role) = visible_room(state, id, me).await?;

@@ -250,8 +250,6 @@ pub enum ViewError {
 
 /// A WHEP viewer: one peer connection receiving one participant's audio and camera.
 struct Viewer {
-    /// The user who opened it (or an admin) may end it.
-    owner: String,
     pc: Arc<RTCPeerConnection>,
     /// The participant shown; `None` follows the active speaker.
     pinned: Option<String>,
@@ -947,7 +945,6 @@ impl RoomMedia {
     pub async fn whep_offer(
         &mut self,
         viewer_id: &str,
-        owner: &str,
         pinned: Option<String>,
         sdp: String,
     ) -> Result<String, ViewError> {
@@ -967,7 +964,6 @@ impl RoomMedia {
         let pc = self.sfu.peer(&self.ice).await.map_err(refused)?;
         // Tracks first: the offer's receive-only m-lines then take them as they are matched.
         let mut viewer = Viewer {
-            owner: owner.to_string(),
             pc: pc.clone(),
             pinned,
             showing: target.clone(),
@@ -1081,20 +1077,6 @@ impl RoomMedia {
     }
 
     /// Ends a viewer if `user_id` opened it (or is an admin).
-    pub async fn end_viewer(&mut self, viewer_id: &str, user_id: &str, admin: bool) -> bool {
-        if !self
-            .viewers
-            .get(viewer_id)
-            .is_some_and(|v| v.owner == user_id || admin)
-        {
-            return false;
-        }
-        if let Some(v) = self.viewers.remove(viewer_id) {
-            let _ = v.pc.close().await;
-        }
-        true
-    }
-
     /// A viewer whose connection is gone.
     pub async fn viewer_gone(&mut self, viewer_id: &str) {
         if let Some(v) = self.viewers.remove(viewer_id) {

@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use convo_shared::ErrorCode;
+use convo_shared::rooms::RoomRole;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 use utoipa_axum::router::OpenApiRouter;
@@ -101,6 +102,7 @@ async fn whip(
                 joined_at: participant.joined_at,
                 audio_muted: false,
                 video_muted: false,
+                viewer: false,
             },
             sdp: body,
             reply,
@@ -129,14 +131,17 @@ async fn whip_end(
     end(&state, &id, session, &me).await
 }
 
+/// Ends a session: its owner leaves, or a host or an admin removes it.
 async fn end(state: &AppState, room_id: &str, id: String, me: &AuthUser) -> ApiResult<StatusCode> {
+    let manager = me.is_admin()
+        || crate::rooms::visible_role(state, room_id, me).await? == Some(RoomRole::Host);
     let (reply, rx) = oneshot::channel();
     state.rooms.notify(
         room_id,
         Command::EndResource {
             id,
             user_id: me.user_id.clone(),
-            admin: me.is_admin(),
+            manager,
             reply,
         },
     );
@@ -154,7 +159,11 @@ struct WhepQuery {
 }
 
 /// Watch a room with WHEP: the audio and camera of one participant, or of the active speaker
-/// (switching as the speaker changes). Needs the same right as joining the room.
+/// (switching as the speaker changes). Admitted exactly as joining is (the same checks: privacy,
+/// password, waiting room, lock, expiry, capacity — a viewer takes a seat), and listed to
+/// everyone in the meeting as a participant with `viewer: true`, whom a host can remove. A
+/// newcomer to a room with a waiting room or a password joins once from the app (and is let
+/// in, or gives the password) before watching.
 #[utoipa::path(post, path = "/api/rooms/{id}/whep", tag = "signaling",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "Room id"), WhepQuery),
@@ -162,9 +171,13 @@ struct WhepQuery {
     responses(
         (status = 201, description = "SDP answer; `Location` names the session", content_type = "application/sdp", body = String),
         (status = 400, body = convo_shared::ErrorBody),
-        (status = 403, body = convo_shared::ErrorBody),
-        (status = 404, body = convo_shared::ErrorBody),
-        (status = 409, body = convo_shared::ErrorBody, description = "`nothing_to_watch`: nobody publishes yet"),
+        (status = 401, body = convo_shared::ErrorBody),
+        (status = 403, body = convo_shared::ErrorBody, description = "`waiting_room`, `room_password_required`, `room_locked`"),
+        (status = 404, body = convo_shared::ErrorBody, description = "`room_not_found` (also: a private room)"),
+        (status = 409, body = convo_shared::ErrorBody, description = "`nothing_to_watch`: nobody publishes yet; `room_full`"),
+        (status = 410, body = convo_shared::ErrorBody, description = "`room_expired`"),
+        (status = 415, body = convo_shared::ErrorBody),
+        (status = 429, body = convo_shared::ErrorBody, description = "`too_many_attempts`"),
     ))]
 async fn whep(
     State(state): State<AppState>,
@@ -175,26 +188,28 @@ async fn whep(
     body: String,
 ) -> ApiResult<Response> {
     require_sdp(&headers, &body)?;
-    let role = crate::rooms::visible_role(&state, &id, &me).await?;
-    if role.is_none() && !me.is_admin() && crate::rooms::is_guarded(&state, &id).await? {
-        return Err(ApiError::forbidden(
-            "Join this room once (with its password) before watching it.",
-        ));
-    }
-    let viewer_id = uuid::Uuid::new_v4().to_string();
+    // The same door as joining: whoever may not join may not watch.
+    let participant = crate::rooms::admit(&state, &id, &me, None, false).await?;
     let (reply, rx) = oneshot::channel();
     state.rooms.send(
         &state,
-        &id,
+        &participant.room_id,
         Command::WhepView {
-            viewer_id: viewer_id.clone(),
-            owner: me.user_id.clone(),
+            joiner: Joiner {
+                conn: crate::signal::next_conn(),
+                user: participant.user,
+                role: participant.role,
+                joined_at: participant.joined_at,
+                audio_muted: true,
+                video_muted: true,
+                viewer: true,
+            },
             pinned: q.participant,
             sdp: body,
             reply,
         },
     );
-    let answer = rx
+    let (viewer_id, answer) = rx
         .await
         .map_err(|_| ApiError::internal())?
         .map_err(|e| match e {
@@ -210,7 +225,11 @@ async fn whep(
 #[utoipa::path(delete, path = "/api/rooms/{id}/whep/{session}", tag = "signaling",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "Room id"), ("session" = String, Path, description = "From `Location`")),
-    responses((status = 200, description = "Ended"), (status = 404, body = convo_shared::ErrorBody)))]
+    responses(
+        (status = 200, description = "Ended (by its owner), or removed (by a host or an admin)"),
+        (status = 401, body = convo_shared::ErrorBody),
+        (status = 404, body = convo_shared::ErrorBody),
+    ))]
 async fn whep_end(
     State(state): State<AppState>,
     me: AuthUser,

@@ -7,6 +7,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::ws::Client;
@@ -25,11 +26,16 @@ use webrtc::media::Sample;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
-use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
+use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
+use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecCapability, RTPCodecType};
+use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
 use webrtc::track::track_local::TrackLocal;
 use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSample;
 
-on_both_databases!(three_participants_hear_each_other);
+on_both_databases!(
+    three_participants_hear_each_other,
+    whep_viewers_are_admitted_like_joiners
+);
 
 const RATE: u32 = 48_000;
 const FRAME: usize = 960; // 20 ms
@@ -408,5 +414,206 @@ async fn three_participants_hear_each_other(backend: Backend) {
         h.get(&idb).is_some_and(|x| x.packets > before + 10)
     })
     .await;
+    srv.stop().await;
+}
+
+/// A WHEP viewer on webrtc-rs: a receive-only audio offer (candidates gathered), and a count
+/// of the RTP packets that arrive once an answer is set.
+struct Watcher {
+    pc: Arc<RTCPeerConnection>,
+    offer: String,
+    packets: Arc<AtomicUsize>,
+    arrived: Arc<tokio::sync::Notify>,
+}
+
+impl Watcher {
+    async fn new() -> Watcher {
+        let pc = Arc::new(
+            api()
+                .new_peer_connection(RTCConfiguration::default())
+                .await
+                .unwrap(),
+        );
+        pc.add_transceiver_from_kind(
+            RTPCodecType::Audio,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                send_encodings: Vec::new(),
+            }),
+        )
+        .await
+        .unwrap();
+        let packets = Arc::new(AtomicUsize::new(0));
+        let arrived = Arc::new(tokio::sync::Notify::new());
+        let (n, notify) = (packets.clone(), arrived.clone());
+        pc.on_track(Box::new(move |track, _, _| {
+            let (n, notify) = (n.clone(), notify.clone());
+            tokio::spawn(async move {
+                while track.read_rtp().await.is_ok() {
+                    n.fetch_add(1, Ordering::Relaxed);
+                    notify.notify_one();
+                }
+            });
+            Box::pin(async {})
+        }));
+        let offer = pc.create_offer(None).await.unwrap();
+        let mut gathered = pc.gathering_complete_promise().await;
+        pc.set_local_description(offer).await.unwrap();
+        let _ = gathered.recv().await;
+        let offer = pc.local_description().await.unwrap().sdp;
+        Watcher {
+            pc,
+            offer,
+            packets,
+            arrived,
+        }
+    }
+
+    /// Posts the offer (again while nobody publishes yet, up to 20 s).
+    async fn post(&self, srv: &TestServer, s: &Session, room: &str) -> common::Reply {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let r = srv
+                .send(
+                    srv.req(
+                        reqwest::Method::POST,
+                        &format!("/api/rooms/{room}/whep"),
+                        Some(&s.access),
+                    )
+                    .header("content-type", "application/sdp")
+                    .body(self.offer.clone()),
+                )
+                .await;
+            let waiting_for_media = r.status.as_u16() == 409 && r.code() == "nothing_to_watch";
+            if !waiting_for_media || tokio::time::Instant::now() > deadline {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Takes the server's answer; returns the session id from `Location`.
+    async fn answered(&self, r: &common::Reply) -> String {
+        assert_eq!(r.status.as_u16(), 201, "{}", r.body);
+        let sdp = String::from_utf8(r.bytes.clone()).unwrap();
+        self.pc
+            .set_remote_description(RTCSessionDescription::answer(sdp).unwrap())
+            .await
+            .unwrap();
+        let location = r.headers["location"].to_str().unwrap();
+        location.rsplit('/').next().unwrap().to_string()
+    }
+
+    async fn receives(&self) {
+        let want = self.packets.load(Ordering::Relaxed) + 10;
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while self.packets.load(Ordering::Relaxed) < want {
+                self.arrived.notified().await;
+            }
+        })
+        .await
+        .expect("the viewer receives the host's audio within 20 s");
+    }
+}
+
+/// The participant announced by the next `participant_joined`.
+async fn next_arrival(p: &mut Participant) -> Value {
+    p.event("participant_joined").await["participant"].clone()
+}
+
+async fn whep_viewers_are_admitted_like_joiners(backend: Backend) {
+    let env = TestEnv::new(backend).await;
+    let srv = env.start().await;
+    let (host, guest) = (srv.user("hostess").await, srv.user("guest").await);
+    let room = srv
+        .create_room(
+            &host,
+            json!({"name": "Clinic", "privacy": "public", "waiting_room": true}),
+        )
+        .await;
+    let id = room["id"].as_str().unwrap().to_string();
+    let mut ph = Participant::join(&srv, &host, &id, Some(440.0)).await;
+    let seats = |n: u64| {
+        let (srv, id, host) = (&srv, &id, &host);
+        async move {
+            let r = srv.get(&format!("/api/rooms/{id}"), &host.access).await;
+            assert_eq!(r.expect(200)["participant_count"], n, "{}", r.body);
+        }
+    };
+
+    // A stranger may not watch a meeting behind a waiting room, as they may not join it.
+    let w = Watcher::new().await;
+    w.post(&srv, &guest, &id)
+        .await
+        .expect_error(403, "waiting_room");
+    seats(1).await;
+
+    // Let in once from the waiting room, the guest is a member of the room...
+    let mut cg = Client::connect(&srv, &guest).await;
+    cg.send(json!({"v": 1, "type": "join", "room_id": id}))
+        .await;
+    cg.expect("waiting").await;
+    let knock = ph.event("knocking").await;
+    ph.out
+        .send(json!({"v": 1, "type": "admit", "request_id": knock["request_id"]}))
+        .unwrap();
+    cg.expect("admitted").await;
+    cg.expect("joined").await;
+    let in_call = next_arrival(&mut ph).await;
+    assert_eq!(in_call["viewer"], false);
+    cg.send(json!({"v": 1, "type": "leave"})).await;
+    assert_eq!(
+        ph.event("participant_left").await["participant_id"],
+        in_call["participant_id"]
+    );
+
+    // ...and now may watch: the host sees the viewer arrive, listed as one, in a seat.
+    let r = w.post(&srv, &guest, &id).await;
+    let viewer = w.answered(&r).await;
+    let listed = next_arrival(&mut ph).await;
+    assert_eq!(listed["participant_id"], viewer.as_str(), "{listed}");
+    assert_eq!(listed["viewer"], true);
+    assert_eq!(listed["user"]["id"], guest.id());
+    w.receives().await;
+    seats(2).await;
+
+    // The host removes the viewer: everyone is told, and the session is gone.
+    srv.delete(&format!("/api/rooms/{id}/whep/{viewer}"), &host.access)
+        .await
+        .expect(200);
+    let left = ph.event("participant_left").await;
+    assert_eq!(left["participant_id"], viewer.as_str());
+    assert_eq!(left["reason"], "removed");
+    srv.delete(&format!("/api/rooms/{id}/whep/{viewer}"), &guest.access)
+        .await
+        .expect_error(404, "not_found");
+    seats(1).await;
+    let _ = w.pc.close().await;
+
+    // A member watches again; removed from the room by the host, the viewer is cut and the
+    // waiting room applies again.
+    let w = Watcher::new().await;
+    let r = w.post(&srv, &guest, &id).await;
+    let viewer = w.answered(&r).await;
+    assert_eq!(
+        next_arrival(&mut ph).await["participant_id"],
+        viewer.as_str()
+    );
+    w.receives().await;
+    srv.delete(
+        &format!("/api/rooms/{id}/members/{}", guest.id()),
+        &host.access,
+    )
+    .await
+    .expect(204);
+    let left = ph.event("participant_left").await;
+    assert_eq!(left["participant_id"], viewer.as_str());
+    assert_eq!(left["reason"], "removed");
+    let _ = w.pc.close().await;
+    let w = Watcher::new().await;
+    w.post(&srv, &guest, &id)
+        .await
+        .expect_error(403, "waiting_room");
+    seats(1).await;
     srv.stop().await;
 }

@@ -21,6 +21,7 @@ on_both_databases!(
     meeting_logs_record_who_was_there,
     deleting_a_room_ends_its_meeting,
     whip_refuses_what_it_cannot_use,
+    whep_asks_what_joining_asks,
 );
 
 async fn room(srv: &TestServer, host: &Session, body: Value) -> String {
@@ -562,5 +563,80 @@ async fn whip_refuses_what_it_cannot_use(backend: Backend) {
     // A refused offer leaves nobody behind in the room.
     let r = srv.get(&format!("/api/rooms/{open}"), &a.access).await;
     assert_eq!(r.expect(200)["participant_count"], 0);
+    srv.stop().await;
+}
+
+/// WHEP goes through the same door as joining: a password, a lock and a full room stop a viewer
+/// as they stop a joiner (the waiting room: `tests/media.rs`).
+async fn whep_asks_what_joining_asks(backend: Backend) {
+    let env = TestEnv::new(backend).await;
+    let srv = env.start().await;
+    let (host, b, c) = (
+        srv.user("doorman").await,
+        srv.user("visitor").await,
+        srv.user("other").await,
+    );
+    let whep = |room: &str, s: &Session| {
+        srv.req(
+            reqwest::Method::POST,
+            &format!("/api/rooms/{room}/whep"),
+            Some(&s.access),
+        )
+        .header("content-type", "application/sdp")
+        .body("v=0\r\n")
+    };
+    let guarded = room(
+        &srv,
+        &host,
+        json!({"name": "Guarded", "privacy": "public", "password": "open sesame"}),
+    )
+    .await;
+    srv.send(whep(&guarded, &b))
+        .await
+        .expect_error(403, "room_password_required");
+    // Having joined once with the password, the visitor is a member and gets to the media.
+    srv.post(
+        &format!("/api/rooms/{guarded}/join"),
+        Some(&b.access),
+        json!({"password": "open sesame"}),
+    )
+    .await
+    .expect(200);
+    srv.send(whep(&guarded, &b))
+        .await
+        .expect_error(409, "nothing_to_watch");
+
+    let locked = room(&srv, &host, json!({"name": "Locked", "privacy": "public"})).await;
+    srv.patch(
+        &format!("/api/rooms/{locked}"),
+        &host.access,
+        json!({"locked": true}),
+    )
+    .await
+    .expect(200);
+    srv.send(whep(&locked, &b))
+        .await
+        .expect_error(403, "room_locked");
+
+    let small = room(
+        &srv,
+        &host,
+        json!({"name": "Small", "privacy": "public", "max_participants": 2}),
+    )
+    .await;
+    for s in [&host, &c] {
+        srv.post(
+            &format!("/api/rooms/{small}/join"),
+            Some(&s.access),
+            json!({}),
+        )
+        .await
+        .expect(200);
+    }
+    srv.send(whep(&small, &b))
+        .await
+        .expect_error(409, "room_full");
+    let r = srv.get(&format!("/api/rooms/{small}"), &host.access).await;
+    assert_eq!(r.expect(200)["participant_count"], 2);
     srv.stop().await;
 }

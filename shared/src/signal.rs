@@ -108,6 +108,10 @@ pub struct ParticipantInfo {
     pub audio_muted: bool,
     pub video_muted: bool,
     pub tracks: Vec<TrackInfo>,
+    /// Watching only, through WHEP: publishes nothing and hears no one's talk but what it
+    /// watches. Hosts see viewers like everyone else and can remove them.
+    #[serde(default)]
+    pub viewer: bool,
 }
 
 /// Why someone left.

@@ -649,6 +649,7 @@ function Call(props: { room: Room; joinRef: typeof joinRef; onLeft: () => void; 
   const big = layout === "speaker" || all.some((t) => t.kind === "screen" && !t.local) ? featured(state) : null;
   const rest = big ? all.filter((t) => t.trackId !== big.trackId) : all;
   const people = Object.values(state.participants);
+  const iHost = props.room.my_role === "host";
   return (
     <div className="call" id="call">
       <div className="stage">
@@ -688,9 +689,20 @@ function Call(props: { room: Room; joinRef: typeof joinRef; onLeft: () => void; 
           <h3>People ({people.length})</h3>
           <ul>
             {people.map((p) => (
-              <li key={p.participant_id} className={state.speaker === p.participant_id ? "speaking" : ""}>
+              <li key={p.participant_id} className={state.speaker === p.participant_id ? "speaking" : ""} data-viewer={p.viewer ? "1" : undefined}>
                 {p.participant_id === state.me ? "You" : p.user.display_name}
-                <span className="hint">{p.audio_muted ? " · muted" : ""}{p.video_muted ? " · camera off" : ""}</span>
+                <span className="hint">
+                  {p.viewer ? " · watching" : `${p.audio_muted ? " · muted" : ""}${p.video_muted ? " · camera off" : ""}`}
+                </span>
+                {iHost && p.participant_id !== state.me && p.role !== "host" && (
+                  <button
+                    className="remove"
+                    title="Take them out of the meeting and off the room's members"
+                    onClick={() => api.removeParticipant(props.room.id, p.user.id).catch((e) => props.onError(humanError(e)))}
+                  >
+                    Remove
+                  </button>
+                )}
               </li>
             ))}
           </ul>

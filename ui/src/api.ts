@@ -107,6 +107,7 @@ export const api = {
   scheduleMeeting: (request: { room_id: string; title: string; starts_at: string; duration_minutes: number; invitees: string[] }) =>
     invoke<ScheduledMeeting>("schedule_meeting", { request }),
   answerKnock: (requestId: string, admit: boolean) => invoke<void>("answer_knock", { requestId, admit }),
+  removeParticipant: (roomId: string, userId: string) => invoke<void>("remove_participant", { roomId, userId }),
   chatHistory: (roomId: string) => invoke<{ messages: ChatMessage[]; before: string | null }>("chat_history", { roomId }),
   startPreJoin: () => invoke<{ microphone: string | null; camera: string | null }>("start_pre_join"),
   stopPreJoin: () => invoke<void>("stop_pre_join_cmd"),

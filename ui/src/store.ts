@@ -12,9 +12,12 @@ export interface TrackInfo {
 export interface ParticipantInfo {
   participant_id: string;
   user: { id: string; username: string; display_name: string };
+  role?: "host" | "member";
   audio_muted: boolean;
   video_muted: boolean;
   tracks: TrackInfo[];
+  /** Watching through WHEP (a browser or player), not in the call. */
+  viewer?: boolean;
 }
 
 /** A chat message (`ChatMessage` in shared/src/chat.rs). */

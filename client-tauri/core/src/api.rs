@@ -187,4 +187,22 @@ impl Api {
         self.post(&format!("/api/rooms/{room_id}/messages"), Some(token), &req)
             .await
     }
+
+    /// As the room's host: takes someone out of the room — out of the meeting (their call and
+    /// every WHEP viewer they watch with) and off its members, so a waiting room or a
+    /// password applies to them again.
+    pub async fn remove_member(
+        &self,
+        token: &str,
+        room_id: &str,
+        user_id: &str,
+    ) -> Result<(), ClientError> {
+        let req = self.http.delete(format!(
+            "{}/api/rooms/{room_id}/members/{user_id}",
+            self.base
+        ));
+        self.send::<serde_json::Value>(req, Some(token))
+            .await
+            .map(|_| ())
+    }
 }

@@ -316,6 +316,7 @@ async fn enter(
                 joined_at: participant.joined_at,
                 audio_muted: ask.audio_muted,
                 video_muted: ask.video_muted,
+                viewer: false,
             },
             tx: tx.clone(),
             reply: reply_tx,

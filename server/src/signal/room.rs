@@ -73,6 +73,9 @@ pub struct Joiner {
     pub joined_at: OffsetDateTime,
     pub audio_muted: bool,
     pub video_muted: bool,
+    /// A WHEP viewer: listed like everyone, gets no connection of its own to the room (its
+    /// media is set up by the WHEP handler), and never takes over the user's place in the call.
+    pub viewer: bool,
 }
 
 impl RoomState {
@@ -101,11 +104,22 @@ impl RoomState {
             .map_or((false, false), |m| (m.info.audio_muted, m.info.video_muted))
     }
 
+    /// The user's place in the call (viewers aside).
     fn by_user(&self, user_id: &str) -> Option<String> {
         self.members
             .iter()
-            .find(|(_, m)| m.info.user.id == user_id)
+            .find(|(_, m)| m.info.user.id == user_id && !m.info.viewer)
             .map(|(pid, _)| pid.clone())
+    }
+
+    /// Whether the user is in the meeting at all (in the call or watching).
+    pub fn has_user(&self, user_id: &str) -> bool {
+        self.members.values().any(|m| m.info.user.id == user_id)
+    }
+
+    /// Whether a participant is a WHEP viewer.
+    pub fn is_viewer(&self, pid: &str) -> bool {
+        self.members.get(pid).is_some_and(|m| m.info.viewer)
     }
 
     fn others(&self, except: &str) -> Vec<ParticipantInfo> {
@@ -141,7 +155,12 @@ impl RoomState {
         ice_servers: Vec<convo_shared::signal::IceServer>,
     ) -> (String, Vec<Output>) {
         let mut out = Vec::new();
-        let (pid, resumed) = match self.by_user(&j.user.id) {
+        let existing = if j.viewer {
+            None
+        } else {
+            self.by_user(&j.user.id)
+        };
+        let (pid, resumed) = match existing {
             Some(pid) => {
                 let m = self.members.get_mut(&pid).expect("found by user");
                 if let Some(old) = m.conn.take()
@@ -171,7 +190,10 @@ impl RoomState {
                     audio_muted: j.audio_muted,
                     video_muted: j.video_muted,
                     tracks: Vec::new(),
+                    viewer: j.viewer,
                 };
+                // One entry in the meeting log per person, however many ways they are in.
+                let entered = !self.has_user(&j.user.id);
                 self.members.insert(
                     new_participant_id.clone(),
                     Member {
@@ -185,9 +207,15 @@ impl RoomState {
                     &ServerMessage::ParticipantJoined { participant: info },
                     &mut out,
                 );
-                out.push(Output::Entered {
-                    user_id: j.user.id.clone(),
-                });
+                if entered {
+                    out.push(Output::Entered {
+                        user_id: j.user.id.clone(),
+                    });
+                }
+                if j.viewer {
+                    // Its one peer connection is the WHEP session's; it hears no `joined`.
+                    return (new_participant_id, out);
+                }
                 out.push(Output::Arrived {
                     participant_id: new_participant_id.clone(),
                     resumed: false,
@@ -242,12 +270,18 @@ impl RoomState {
         }
     }
 
-    /// Takes a user out whatever their connection (REST leave, removal, room deleted).
+    /// Takes a user out whatever their connection (REST leave, removal, room deleted): their
+    /// place in the call and every WHEP session they watch with.
     pub fn remove_user(&mut self, user_id: &str, reason: LeaveReason) -> Vec<Output> {
-        match self.by_user(user_id) {
-            Some(pid) => self.remove(&pid, reason),
-            None => Vec::new(),
-        }
+        let pids: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.info.user.id == user_id)
+            .map(|(pid, _)| pid.clone())
+            .collect();
+        pids.iter()
+            .flat_map(|pid| self.remove(pid, reason))
+            .collect()
     }
 
     /// Takes one participant out by id.
@@ -264,16 +298,22 @@ impl RoomState {
     pub fn remove_all(&mut self, reason: LeaveReason) -> Vec<Output> {
         let mut out = Vec::new();
         let members = std::mem::take(&mut self.members);
-        let n = members.len();
-        for (i, (pid, m)) in members.into_iter().enumerate() {
+        let mut users: Vec<String> = Vec::new();
+        for (pid, m) in members {
             if let Some(c) = m.conn {
                 out.push(Output::Send(c, ServerMessage::Left { reason }));
             }
             out.push(Output::Gone {
                 participant_id: pid,
             });
+            if !users.contains(&m.info.user.id) {
+                users.push(m.info.user.id);
+            }
+        }
+        let n = users.len();
+        for (i, user_id) in users.into_iter().enumerate() {
             out.push(Output::Exited {
-                user_id: m.info.user.id,
+                user_id,
                 now_empty: i + 1 == n,
             });
         }
@@ -299,10 +339,13 @@ impl RoomState {
         out.push(Output::Gone {
             participant_id: pid.to_string(),
         });
-        out.push(Output::Exited {
-            user_id: m.info.user.id,
-            now_empty: self.members.is_empty(),
-        });
+        // Still watching, or still in the call while a viewer ends: not gone from the meeting.
+        if !self.has_user(&m.info.user.id) {
+            out.push(Output::Exited {
+                user_id: m.info.user.id,
+                now_empty: self.members.is_empty(),
+            });
+        }
         out
     }
 
@@ -427,20 +470,20 @@ pub enum Command {
         sdp: String,
         reply: oneshot::Sender<Result<(String, String), String>>,
     },
-    /// A WHEP viewer of `pinned` (or of the active speaker); replies with the SDP answer.
+    /// A WHEP viewer of `pinned` (or of the active speaker), admitted like any joiner: it is
+    /// listed as a participant (`viewer`). Replies (participant id, SDP answer).
     WhepView {
-        viewer_id: String,
-        owner: String,
+        joiner: Joiner,
         pinned: Option<String>,
         sdp: String,
-        reply: oneshot::Sender<Result<String, crate::sfu::ViewError>>,
+        reply: oneshot::Sender<Result<(String, String), crate::sfu::ViewError>>,
     },
-    /// Ends a WHIP session (if `user_id` owns it, or `admin`) or a WHEP viewer; replies
-    /// whether there was one.
+    /// Ends a WHIP or WHEP session: its owner (`user_id`) ends it, a host or an admin
+    /// (`manager`) removes it. Replies whether there was one.
     EndResource {
         id: String,
         user_id: String,
-        admin: bool,
+        manager: bool,
         reply: oneshot::Sender<bool>,
     },
     Close,
@@ -588,9 +631,12 @@ async fn run(
                 }
                 Vec::new()
             }
-            Command::Media(MediaEvent::PublisherGone { participant_id }) => {
-                room.remove_participant(&participant_id, LeaveReason::Disconnected)
-            }
+            Command::Media(
+                MediaEvent::PublisherGone { participant_id }
+                | MediaEvent::ViewerGone {
+                    viewer_id: participant_id,
+                },
+            ) => room.remove_participant(&participant_id, LeaveReason::Disconnected),
             Command::Media(event) => {
                 outgoing = media_event(&mut media, &room, event).await;
                 Vec::new()
@@ -618,32 +664,53 @@ async fn run(
                 }
             }
             Command::WhepView {
-                viewer_id,
-                owner,
+                joiner,
                 pinned,
                 sdp,
                 reply,
             } => {
-                let _ = reply.send(media.whep_offer(&viewer_id, &owner, pinned, sdp).await);
-                Vec::new()
+                let viewer_id = uuid::Uuid::new_v4().to_string();
+                match media.whep_offer(&viewer_id, pinned, sdp).await {
+                    Ok(answer) => {
+                        let (pid, out) = room.join(joiner, viewer_id, &room_id, grace, Vec::new());
+                        let _ = reply.send(Ok((pid, answer)));
+                        out
+                    }
+                    Err(e) => {
+                        // The seat taken when admitting the viewer goes back, unless the user
+                        // is in the meeting some other way.
+                        if !room.has_user(&joiner.user.id)
+                            && let Err(e) =
+                                crate::meetings::release_seat(&state.db, &room_id, &joiner.user.id)
+                                    .await
+                        {
+                            tracing::error!(error = %e, %room_id, "seat of a refused viewer kept");
+                        }
+                        let _ = reply.send(Err(e));
+                        Vec::new()
+                    }
+                }
             }
             Command::EndResource {
                 id,
                 user_id,
-                admin,
+                manager,
                 reply,
-            } => {
-                if media.end_viewer(&id, &user_id, admin).await {
+            } => match room.user_of(&id).map(|u| u == user_id) {
+                Some(own) if own || manager => {
                     let _ = reply.send(true);
-                    Vec::new()
-                } else if room.user_of(&id).is_some_and(|u| u == user_id || admin) {
-                    let _ = reply.send(true);
-                    room.remove_participant(&id, LeaveReason::Left)
-                } else {
+                    let reason = if own {
+                        LeaveReason::Left
+                    } else {
+                        LeaveReason::Removed
+                    };
+                    room.remove_participant(&id, reason)
+                }
+                _ => {
                     let _ = reply.send(false);
                     Vec::new()
                 }
-            }
+            },
         };
         // Persist before telling anyone, so whoever hears of a join or a leave can already
         // read it in the meeting logs.
@@ -697,6 +764,7 @@ async fn run(
                 }
                 Output::Gone { participant_id } => {
                     outgoing.extend(media.left(&participant_id).await);
+                    media.viewer_gone(&participant_id).await;
                 }
                 Output::Muted {
                     participant_id,
@@ -790,12 +858,8 @@ async fn media_event(media: &mut RoomMedia, room: &RoomState, e: MediaEvent) -> 
             media.viewer_wants_keyframe(&viewer_id).await;
             Vec::new()
         }
-        MediaEvent::ViewerGone { viewer_id } => {
-            media.viewer_gone(&viewer_id).await;
-            Vec::new()
-        }
-        // Handled by the actor itself (it changes who is in the room).
-        MediaEvent::PublisherGone { .. } => Vec::new(),
+        // Handled by the actor itself (they change who is in the room).
+        MediaEvent::PublisherGone { .. } | MediaEvent::ViewerGone { .. } => Vec::new(),
         MediaEvent::TrackEnded {
             participant_id,
             track_id,
@@ -827,6 +891,7 @@ mod tests {
             joined_at: OffsetDateTime::UNIX_EPOCH,
             audio_muted: false,
             video_muted: false,
+            viewer: false,
         }
     }
 
@@ -955,5 +1020,53 @@ mod tests {
             }
             ref other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_viewer_is_listed_and_never_takes_over_the_call() {
+        let mut r = RoomState::default();
+        r.join(joiner(1, "a"), "pa".into(), "room", G, vec![]);
+        // A watches by WHEP too: a second entry, announced to everyone, no log entry, no media
+        // set up for it by the room, and A's call is untouched.
+        let mut v = joiner(2, "a");
+        v.viewer = true;
+        let (vid, out) = r.join(v, "va".into(), "room", G, vec![]);
+        assert_eq!(vid, "va");
+        assert!(r.is_viewer("va") && !r.is_viewer("pa"));
+        assert!(
+            matches!(sends_to(&out, 1)[..], [ServerMessage::ParticipantJoined { participant }] if participant.viewer)
+        );
+        assert!(
+            !out.iter()
+                .any(|o| matches!(o, Output::Entered { .. } | Output::Arrived { .. }))
+        );
+        assert_eq!(r.conn_of("pa"), Some(1));
+        // The call ends; A is still in the meeting (watching): no exit is logged.
+        let out = r.leave(1, "pa");
+        assert!(!out.iter().any(|o| matches!(o, Output::Exited { .. })));
+        // Removing the user takes every way they are in.
+        r.join(joiner(3, "a"), "pa2".into(), "room", G, vec![]);
+        let out = r.remove_user("a", LeaveReason::Removed);
+        let gone: Vec<_> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Gone { participant_id } => Some(participant_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(gone.len(), 2, "{out:?}");
+        assert_eq!(
+            out.iter()
+                .filter(|o| matches!(
+                    o,
+                    Output::Exited {
+                        now_empty: true,
+                        ..
+                    }
+                ))
+                .count(),
+            1
+        );
+        assert!(r.is_empty());
     }
 }
