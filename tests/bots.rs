@@ -181,18 +181,10 @@ impl media::AudioSink for RecorderSink {
 
 impl MediaBackend for Recorder {
     fn microphone(&self) -> Result<Box<dyn media::AudioSource>, media::MediaError> {
-        media::Synthetic {
-            tone_hz: 440.0,
-            fps: 15,
-        }
-        .microphone()
+        media::Synthetic::default().microphone()
     }
     fn camera(&self) -> Result<Box<dyn media::VideoSource>, media::MediaError> {
-        media::Synthetic {
-            tone_hz: 440.0,
-            fps: 15,
-        }
-        .camera()
+        media::Synthetic::default().camera()
     }
     fn screen(&self) -> Result<Box<dyn media::VideoSource>, media::MediaError> {
         Err(media::MediaError::Unavailable {
@@ -519,6 +511,7 @@ async fn devices_are_switched_mid_call(backend: Backend) {
     a.switch_microphone(Box::new(synth::SyntheticMic::new(440.0)));
     a.switch_camera(Box::new(synth::SyntheticVideo::new(
         synth::Pattern::Camera,
+        synth::VideoSize::default(),
         15,
     )));
     a.set_muted(TrackKind::Audio, false);
@@ -548,6 +541,7 @@ async fn devices_are_switched_mid_call(backend: Backend) {
     a.switch_microphone(Box::new(synth::SyntheticMic::new(660.0)));
     a.switch_camera(Box::new(synth::SyntheticVideo::new(
         synth::Pattern::Screen,
+        synth::VideoSize::default(),
         15,
     )));
     until(

@@ -210,10 +210,7 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
     let bot = {
         let (base, room) = (env.base.clone(), room.clone());
         let backend = Watcher {
-            synthetic: Synthetic {
-                tone_hz: 440.0,
-                fps: 15,
-            },
+            synthetic: Synthetic::default(),
             screen_centre: screen_centre.clone(),
             camera_centre: camera_centre.clone(),
         };

@@ -108,7 +108,7 @@ struct AppBackend {
 /// Opens a monitor or window from [`list_screens`] by id (`synthetic` in synthetic mode).
 fn open_screen(mode: MediaMode, id: &str) -> Result<Box<dyn VideoSource>, MediaError> {
     if id == "synthetic" && mode == MediaMode::Synthetic {
-        return SYNTHETIC.screen();
+        return synthetic().screen();
     }
     #[cfg(target_os = "linux")]
     if id.starts_with("x11:") {
@@ -126,11 +126,24 @@ fn open_screen(mode: MediaMode, id: &str) -> Result<Box<dyn VideoSource>, MediaE
     })
 }
 
-/// `CONVO_MEDIA=synthetic`: a 440 Hz tone with markers, 15 fps patterns.
-const SYNTHETIC: Synthetic = Synthetic {
-    tone_hz: 440.0,
-    fps: 15,
-};
+/// `CONVO_MEDIA=synthetic`: a 440 Hz tone with markers, patterns of 320 × 240 at 15 fps, or
+/// of the size and rate `CONVO_SYNTH_VIDEO` asks (`1280x720@30`).
+fn synthetic() -> Synthetic {
+    static SYNTHETIC: std::sync::OnceLock<Synthetic> = std::sync::OnceLock::new();
+    *SYNTHETIC.get_or_init(|| {
+        let mut s = Synthetic::default();
+        if let Ok(v) = std::env::var("CONVO_SYNTH_VIDEO") {
+            match synth::VideoSize::parse_with_fps(&v) {
+                Ok((size, fps)) => {
+                    s.size = size;
+                    s.fps = fps.unwrap_or(s.fps);
+                }
+                Err(e) => tracing::warn!(error = %e, "CONVO_SYNTH_VIDEO ignored"),
+            }
+        }
+        s
+    })
+}
 
 /// Synthetic mode's microphones (id, name, pitch): two, so that switching can be tried, and
 /// tested, where there are no devices. The first is the default.
@@ -197,7 +210,8 @@ impl MediaBackend for AppBackend {
         let source: Result<Box<dyn VideoSource>, MediaError> = match self.mode {
             MediaMode::Synthetic => Ok(Box::new(synth::SyntheticVideo::new(
                 synthetic_pick(&SYNTHETIC_CAMERAS, self.camera.as_deref()),
-                SYNTHETIC.fps,
+                synthetic().size,
+                synthetic().fps,
             ))),
             MediaMode::Devices => convo_client::camera::Camera::open(self.camera.as_deref())
                 .map(|c| Box::new(c) as Box<dyn VideoSource>),
@@ -597,6 +611,22 @@ async fn answer_knock(state: State<'_, AppState>, request_id: String, admit: boo
         }
         None => Err(UiError::new("not_in_call", "You are not in a meeting.")),
     }
+}
+
+/// As the host: removes someone (in the call or watching by WHEP) from the room.
+#[tauri::command]
+async fn remove_participant(
+    state: State<'_, AppState>,
+    room_id: String,
+    user_id: String,
+) -> UiResult<()> {
+    if user_id.len() > 64 || !user_id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        return Err(UiError::new("invalid_request", "That is not a user."));
+    }
+    let (api, token) = state.session.authed().await?;
+    Ok(api
+        .remove_member(&token, &room_id_from(&room_id), &user_id)
+        .await?)
 }
 
 /// Sends a chat message in the current call.
@@ -1123,6 +1153,7 @@ pub fn run() {
             chat_history,
             cancel_join,
             answer_knock,
+            remove_participant,
             upcoming_meetings,
             schedule_meeting,
         ])

@@ -58,6 +58,8 @@ pub struct CallOptions {
     /// Pitch of the synthetic tone; receivers check for the same. 0 sends silence.
     pub tone_hz: f64,
     pub fps: u32,
+    /// Size of the synthetic camera's (and screen's) picture.
+    pub video_size: synth::VideoSize,
     pub duration: Duration,
     /// Where media comes from and goes; `None` is [`Synthetic`] with `tone_hz` and `fps`.
     pub backend: Option<Backend>,
@@ -76,6 +78,7 @@ impl Default for CallOptions {
             screen: false,
             tone_hz: 440.0,
             fps: 15,
+            video_size: synth::VideoSize::default(),
             duration: Duration::from_secs(10),
             backend: None,
             drop_video_one_in: 0,
@@ -464,6 +467,7 @@ pub async fn start(
         None => Arc::new(Synthetic {
             tone_hz: opts.tone_hz,
             fps: opts.fps,
+            size: opts.video_size,
         }),
     };
 
@@ -911,8 +915,22 @@ fn send_video(
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
     let stop2 = stop.clone();
     std::thread::spawn(move || {
+        // Sized to the source from its first frame (the encoder follows the frames' size).
+        let first = match source.next_frame() {
+            Ok(f) => f,
+            Err(e) => {
+                if !stop2.load(Ordering::Relaxed) {
+                    on_end(e.to_string());
+                }
+                return;
+            }
+        };
         let config = EncoderConfig::new()
-            .bitrate(BitRate::from_bps(800_000))
+            .bitrate(BitRate::from_bps(start_bitrate(
+                first.width,
+                first.height,
+                fps,
+            )))
             .max_frame_rate(FrameRate::from_hz(fps as f32))
             .skip_frames(true)
             // Long: a newcomer's keyframe must come from a request, not from the schedule.
@@ -921,8 +939,13 @@ fn send_video(
             tracing::error!("OpenH264 encoder unavailable");
             return;
         };
+        let mut first = Some(first);
         while !stop2.load(Ordering::Relaxed) {
-            let frame = match source.next_frame() {
+            let next = match first.take() {
+                Some(f) => Ok(f),
+                None => source.next_frame(),
+            };
+            let frame = match next {
                 Ok(f) => f,
                 Err(e) => {
                     tracing::warn!(error = %e, "video source stopped");
@@ -965,6 +988,13 @@ fn send_video(
             }
         }
     });
+}
+
+/// The encoder's bit rate for a picture size and frame rate: about 0.06 bits per pixel, from
+/// 800 kbit/s (small pictures) to 2.5 Mbit/s (1280 × 720 at 30 fps is ~1.7 Mbit/s).
+fn start_bitrate(width: usize, height: usize, fps: u32) -> u32 {
+    let bps = (width * height) as u64 * u64::from(fps) / 16;
+    bps.clamp(800_000, 2_500_000) as u32
 }
 
 /// What a remote track carries: its codec says audio or video, its id tells screen from camera.

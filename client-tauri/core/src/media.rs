@@ -140,6 +140,18 @@ impl fmt::Debug for Backend {
 pub struct Synthetic {
     pub tone_hz: f64,
     pub fps: u32,
+    /// Size of the camera's and the screen's pictures.
+    pub size: crate::synth::VideoSize,
+}
+
+impl Default for Synthetic {
+    fn default() -> Self {
+        Synthetic {
+            tone_hz: 440.0,
+            fps: 15,
+            size: crate::synth::VideoSize::default(),
+        }
+    }
 }
 
 impl MediaBackend for Synthetic {
@@ -150,6 +162,7 @@ impl MediaBackend for Synthetic {
     fn camera(&self) -> Result<Box<dyn VideoSource>, MediaError> {
         Ok(Box::new(crate::synth::SyntheticVideo::new(
             crate::synth::Pattern::Camera,
+            self.size,
             self.fps,
         )))
     }
@@ -157,6 +170,7 @@ impl MediaBackend for Synthetic {
     fn screen(&self) -> Result<Box<dyn VideoSource>, MediaError> {
         Ok(Box::new(crate::synth::SyntheticVideo::new(
             crate::synth::Pattern::Screen,
+            self.size,
             self.fps,
         )))
     }

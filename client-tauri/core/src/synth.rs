@@ -16,12 +16,10 @@
 //! The pure functions paint and read; [`SyntheticMic`] and [`SyntheticVideo`] are the sources
 //! (they pace themselves in real time, as devices do).
 
-/// Width and height of synthetic video (multiples of 16).
+/// Width and height of synthetic video unless asked otherwise.
 pub const WIDTH: usize = 320;
 pub const HEIGHT: usize = 240;
 const BLOCKS: usize = 32;
-const BLOCK_W: usize = WIDTH / BLOCKS;
-const STRIP_H: usize = 16;
 pub const CHECK_MAGIC: u32 = 0xA5C3_5A3C;
 
 /// What a synthetic frame says about itself.
@@ -38,27 +36,106 @@ pub enum Pattern {
     Screen,
 }
 
-/// Paints one I420 frame (Y plane, then U, then V).
-pub fn frame(code: FrameCode, pattern: Pattern) -> Vec<u8> {
-    let y_len = WIDTH * HEIGHT;
+/// The size of a synthetic picture: even, from 128 × 72 to 3840 × 2160.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VideoSize {
+    pub width: usize,
+    pub height: usize,
+}
+
+impl Default for VideoSize {
+    fn default() -> Self {
+        VideoSize {
+            width: WIDTH,
+            height: HEIGHT,
+        }
+    }
+}
+
+impl VideoSize {
+    pub const fn new(width: usize, height: usize) -> Self {
+        VideoSize { width, height }
+    }
+
+    /// `1280x720`; an error says what is wrong.
+    pub fn parse(s: &str) -> Result<VideoSize, String> {
+        let (w, h) = s
+            .trim()
+            .split_once(['x', 'X'])
+            .ok_or_else(|| format!("not a size: {s:?} (like 1280x720)"))?;
+        let (w, h): (usize, usize) = (
+            w.trim()
+                .parse()
+                .map_err(|_| format!("not a width: {w:?}"))?,
+            h.trim()
+                .parse()
+                .map_err(|_| format!("not a height: {h:?}"))?,
+        );
+        if !(128..=3840).contains(&w) || !(72..=2160).contains(&h) || w % 2 != 0 || h % 2 != 0 {
+            return Err(format!("{w}x{h}: sizes are even, 128x72 to 3840x2160"));
+        }
+        Ok(VideoSize::new(w, h))
+    }
+
+    /// `1280x720@30` (the frame rate optional): size and frame rate.
+    pub fn parse_with_fps(s: &str) -> Result<(VideoSize, Option<u32>), String> {
+        match s.split_once('@') {
+            None => Ok((VideoSize::parse(s)?, None)),
+            Some((size, fps)) => {
+                let fps: u32 = fps
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|f| (1..=60).contains(f))
+                    .ok_or_else(|| format!("not a frame rate (1 to 60): {fps:?}"))?;
+                Ok((VideoSize::parse(size)?, Some(fps)))
+            }
+        }
+    }
+
+    /// Height of each code strip: a fifteenth of 240 rows, scaled with the picture (so the
+    /// code survives the picture being scaled down to a simulcast layer).
+    fn strip_h(height: usize) -> usize {
+        (height * 16 / 240).max(8)
+    }
+}
+
+/// Paints one I420 frame of `size` (Y plane, then U, then V).
+pub fn frame(code: FrameCode, pattern: Pattern, size: VideoSize) -> Vec<u8> {
+    let VideoSize { width, height } = size;
+    let y_len = width * height;
     let c_len = y_len / 4;
     let mut buf = vec![0u8; y_len + 2 * c_len];
     let shift = code.counter as usize * 4;
     let (y, uv) = buf.split_at_mut(y_len);
-    for row in 0..HEIGHT {
-        for col in 0..WIDTH {
-            y[row * WIDTH + col] = match pattern {
-                // Diagonal bands sliding right: visibly moving.
-                Pattern::Camera => (((col + row + shift) % 128) + 64) as u8,
-                // Large checkerboard scrolling down, like a document.
-                Pattern::Screen => {
-                    if ((col / 40) + (row + shift) / 40).is_multiple_of(2) {
-                        200
-                    } else {
-                        60
-                    }
-                }
+    // Each row is a window on one periodic line: copies, not a computation per pixel (a
+    // 1280 × 720 frame at 30 fps stays cheap in an unoptimised build).
+    match pattern {
+        // Diagonal bands sliding right: visibly moving.
+        Pattern::Camera => {
+            let line: Vec<u8> = (0..width + 128).map(|i| ((i % 128) + 64) as u8).collect();
+            for (row, out) in y.chunks_exact_mut(width).enumerate() {
+                let off = (row + shift) % 128;
+                out.copy_from_slice(&line[off..off + width]);
+            }
+        }
+        // Large checkerboard scrolling down, like a document.
+        Pattern::Screen => {
+            let line = |phase: usize| -> Vec<u8> {
+                (0..width)
+                    .map(|col| {
+                        if ((col / 40) + phase).is_multiple_of(2) {
+                            200
+                        } else {
+                            60
+                        }
+                    })
+                    .collect()
             };
+            let lines = [line(0), line(1)];
+            for (row, out) in y.chunks_exact_mut(width).enumerate() {
+                out.copy_from_slice(&lines[((row + shift) / 40) % 2]);
+            }
         }
     }
     let (u, v) = uv.split_at_mut(c_len);
@@ -70,34 +147,40 @@ pub fn frame(code: FrameCode, pattern: Pattern) -> Vec<u8> {
         Pattern::Camera => 160,
         Pattern::Screen => 128,
     });
+    let strip_h = VideoSize::strip_h(height);
     let strips = [code.counter, code.capture_ms, code.counter ^ CHECK_MAGIC];
     for (s, value) in strips.iter().enumerate() {
         for bit in 0..BLOCKS {
             let on = (value >> (BLOCKS - 1 - bit)) & 1 == 1;
             let luma = if on { 235 } else { 16 };
-            for row in s * STRIP_H..(s + 1) * STRIP_H {
-                let start = row * WIDTH + bit * BLOCK_W;
-                y[start..start + BLOCK_W].fill(luma);
+            let (from, to) = (bit * width / BLOCKS, (bit + 1) * width / BLOCKS);
+            for row in s * strip_h..(s + 1) * strip_h {
+                y[row * width + from..row * width + to].fill(luma);
             }
         }
     }
     buf
 }
 
-/// Reads the code back from a decoded luma plane; `None` when the check strip disagrees
-/// (a damaged or foreign frame).
+/// Reads the code back from a decoded luma plane of any size (the picture may have been
+/// scaled); `None` when the check strip disagrees (a damaged or foreign frame).
 pub fn read_code(y: &[u8], stride: usize, width: usize, height: usize) -> Option<FrameCode> {
-    if width != WIDTH || height != HEIGHT || stride < width || y.len() < stride * (3 * STRIP_H) {
+    let strip_h = VideoSize::strip_h(height);
+    if width < 4 * BLOCKS || height < 72 || stride < width || y.len() < stride * (3 * strip_h) {
         return None;
     }
+    // Away from the edges the codec (and scaling) blurs.
+    let (margin_v, block_w) = (strip_h / 4, width / BLOCKS);
+    let margin_h = (block_w / 5).max(1);
     let mut strips = [0u32; 3];
     for (s, out) in strips.iter_mut().enumerate() {
         for bit in 0..BLOCKS {
-            // Average the block's interior, away from edges the codec may blur.
+            let from = bit * width / BLOCKS;
+            let to = (bit + 1) * width / BLOCKS;
             let mut sum = 0u32;
             let mut n = 0u32;
-            for row in s * STRIP_H + 4..(s + 1) * STRIP_H - 4 {
-                for col in bit * BLOCK_W + 2..(bit + 1) * BLOCK_W - 2 {
+            for row in s * strip_h + margin_v..(s + 1) * strip_h - margin_v {
+                for col in from + margin_h..to - margin_h {
                     sum += u32::from(y[row * stride + col]);
                     n += 1;
                 }
@@ -268,18 +351,20 @@ impl crate::media::AudioSource for SyntheticMic {
 #[derive(Debug)]
 pub struct SyntheticVideo {
     pattern: Pattern,
+    size: VideoSize,
     fps: u32,
     counter: u32,
     start: std::time::Instant,
 }
 
 impl SyntheticVideo {
-    pub fn new(pattern: Pattern, fps: u32) -> Self {
+    pub fn new(pattern: Pattern, size: VideoSize, fps: u32) -> Self {
         static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
         let start = *EPOCH.get_or_init(std::time::Instant::now);
         let fps = fps.clamp(1, 60);
         SyntheticVideo {
             pattern,
+            size,
             fps,
             counter: (start.elapsed().as_secs_f64() * f64::from(fps)).ceil() as u32,
             start,
@@ -300,9 +385,9 @@ impl crate::media::VideoSource for SyntheticVideo {
         };
         self.counter += 1;
         Ok(crate::media::VideoFrame {
-            width: WIDTH,
-            height: HEIGHT,
-            i420: frame(code, self.pattern),
+            width: self.size.width,
+            height: self.size.height,
+            i420: frame(code, self.pattern, self.size),
         })
     }
 
@@ -360,31 +445,70 @@ mod tests {
     use super::*;
 
     #[test]
-    fn code_round_trips_through_a_frame() {
-        for pattern in [Pattern::Camera, Pattern::Screen] {
-            let code = FrameCode {
-                counter: 0xDEAD_0042,
-                capture_ms: 0x1234_5678,
-            };
-            let f = frame(code, pattern);
-            assert_eq!(f.len(), WIDTH * HEIGHT * 3 / 2);
-            assert_eq!(read_code(&f, WIDTH, WIDTH, HEIGHT), Some(code));
+    fn code_round_trips_through_a_frame_of_any_size() {
+        let code = FrameCode {
+            counter: 0xDEAD_0042,
+            capture_ms: 0x1234_5678,
+        };
+        for size in [
+            VideoSize::default(),
+            VideoSize::new(1280, 720),
+            VideoSize::new(640, 360),
+            VideoSize::new(320, 180),
+        ] {
+            for pattern in [Pattern::Camera, Pattern::Screen] {
+                let f = frame(code, pattern, size);
+                assert_eq!(f.len(), size.width * size.height * 3 / 2);
+                assert_eq!(
+                    read_code(&f, size.width, size.width, size.height),
+                    Some(code),
+                    "{size:?}"
+                );
+            }
         }
+    }
+
+    /// A 1280 × 720 frame scaled down by 4 (as the lowest simulcast layer is) still reads.
+    #[test]
+    fn code_survives_scaling_down() {
+        let code = FrameCode {
+            counter: 77,
+            capture_ms: 123_456,
+        };
+        let big = VideoSize::new(1280, 720);
+        let f = frame(code, Pattern::Camera, big);
+        let (w, h) = (320, 180);
+        let mut small = vec![0u8; w * h];
+        for row in 0..h {
+            for col in 0..w {
+                let mut sum = 0u32;
+                for dy in 0..4 {
+                    for dx in 0..4 {
+                        sum += u32::from(f[(row * 4 + dy) * big.width + col * 4 + dx]);
+                    }
+                }
+                small[row * w + col] = (sum / 16) as u8;
+            }
+        }
+        assert_eq!(read_code(&small, w, w, h), Some(code));
     }
 
     #[test]
     fn damaged_frames_are_rejected() {
+        let size = VideoSize::default();
         let mut f = frame(
             FrameCode {
                 counter: 7,
                 capture_ms: 9,
             },
             Pattern::Camera,
+            size,
         );
         // Flip one block of the counter strip.
-        for row in 0..STRIP_H {
-            let start = row * WIDTH + 31 * BLOCK_W;
-            f[start..start + BLOCK_W].fill(16);
+        let block_w = WIDTH / BLOCKS;
+        for row in 0..VideoSize::strip_h(HEIGHT) {
+            let start = row * WIDTH + 31 * block_w;
+            f[start..start + block_w].fill(16);
         }
         assert_eq!(read_code(&f, WIDTH, WIDTH, HEIGHT), None);
         assert_eq!(read_code(&f, WIDTH, 100, 100), None);
@@ -392,22 +516,44 @@ mod tests {
 
     #[test]
     fn frames_move() {
-        let a = frame(
-            FrameCode {
-                counter: 1,
-                capture_ms: 0,
-            },
-            Pattern::Camera,
+        let size = VideoSize::new(640, 360);
+        let code = |counter| FrameCode {
+            counter,
+            capture_ms: 0,
+        };
+        for pattern in [Pattern::Camera, Pattern::Screen] {
+            let (a, b) = (
+                frame(code(1), pattern, size),
+                frame(code(11), pattern, size),
+            );
+            let below = 3 * VideoSize::strip_h(size.height) * size.width;
+            let y_len = size.width * size.height;
+            assert_ne!(a[below..y_len], b[below..y_len], "{pattern:?}");
+        }
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(VideoSize::parse("1280x720"), Ok(VideoSize::new(1280, 720)));
+        assert_eq!(
+            VideoSize::parse_with_fps("1280x720@30"),
+            Ok((VideoSize::new(1280, 720), Some(30)))
         );
-        let b = frame(
-            FrameCode {
-                counter: 2,
-                capture_ms: 0,
-            },
-            Pattern::Camera,
+        assert_eq!(
+            VideoSize::parse_with_fps("640X360"),
+            Ok((VideoSize::new(640, 360), None))
         );
-        let below = 3 * STRIP_H * WIDTH;
-        assert_ne!(a[below..WIDTH * HEIGHT], b[below..WIDTH * HEIGHT]);
+        for bad in [
+            "",
+            "1280",
+            "1281x720",
+            "x720",
+            "99999x720",
+            "1280x720@0",
+            "1280x720@fast",
+        ] {
+            assert!(VideoSize::parse_with_fps(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use convo_client::api::Api;
 use convo_client::call::{self, CallOptions};
+use convo_client::synth::VideoSize;
 use tracing_subscriber::EnvFilter;
 
 /// Join a ConvoConnect room as a bot with synthetic audio, camera and screen.
@@ -35,8 +36,12 @@ struct Cli {
     /// Pitch of the published tone, in Hz.
     #[arg(long, default_value_t = 440.0)]
     tone: f64,
-    #[arg(long, default_value_t = 15)]
+    /// Frame rate of the synthetic camera and screen (1 to 60).
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..=60))]
     fps: u32,
+    /// Size of the synthetic camera's and screen's pictures, e.g. 1280x720.
+    #[arg(long, default_value = "320x240", value_parser = VideoSize::parse)]
+    video: VideoSize,
     /// Simulated loss: drop one in N incoming video packets (NACK retransmissions get through).
     #[arg(long, default_value_t = 0)]
     drop_video_one_in: u64,
@@ -81,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
         screen: false,
         tone_hz: cli.tone,
         fps: cli.fps,
+        video_size: cli.video,
         duration: cli.duration,
         backend: None,
         drop_video_one_in: cli.drop_video_one_in,
