@@ -12,6 +12,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod extract;
+pub mod forward;
 pub mod mail;
 pub mod meetings;
 pub mod rooms;

@@ -164,6 +164,25 @@ pub enum ClientMessage {
     Deny { request_id: String },
     /// Leave the room (the socket may stay open to join another).
     Leave {},
+    /// I draw this remote video track at `width` × `height` pixels (`0 × 0`: not shown at
+    /// all). The server forwards the simulcast layer that fills it best; send it again when
+    /// the tile's size changes. Until told, a track gets its best layer.
+    View {
+        track_id: String,
+        width: u32,
+        height: u32,
+    },
+    /// My `subscribe` connection's receivers are open for everything in the offers I have
+    /// answered: the server starts sending what they carry (without it, a second and a half
+    /// after the answer).
+    SubscribeReady {},
+    /// The size of the full layer of my `kind` track (the camera's picture), sent when it
+    /// is known or changes; lower simulcast layers are half and a quarter of it.
+    SourceSize {
+        kind: TrackKind,
+        width: u32,
+        height: u32,
+    },
     Ping {
         #[serde(default)]
         nonce: u64,
@@ -253,6 +272,15 @@ pub enum ServerMessage {
     /// You are no longer in the room (`reason` says why).
     Left {
         reason: LeaveReason,
+    },
+    /// To a publisher: the server's receivers are open for what it offered last; it may send
+    /// (media sent before may be lost, and with simulcast can cost the whole track).
+    PublishReady {},
+    /// To a publisher: the simulcast layers (RIDs) of its `kind` track that somebody
+    /// watches. Layers not listed are not encoded until they are listed again.
+    LayersWanted {
+        kind: TrackKind,
+        rids: Vec<String>,
     },
     /// Something about the last message was wrong; the connection stays up.
     Error {

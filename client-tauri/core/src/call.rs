@@ -10,12 +10,10 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use convo_shared::signal::TrackKind;
 use convo_shared::signal::{ClientMessage, IceCandidate, ServerMessage, Transport};
-use openh264::OpenH264API;
-use openh264::encoder::{BitRate, Encoder, EncoderConfig, FrameRate, IntraFramePeriod};
-use openh264::formats::{YUVBuffer, YUVSource};
+use openh264::formats::YUVSource;
 use tokio::sync::mpsc;
 use webrtc::api::interceptor_registry::register_default_interceptors;
-use webrtc::api::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine};
+use webrtc::api::media_engine::{MIME_TYPE_OPUS, MediaEngine};
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::{API, APIBuilder};
 use webrtc::ice_transport::ice_candidate::RTCIceCandidateInit;
@@ -24,7 +22,6 @@ use webrtc::media::Sample;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
-use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use webrtc::rtp::codecs::h264::H264Packet;
 use webrtc::rtp::extension::HeaderExtension;
@@ -44,7 +41,7 @@ use crate::media::{
     Synthetic, VideoSink, VideoSource,
 };
 use crate::signal::Signaling;
-use crate::stats::{BotReport, TrackStats};
+use crate::stats::{BotReport, RoundTrip, TrackStats};
 use crate::synth::{self, MarkerDetector};
 
 /// What to publish and for how long.
@@ -66,6 +63,9 @@ pub struct CallOptions {
     /// Simulated loss: drop one in this many incoming video packets on first arrival (see
     /// [`crate::loss`]); 0 drops nothing.
     pub drop_video_one_in: u64,
+    /// The size every remote video is drawn at (the server picks simulcast layers by it);
+    /// `None` says nothing, which gets the best layer.
+    pub view: Option<(u32, u32)>,
 }
 
 impl Default for CallOptions {
@@ -82,6 +82,7 @@ impl Default for CallOptions {
             duration: Duration::from_secs(10),
             backend: None,
             drop_video_one_in: 0,
+            view: None,
         }
     }
 }
@@ -107,7 +108,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn webrtc_api(loss: Option<crate::loss::DropVideo>) -> Result<API, ClientError> {
+/// The webrtc-rs API for the `publish` connection (`publish`) or the `subscribe` one. Only the
+/// publishing one registers the MID and RID extensions simulcast needs: with them, webrtc-rs
+/// probes a stream whose first packets beat its receiver for a RID, finds none, and closes
+/// it under the receiver.
+fn webrtc_api(loss: Option<crate::loss::DropVideo>, publish: bool) -> Result<API, ClientError> {
     let mut registry = Registry::new();
     let simulating = loss.is_some();
     // Closest to the network: before the NACK generator.
@@ -124,6 +129,27 @@ fn webrtc_api(loss: Option<crate::loss::DropVideo>) -> Result<API, ClientError> 
         RTPCodecType::Audio,
         None,
     )?;
+    // Simulcast layers by RID; keyframes marked in a header extension for the server.
+    let extensions = if publish {
+        [
+            webrtc::sdp::extmap::SDES_MID_URI,
+            webrtc::sdp::extmap::SDES_RTP_STREAM_ID_URI,
+            webrtc::sdp::extmap::SDES_REPAIR_RTP_STREAM_ID_URI,
+            crate::video_out::FRAME_MARKING_URI,
+        ]
+        .as_slice()
+    } else {
+        &[]
+    };
+    for uri in extensions {
+        m.register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: (*uri).to_owned(),
+            },
+            RTPCodecType::Video,
+            None,
+        )?;
+    }
     let registry = register_default_interceptors(registry, &mut m)?;
     let mut s = SettingEngine::default();
     s.set_include_loopback_candidate(true);
@@ -206,6 +232,8 @@ enum Control {
     Chat(String),
     /// As a host: let someone in from the waiting room, or not.
     Answer(String, bool),
+    /// Every remote video is now drawn at this size.
+    View(u32, u32),
     Leave,
 }
 
@@ -219,6 +247,7 @@ impl std::fmt::Debug for Control {
             Control::SourceEnded(k, n, r) => write!(f, "SourceEnded({k:?}, {n}, {r})"),
             Control::Chat(t) => write!(f, "Chat({} chars)", t.chars().count()),
             Control::Answer(id, admit) => write!(f, "Answer({id}, {admit})"),
+            Control::View(w, h) => write!(f, "View({w}x{h})"),
             Control::Leave => f.write_str("Leave"),
         }
     }
@@ -229,14 +258,22 @@ impl std::fmt::Debug for Control {
 /// renegotiated only when a kind is published for the first time.
 struct Outgoing {
     kind: TrackKind,
-    track: Arc<TrackLocalStaticSample>,
+    media: OutMedia,
     muted: Arc<AtomicBool>,
-    /// Video: raised when a keyframe is due (asked for with PLI/FIR, or after unmuting).
-    keyframe: Option<Arc<AtomicBool>>,
+    /// The server's receivers are open for it (`publish_ready`): until then nothing is sent.
+    ready: Arc<AtomicBool>,
+    /// The first publish offer that carries it.
+    offered_in: u64,
     /// Raised to stop the current source's thread; `None` while no source runs.
     halt: Option<Arc<AtomicBool>>,
     /// Which source is the current one (a failure reported by an older one is ignored).
     generation: u64,
+}
+
+/// What carries a published track.
+enum OutMedia {
+    Audio(Arc<TrackLocalStaticSample>),
+    Video(crate::video_out::VideoOut),
 }
 
 impl Outgoing {
@@ -246,23 +283,32 @@ impl Outgoing {
         kind: TrackKind,
         participant_id: &str,
         muted: bool,
+        rtt: &Arc<RoundTrip>,
     ) -> Result<Outgoing, ClientError> {
-        let (track, keyframe) = match kind {
-            TrackKind::Audio => (add_audio_track(publish, participant_id).await?, None),
-            TrackKind::Video | TrackKind::Screen => {
-                let (track, keyframe) =
-                    add_video_track(publish, kind.as_str(), participant_id).await?;
-                (track, Some(keyframe))
+        let media = match kind {
+            TrackKind::Audio => {
+                OutMedia::Audio(add_audio_track(publish, participant_id, rtt.clone()).await?)
             }
+            TrackKind::Video | TrackKind::Screen => OutMedia::Video(
+                crate::video_out::VideoOut::add(publish, kind, participant_id, rtt.clone()).await?,
+            ),
         };
         Ok(Outgoing {
             kind,
-            track,
+            media,
             muted: Arc::new(AtomicBool::new(muted)),
-            keyframe,
+            ready: Arc::new(AtomicBool::new(false)),
+            offered_in: 1,
             halt: None,
             generation: 0,
         })
+    }
+
+    fn video(&self) -> Option<&crate::video_out::VideoOut> {
+        match &self.media {
+            OutMedia::Video(v) => Some(v),
+            OutMedia::Audio(_) => None,
+        }
     }
 
     /// Stops the current source, if one runs.
@@ -274,8 +320,13 @@ impl Outgoing {
     }
 
     /// Feeds the track from `source` instead of the current one; `ctl` hears if it stops
-    /// by itself.
-    fn feed(&mut self, source: Source, ctl: mpsc::WeakUnboundedSender<Control>) {
+    /// by itself, `sig` the picture's size.
+    fn feed(
+        &mut self,
+        source: Source,
+        ctl: mpsc::WeakUnboundedSender<Control>,
+        sig: mpsc::UnboundedSender<ClientMessage>,
+    ) {
         self.stop();
         let halt = Arc::new(AtomicBool::new(false));
         self.halt = Some(halt.clone());
@@ -285,13 +336,16 @@ impl Outgoing {
                 let _ = tx.send(Control::SourceEnded(kind, generation, why));
             }
         });
-        let (track, muted) = (self.track.clone(), self.muted.clone());
-        match source {
-            Source::Audio(source) => send_audio(track, source, muted, halt, on_end),
-            Source::Video(source) => {
-                let keyframe = self.keyframe.clone().unwrap_or_default();
-                send_video(track, source, keyframe, muted, halt, on_end);
+        let (muted, ready) = (self.muted.clone(), self.ready.clone());
+        match (&self.media, source) {
+            (OutMedia::Audio(track), Source::Audio(source)) => {
+                send_audio(track.clone(), source, muted, ready, halt, on_end);
             }
+            (OutMedia::Video(v), Source::Video(source)) => {
+                v.request_keyframe();
+                v.feed(source, muted, ready, halt, sig, on_end);
+            }
+            _ => tracing::error!(kind = ?self.kind, "a source of the wrong kind"),
         }
     }
 }
@@ -308,7 +362,9 @@ async fn published<'a>(
     let i = match outgoing.iter().position(|o| o.kind == kind) {
         Some(i) => i,
         None => {
-            let o = Outgoing::add(&offers.publish, kind, participant_id, muted).await?;
+            let mut o =
+                Outgoing::add(&offers.publish, kind, participant_id, muted, &offers.rtt).await?;
+            o.offered_in = offers.next();
             outgoing.push(o);
             offers.renegotiate(sig).await?;
             outgoing.len() - 1
@@ -327,12 +383,13 @@ pub struct CallHandle {
     task: tokio::task::JoinHandle<Result<BotReport, ClientError>>,
     stats: Stats,
     tone_hz: f64,
+    rtt: Arc<RoundTrip>,
 }
 
 impl CallHandle {
     /// What has been received so far, per remote track (for a connection-quality indicator).
     pub fn reports(&self) -> Vec<crate::stats::TrackReport> {
-        reports(&self.stats, self.tone_hz)
+        reports(&self.stats, self.tone_hz, &self.rtt)
     }
 
     /// Mutes or unmutes what we send: the source keeps running, nothing is encoded or sent,
@@ -372,6 +429,12 @@ impl CallHandle {
         let _ = self
             .ctl
             .send(Control::Answer(request_id.to_string(), admit));
+    }
+
+    /// Every remote video is drawn at `width` × `height` from now on (`0 × 0`: hidden): the
+    /// server forwards the simulcast layer that fits.
+    pub fn set_view(&self, width: u32, height: u32) {
+        let _ = self.ctl.send(Control::View(width, height));
     }
 
     pub fn is_finished(&self) -> bool {
@@ -459,8 +522,11 @@ pub async fn start(
         one_in: opts.drop_video_one_in,
         dropped: dropped.clone(),
     });
-    let api = Arc::new(webrtc_api(loss)?);
+    let api = Arc::new(webrtc_api(loss, false)?);
+    let publish_api = webrtc_api(None, true)?;
     let stats: Stats = Arc::default();
+    let rtt = Arc::new(RoundTrip::new());
+    let handle_rtt = rtt.clone();
 
     let backend: Arc<dyn MediaBackend> = match &opts.backend {
         Some(b) => b.0.clone(),
@@ -473,7 +539,7 @@ pub async fn start(
 
     // Publish what can open. A source that cannot (no microphone, camera in use) leaves its
     // track out: the call goes on without it, as muted, and the owner hears why.
-    let publish = Arc::new(api.new_peer_connection(rtc_config()).await?);
+    let publish = Arc::new(publish_api.new_peer_connection(rtc_config()).await?);
     watch_candidates(&publish, Transport::Publish, sig.sender());
     let (ctl_tx, mut ctl) = mpsc::unbounded_channel::<Control>();
     // Weak: dropping the handle still ends the call.
@@ -496,8 +562,8 @@ pub async fn start(
         };
         match source {
             Ok(source) => {
-                let mut o = Outgoing::add(&publish, kind, &participant_id, false).await?;
-                o.feed(source, ctl_back.clone());
+                let mut o = Outgoing::add(&publish, kind, &participant_id, false, &rtt).await?;
+                o.feed(source, ctl_back.clone(), sig.sender());
                 outgoing.push(o);
             }
             Err(e) => {
@@ -524,12 +590,17 @@ pub async fn start(
         let participant_id = handle_pid;
         let mut subscribe: Option<Arc<RTCPeerConnection>> = None;
         let mut active_speaker: Option<String> = None;
+        // The size remote videos are drawn at, for tracks that start later.
+        let views: Arc<Mutex<Option<(u32, u32)>>> = Arc::new(Mutex::new(opts.view));
         let emit = Arc::new(emit);
         let mut ended = "left".to_string();
         let mut offers = Offers {
             publish: publish.clone(),
             pending: publishing,
             again: false,
+            rtt: rtt.clone(),
+            sent: u64::from(publishing),
+            answered: 0,
         };
         let outcome: Result<(), ClientError> = async {
             loop {
@@ -540,7 +611,7 @@ pub async fn start(
                             if screen.muted.swap(false, Ordering::Relaxed) {
                                 sig.send(ClientMessage::Mute { kind: TrackKind::Screen, muted: false });
                             }
-                            screen.feed(Source::Video(source), ctl_back.clone());
+                            screen.feed(Source::Video(source), ctl_back.clone(), sig.sender());
                             continue;
                         }
                         Some(Control::Share(None)) => {
@@ -559,7 +630,7 @@ pub async fn start(
                             let muted = muted_kinds.get(&kind).copied().unwrap_or(false);
                             published(&mut outgoing, kind, muted, &mut offers, &sig, &participant_id)
                                 .await?
-                                .feed(source, ctl_back.clone());
+                                .feed(source, ctl_back.clone(), sig.sender());
                             continue;
                         }
                         Some(Control::SourceEnded(kind, generation, reason)) => {
@@ -583,6 +654,18 @@ pub async fn start(
                             sig.send(ClientMessage::Chat { text });
                             continue;
                         }
+                        Some(Control::View(width, height)) => {
+                            *lock(&views) = Some((width, height));
+                            let video: Vec<String> = lock(&stats)
+                                .values()
+                                .filter(|t| t.kind != TrackKind::Audio.as_str())
+                                .map(|t| t.track_id.clone())
+                                .collect();
+                            for track_id in video {
+                                sig.send(ClientMessage::View { track_id, width, height });
+                            }
+                            continue;
+                        }
                         Some(Control::Answer(request_id, admit)) => {
                             sig.send(if admit {
                                 ClientMessage::Admit { request_id }
@@ -594,8 +677,8 @@ pub async fn start(
                         Some(Control::Mute(kind, muted)) => {
                             for o in outgoing.iter().filter(|o| o.kind == kind) {
                                 o.muted.store(muted, Ordering::Relaxed);
-                                if let (false, Some(kf)) = (muted, &o.keyframe) {
-                                    kf.store(true, Ordering::Relaxed);
+                                if let (false, Some(v)) = (muted, o.video()) {
+                                    v.request_keyframe();
                                 }
                             }
                             muted_kinds.insert(kind, muted);
@@ -629,6 +712,7 @@ pub async fn start(
                             None => {
                                 let pc = Arc::new(api.new_peer_connection(rtc_config()).await?);
                                 watch_candidates(&pc, Transport::Subscribe, sig.sender());
+                                let (views, sig_tx) = (views.clone(), sig.sender());
                                 let stats = stats.clone();
                                 let weak = Arc::downgrade(&pc);
                                 let backend = backend.clone();
@@ -637,6 +721,15 @@ pub async fn start(
                                     let stats = stats.clone();
                                     let pc = weak.clone();
                                     let backend = backend.clone();
+                                    if let (Some((width, height)), false) =
+                                        (*lock(&views), kind_of(&track) == TrackKind::Audio)
+                                    {
+                                        let _ = sig_tx.send(ClientMessage::View {
+                                            track_id: track.id(),
+                                            width,
+                                            height,
+                                        });
+                                    }
                                     emit(CallEvent::TrackStarted {
                                         participant_id: track.stream_id(),
                                         track_id: track.id(),
@@ -659,6 +752,16 @@ pub async fn start(
                             target: Transport::Subscribe,
                             sdp: answer.sdp,
                         });
+                        // webrtc-rs opens the receivers a moment after answering (after the
+                        // connection is up, the first time); the server waits to be told.
+                        let (pc, tx) = (pc.clone(), sig.sender());
+                        tokio::spawn(async move {
+                            let deadline = Instant::now() + Duration::from_secs(10);
+                            while !receivers_open(&pc).await && Instant::now() < deadline {
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                            }
+                            let _ = tx.send(ClientMessage::SubscribeReady {});
+                        });
                     }
                     ServerMessage::Candidate { target, candidate } => {
                         let pc = match target {
@@ -676,6 +779,23 @@ pub async fn start(
                                 tracing::debug!(error = %e, "candidate refused");
                             }
                         }
+                    }
+                    ServerMessage::PublishReady {} => {
+                        // For what the answers so far covered (a track added since waits for
+                        // the next).
+                        for o in outgoing.iter().filter(|o| o.offered_in <= offers.answered) {
+                            if !o.ready.swap(true, Ordering::Relaxed)
+                                && let Some(v) = o.video()
+                            {
+                                v.request_keyframe();
+                            }
+                        }
+                    }
+                    ServerMessage::LayersWanted { kind, ref rids } => {
+                        if let Some(v) = outgoing.iter().find(|o| o.kind == kind).and_then(Outgoing::video) {
+                            v.set_wanted(rids);
+                        }
+                        emit(CallEvent::Signal { message: msg });
                     }
                     ServerMessage::Left { reason } => {
                         ended = serde_json::to_value(reason)
@@ -710,7 +830,7 @@ pub async fn start(
         if let Some(pc) = subscribe {
             let _ = pc.close().await;
         }
-        let tracks = reports(&stats, opts.tone_hz);
+        let tracks = reports(&stats, opts.tone_hz, &rtt);
         if let Err(e) = outcome {
             emit(CallEvent::Ended {
                 reason: e.to_string(),
@@ -733,6 +853,7 @@ pub async fn start(
         task,
         stats: handle_stats,
         tone_hz: handle_tone,
+        rtt: handle_rtt,
     })
 }
 
@@ -754,6 +875,11 @@ struct Offers {
     pending: bool,
     /// Tracks changed meanwhile: offer again after the answer.
     again: bool,
+    /// Where every published track's RTCP reader puts the round trip it measures.
+    rtt: Arc<RoundTrip>,
+    /// Offers sent, and the last one answered.
+    sent: u64,
+    answered: u64,
 }
 
 impl Offers {
@@ -763,11 +889,18 @@ impl Offers {
             return Ok(());
         }
         self.pending = true;
+        self.sent += 1;
         send_offer(&self.publish, sig).await
+    }
+
+    /// The number of the first offer a track added now goes out in.
+    fn next(&self) -> u64 {
+        self.sent + 1
     }
 
     async fn answered(&mut self, sig: &Signaling) -> Result<(), ClientError> {
         self.pending = false;
+        self.answered = self.sent;
         if std::mem::take(&mut self.again) {
             self.renegotiate(sig).await?;
         }
@@ -779,6 +912,7 @@ impl Offers {
 async fn add_audio_track(
     publish: &RTCPeerConnection,
     participant_id: &str,
+    rtt: Arc<RoundTrip>,
 ) -> Result<Arc<TrackLocalStaticSample>, ClientError> {
     let track = Arc::new(TrackLocalStaticSample::new(
         RTCRtpCodecCapability {
@@ -790,45 +924,16 @@ async fn add_audio_track(
         "audio".to_owned(),
         participant_id.to_owned(),
     ));
-    publish
-        .add_track(track.clone() as Arc<dyn TrackLocal + Send + Sync>)
-        .await?;
-    Ok(track)
-}
-
-/// Adds an H.264 track (`video` or `screen`) to `publish`; the flag returned is raised when
-/// the server relays a keyframe request (PLI/FIR) for it.
-async fn add_video_track(
-    publish: &RTCPeerConnection,
-    id: &str,
-    participant_id: &str,
-) -> Result<(Arc<TrackLocalStaticSample>, Arc<AtomicBool>), ClientError> {
-    let track = Arc::new(TrackLocalStaticSample::new(
-        RTCRtpCodecCapability {
-            mime_type: MIME_TYPE_H264.to_owned(),
-            clock_rate: 90_000,
-            sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
-                .to_owned(),
-            ..Default::default()
-        },
-        id.to_owned(),
-        participant_id.to_owned(),
-    ));
     let sender = publish
         .add_track(track.clone() as Arc<dyn TrackLocal + Send + Sync>)
         .await?;
-    let keyframe = Arc::new(AtomicBool::new(false));
-    let kf = keyframe.clone();
+    // The server's receiver reports tell the round trip.
     tokio::spawn(async move {
         while let Ok((packets, _)) = sender.read_rtcp().await {
-            if packets.iter().any(|p| {
-                p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>()
-            }) {
-                kf.store(true, Ordering::Relaxed);
-            }
+            rtt.observe(&packets, std::time::SystemTime::now());
         }
     });
-    Ok((track, keyframe))
+    Ok(track)
 }
 
 /// Opus-encodes the source's 20 ms frames on a thread of its own (sources block until their
@@ -838,6 +943,7 @@ fn send_audio(
     track: Arc<TrackLocalStaticSample>,
     mut source: Box<dyn AudioSource>,
     muted: Arc<AtomicBool>,
+    ready: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     on_end: Box<dyn FnOnce(String) + Send>,
 ) {
@@ -878,6 +984,9 @@ fn send_audio(
     });
     tokio::spawn(async move {
         while let Some((data, level)) = rx.recv().await {
+            if !ready.load(Ordering::Relaxed) {
+                continue;
+            }
             let sample = Sample {
                 data: Bytes::from(data),
                 duration: Duration::from_millis(20),
@@ -899,102 +1008,15 @@ fn send_audio(
     });
 }
 
-/// Frames from the source encoded with OpenH264 on a thread of their own (the encoder is not
-/// `Send`; the source blocks until its next frame), handed to an async writer, until `stop`
-/// is raised. `on_end` hears why, if the source stops by itself.
-fn send_video(
-    track: Arc<TrackLocalStaticSample>,
-    mut source: Box<dyn VideoSource>,
-    keyframe: Arc<AtomicBool>,
-    muted: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    on_end: Box<dyn FnOnce(String) + Send>,
-) {
-    let fps = source.fps().clamp(1, 60);
-    let interval = Duration::from_secs_f64(1.0 / f64::from(fps));
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
-    let stop2 = stop.clone();
-    std::thread::spawn(move || {
-        // Sized to the source from its first frame (the encoder follows the frames' size).
-        let first = match source.next_frame() {
-            Ok(f) => f,
-            Err(e) => {
-                if !stop2.load(Ordering::Relaxed) {
-                    on_end(e.to_string());
-                }
-                return;
-            }
-        };
-        let config = EncoderConfig::new()
-            .bitrate(BitRate::from_bps(start_bitrate(
-                first.width,
-                first.height,
-                fps,
-            )))
-            .max_frame_rate(FrameRate::from_hz(fps as f32))
-            .skip_frames(true)
-            // Long: a newcomer's keyframe must come from a request, not from the schedule.
-            .intra_frame_period(IntraFramePeriod::from_num_frames(fps * 30));
-        let Ok(mut enc) = Encoder::with_api_config(OpenH264API::from_source(), config) else {
-            tracing::error!("OpenH264 encoder unavailable");
-            return;
-        };
-        let mut first = Some(first);
-        while !stop2.load(Ordering::Relaxed) {
-            let next = match first.take() {
-                Some(f) => Ok(f),
-                None => source.next_frame(),
-            };
-            let frame = match next {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::warn!(error = %e, "video source stopped");
-                    if !stop2.load(Ordering::Relaxed) {
-                        on_end(e.to_string());
-                    }
-                    return;
-                }
-            };
-            // Replaced while it waited for the frame: the next source's frames follow.
-            if muted.load(Ordering::Relaxed) || stop2.load(Ordering::Relaxed) {
-                continue;
-            }
-            if frame.width % 2 != 0 || frame.height % 2 != 0 {
-                tracing::warn!(frame.width, frame.height, "odd frame size dropped");
-                continue;
-            }
-            if keyframe.swap(false, Ordering::Relaxed) {
-                enc.force_intra_frame();
-            }
-            let yuv = YUVBuffer::from_vec(frame.i420, frame.width, frame.height);
-            if let Ok(bits) = enc.encode(&yuv) {
-                let data = bits.to_vec();
-                if !data.is_empty() && tx.blocking_send(data).is_err() {
-                    return;
-                }
-            }
+/// Whether every receiving transceiver of `pc` has its receiver started (its tracks made):
+/// packets that arrive before are taken by webrtc-rs for an unknown stream and lost.
+async fn receivers_open(pc: &RTCPeerConnection) -> bool {
+    for t in pc.get_transceivers().await {
+        if t.current_direction().has_recv() && t.receiver().await.tracks().await.is_empty() {
+            return false;
         }
-    });
-    tokio::spawn(async move {
-        while let Some(data) = rx.recv().await {
-            let sample = Sample {
-                data: Bytes::from(data),
-                duration: interval,
-                ..Default::default()
-            };
-            if track.write_sample(&sample).await.is_err() {
-                stop.store(true, Ordering::Relaxed);
-                return;
-            }
-        }
-    });
-}
-
-/// The encoder's bit rate for a picture size and frame rate: about 0.06 bits per pixel, from
-/// 800 kbit/s (small pictures) to 2.5 Mbit/s (1280 × 720 at 30 fps is ~1.7 Mbit/s).
-fn start_bitrate(width: usize, height: usize, fps: u32) -> u32 {
-    let bps = (width * height) as u64 * u64::from(fps) / 16;
-    bps.clamp(800_000, 2_500_000) as u32
+    }
+    true
 }
 
 /// What a remote track carries: its codec says audio or video, its id tells screen from camera.
@@ -1007,8 +1029,12 @@ fn kind_of(track: &TrackRemote) -> TrackKind {
 }
 
 /// The report of every remote track, in track id order.
-fn reports(stats: &Stats, tone_hz: f64) -> Vec<crate::stats::TrackReport> {
-    let mut v: Vec<_> = lock(stats).values().map(|s| s.report(tone_hz)).collect();
+fn reports(stats: &Stats, tone_hz: f64, rtt: &RoundTrip) -> Vec<crate::stats::TrackReport> {
+    let rtt = rtt.get();
+    let mut v: Vec<_> = lock(stats)
+        .values()
+        .map(|s| s.report(tone_hz, rtt))
+        .collect();
     v.sort_by(|a, b| a.track_id.cmp(&b.track_id));
     v
 }
@@ -1026,6 +1052,8 @@ struct Ordered {
     ended: bool,
     stats: Stats,
     track_id: String,
+    joined_at: Instant,
+    clock_rate: u32,
 }
 
 impl Ordered {
@@ -1059,10 +1087,12 @@ impl Ordered {
             };
             match got {
                 Ok((packet, _)) => {
+                    let at_ms = self.joined_at.elapsed().as_millis() as u64;
+                    let (len, ts) = (packet.payload.len(), packet.header.timestamp);
                     self.jb
                         .push(packet.header.sequence_number, Instant::now(), packet);
                     if let Some(t) = lock(&self.stats).get_mut(&self.track_id) {
-                        t.packets += 1;
+                        t.packet(at_ms, len, ts, self.clock_rate);
                         t.jitter = self.jb.stats;
                     }
                 }
@@ -1073,7 +1103,7 @@ impl Ordered {
 }
 
 /// Whether an Annex-B access unit holds an IDR picture (decodable on its own).
-fn has_idr(annex_b: &[u8]) -> bool {
+pub(crate) fn has_idr(annex_b: &[u8]) -> bool {
     annex_b
         .windows(4)
         .any(|w| w[0] == 0 && w[1] == 0 && w[2] == 1 && w[3] & 0x1F == 5)
@@ -1112,6 +1142,8 @@ async fn receive(
         ended: false,
         stats: stats.clone(),
         track_id: track_id.clone(),
+        joined_at,
+        clock_rate: track.codec().capability.clock_rate,
     };
     if kind == TrackKind::Audio {
         let sink = backend.audio_sink(&remote);
@@ -1209,7 +1241,7 @@ async fn receive_video(
             let code = synth::read_code(yuv.y(), yuv.strides().0, w, h);
             let latency = code.map(|c| synth::elapsed_ms(c.capture_ms, synth::now_ms32()));
             if let Some(t) = lock(&stats).get_mut(&tid) {
-                t.video_frame(code, since_join(), latency);
+                t.video_frame(code, since_join(), latency, (w as u32, h as u32));
             }
             if let Some(sink) = sink.as_mut() {
                 sink.frame(&DecodedVideo {

@@ -191,6 +191,45 @@ pub fn nv12_to_i420(data: &[u8], width: usize, height: usize) -> Option<VideoFra
     })
 }
 
+/// Half the width and height (rounded down to even), each output pixel the mean of a 2 × 2
+/// block: the next simulcast layer down. `None` below 2 × 2.
+pub fn halve_i420(f: &VideoFrame) -> Option<VideoFrame> {
+    let (w, h) = (f.width, f.height);
+    let (w2, h2) = ((w / 2) & !1, (h / 2) & !1);
+    if w2 < 2 || h2 < 2 || f.i420.len() < w * h + 2 * (w / 2) * (h / 2) {
+        return None;
+    }
+    let (cw, ch, cw2, ch2) = (w / 2, h / 2, w2 / 2, h2 / 2);
+    let mut out = vec![0u8; w2 * h2 + 2 * cw2 * ch2];
+    let (y_in, uv_in) = f.i420.split_at(w * h);
+    let (u_in, v_in) = uv_in.split_at(cw * ch);
+    let (y_out, uv_out) = out.split_at_mut(w2 * h2);
+    let (u_out, v_out) = uv_out.split_at_mut(cw2 * ch2);
+    for (src, stride, dst, ow) in [
+        (y_in, w, y_out, w2),
+        (u_in, cw, u_out, cw2),
+        (&v_in[..cw * ch], cw, v_out, cw2),
+    ] {
+        for (row, out_row) in dst.chunks_exact_mut(ow).enumerate() {
+            let a = &src[2 * row * stride..2 * row * stride + 2 * ow];
+            let b = &src[(2 * row + 1) * stride..(2 * row + 1) * stride + 2 * ow];
+            for ((o, a), b) in out_row
+                .iter_mut()
+                .zip(a.chunks_exact(2))
+                .zip(b.chunks_exact(2))
+            {
+                let sum = u16::from(a[0]) + u16::from(a[1]) + u16::from(b[0]) + u16::from(b[1]);
+                *o = ((sum + 2) / 4) as u8;
+            }
+        }
+    }
+    Some(VideoFrame {
+        width: w2,
+        height: h2,
+        i420: out,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,5 +290,51 @@ mod tests {
         assert!(yuyv_to_i420(&[0; 7], 2, 2).is_none());
         assert!(nv12_to_i420(&[0; 5], 2, 2).is_none());
         assert!(packed_to_i420(&[0; 4], 1, 1, 4, Packed::Bgrx).is_none());
+    }
+
+    #[test]
+    fn halving_averages_blocks_and_keeps_sizes_even() {
+        let f = crate::synth::frame(
+            crate::synth::FrameCode {
+                counter: 3,
+                capture_ms: 99,
+            },
+            crate::synth::Pattern::Camera,
+            crate::synth::VideoSize::new(1280, 720),
+        );
+        let f = VideoFrame {
+            width: 1280,
+            height: 720,
+            i420: f,
+        };
+        let h = halve_i420(&f).expect("halved");
+        assert_eq!(
+            (h.width, h.height, h.i420.len()),
+            (640, 360, 640 * 360 * 3 / 2)
+        );
+        let q = halve_i420(&h).expect("quartered");
+        assert_eq!((q.width, q.height), (320, 180));
+        // The synthetic code survives both halvings.
+        assert_eq!(
+            crate::synth::read_code(&q.i420, 320, 320, 180).map(|c| c.counter),
+            Some(3)
+        );
+        // Odd halves round down to even.
+        let odd = VideoFrame {
+            width: 6,
+            height: 6,
+            i420: vec![100; 6 * 6 + 2 * 9],
+        };
+        let h = halve_i420(&odd).expect("halved");
+        assert_eq!((h.width, h.height), (2, 2));
+        assert!(h.i420.iter().all(|&p| p == 100));
+        assert!(
+            halve_i420(&VideoFrame {
+                width: 2,
+                height: 2,
+                i420: vec![0; 6]
+            })
+            .is_none()
+        );
     }
 }

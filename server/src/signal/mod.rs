@@ -520,7 +520,10 @@ async fn handle(
         }
         msg @ (ClientMessage::Offer { .. }
         | ClientMessage::Answer { .. }
-        | ClientMessage::Candidate { .. }) => {
+        | ClientMessage::Candidate { .. }
+        | ClientMessage::View { .. }
+        | ClientMessage::SourceSize { .. }
+        | ClientMessage::SubscribeReady {}) => {
             let Some(r) = here.as_ref() else {
                 return Some(not_in_room());
             };

@@ -827,6 +827,17 @@ async fn signal(media: &mut RoomMedia, pid: &str, msg: ClientMessage) -> Vec<Out
         ClientMessage::Candidate { target, candidate } => {
             media.remote_candidate(pid, target, &candidate).await
         }
+        ClientMessage::View {
+            track_id,
+            width,
+            height,
+        } => media.view(pid, &track_id, width, height).await,
+        ClientMessage::SourceSize {
+            kind,
+            width,
+            height,
+        } => media.source_size(pid, kind, width, height),
+        ClientMessage::SubscribeReady {} => media.subscribe_ready(pid).await,
         _ => Vec::new(),
     }
 }
@@ -865,11 +876,16 @@ async fn media_event(media: &mut RoomMedia, room: &RoomState, e: MediaEvent) -> 
             track_id,
         } => media.track_ended(&participant_id, &track_id).await,
         MediaEvent::KeyframeWanted {
-            publisher_id,
             track_id,
+            subscriber,
+            ..
         } => {
-            media.keyframe_wanted(&publisher_id, &track_id).await;
+            media.keyframe_wanted(&track_id, &subscriber).await;
             Vec::new()
+        }
+        MediaEvent::Tick => media.tick().await,
+        MediaEvent::PublishReady { participant_id } => {
+            vec![(participant_id, ServerMessage::PublishReady {})]
         }
     }
 }

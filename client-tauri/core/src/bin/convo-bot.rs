@@ -45,6 +45,10 @@ struct Cli {
     /// Simulated loss: drop one in N incoming video packets (NACK retransmissions get through).
     #[arg(long, default_value_t = 0)]
     drop_video_one_in: u64,
+    /// The size every remote video is drawn at, e.g. 320x180 (the server sends the simulcast
+    /// layer that fits); without it, the best layer.
+    #[arg(long, value_parser = VideoSize::parse)]
+    view: Option<VideoSize>,
     /// Report format.
     #[arg(long, default_value = "json", value_parser = ["json", "text"])]
     report: String,
@@ -90,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
         duration: cli.duration,
         backend: None,
         drop_video_one_in: cli.drop_video_one_in,
+        view: cli.view.map(|v| (v.width as u32, v.height as u32)),
     };
     for part in cli
         .publish

@@ -6,6 +6,8 @@
 //! forwarding tasks. webrtc-rs callbacks never touch its state: they post [`MediaEvent`]s to
 //! the actor's channel, and the actor calls back in.
 
+mod fanout;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,17 +35,19 @@ use webrtc::rtp_transceiver::rtp_codec::{
     RTCRtpCodecCapability, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RTPCodecType,
 };
 use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
+use webrtc::track::track_local::TrackLocal;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
-use webrtc::track::track_local::{TrackLocal, TrackLocalWriter};
 use webrtc::track::track_remote::TrackRemote;
 
 /// RFC 6464 client-to-mixer audio level.
 pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
-/// Audio levels are reported to the room this often per track.
-const LEVEL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// A keyframe is asked of a publisher at most this often per track.
+/// A keyframe is asked of a publisher at most this often per layer.
 const KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
+/// Every subscriber's layer is chosen again this often (and at once when a view changes).
+const PLAN_INTERVAL: Duration = Duration::from_millis(500);
+/// The largest view size or picture size a client may tell.
+const MAX_PIXELS_SIDE: u32 = 16_384;
 
 /// Network settings of the media plane.
 #[derive(Debug, Clone, Default)]
@@ -54,9 +58,11 @@ pub struct SfuConfig {
     pub public_ip: Option<String>,
 }
 
-/// The webrtc-rs API with our codecs and interceptors (NACK, RTCP reports, TWCC).
+/// The webrtc-rs APIs with our codecs and interceptors (NACK, RTCP reports, TWCC): one for
+/// connections that carry no simulcast, one for publishers that offer it.
 pub struct Sfu {
     api: API,
+    api_simulcast: API,
 }
 
 impl std::fmt::Debug for Sfu {
@@ -74,6 +80,18 @@ fn feedback(typ: &str, parameter: &str) -> RTCPFeedback {
 
 impl Sfu {
     pub fn new(cfg: &SfuConfig) -> Result<Self, webrtc::Error> {
+        Ok(Sfu {
+            api: Self::api(cfg, false)?,
+            api_simulcast: Self::api(cfg, true)?,
+        })
+    }
+
+    /// The webrtc-rs API; `simulcast`: it also takes RID-tagged layers (publishers that
+    /// offer simulcast). Only then are the MID and RID header extensions registered:
+    /// with them, webrtc-rs probes every packet of a stream it has not opened yet for a
+    /// MID and RID, and a declared stream whose first packets beat its receiver (they do,
+    /// at times, right after the handshake) is taken, found to have no RID, and closed.
+    fn api(cfg: &SfuConfig, simulcast: bool) -> Result<API, webrtc::Error> {
         let mut m = MediaEngine::default();
         m.register_codec(
             RTCRtpCodecParameters {
@@ -118,6 +136,25 @@ impl Sfu {
             RTPCodecType::Audio,
             None,
         )?;
+        // Keyframes are known from frame marking, which survives end-to-end encryption of the
+        // payload; simulcast layers are told apart by their RID (RFC 8852).
+        let mut video_extensions = vec![crate::forward::FRAME_MARKING_URI];
+        if simulcast {
+            video_extensions.extend([
+                webrtc::sdp::extmap::SDES_MID_URI,
+                webrtc::sdp::extmap::SDES_RTP_STREAM_ID_URI,
+                webrtc::sdp::extmap::SDES_REPAIR_RTP_STREAM_ID_URI,
+            ]);
+        }
+        for uri in video_extensions {
+            m.register_header_extension(
+                RTCRtpHeaderExtensionCapability {
+                    uri: uri.to_owned(),
+                },
+                RTPCodecType::Video,
+                None,
+            )?;
+        }
         let registry = register_default_interceptors(Registry::new(), &mut m)?;
         let mut s = SettingEngine::default();
         if let Some((lo, hi)) = cfg.udp_ports {
@@ -128,15 +165,23 @@ impl Sfu {
         }
         // Lets participants on the server's own machine (tests, a local bot) connect.
         s.set_include_loopback_candidate(true);
-        let api = APIBuilder::new()
+        Ok(APIBuilder::new()
             .with_media_engine(m)
             .with_interceptor_registry(registry)
             .with_setting_engine(s)
-            .build();
-        Ok(Sfu { api })
+            .build())
     }
 
-    async fn peer(&self, ice: &[IceServer]) -> Result<Arc<RTCPeerConnection>, webrtc::Error> {
+    async fn peer(
+        &self,
+        ice: &[IceServer],
+        simulcast: bool,
+    ) -> Result<Arc<RTCPeerConnection>, webrtc::Error> {
+        let api = if simulcast {
+            &self.api_simulcast
+        } else {
+            &self.api
+        };
         let config = RTCConfiguration {
             ice_servers: ice
                 .iter()
@@ -148,7 +193,7 @@ impl Sfu {
                 .collect(),
             ..Default::default()
         };
-        Ok(Arc::new(self.api.new_peer_connection(config).await?))
+        Ok(Arc::new(api.new_peer_connection(config).await?))
     }
 }
 
@@ -175,10 +220,16 @@ pub enum MediaEvent {
         participant_id: String,
         track_id: String,
     },
+    /// A subscriber asked for a keyframe of a track it receives.
     KeyframeWanted {
         publisher_id: String,
         track_id: String,
+        subscriber: String,
     },
+    /// Time to choose every subscriber's layer again.
+    Tick,
+    /// A publisher's receivers are open for what it offered last.
+    PublishReady { participant_id: String },
 }
 
 impl std::fmt::Debug for MediaEvent {
@@ -199,6 +250,10 @@ impl std::fmt::Debug for MediaEvent {
                 write!(f, "ViewerWantsKeyframe({viewer_id})")
             }
             MediaEvent::ViewerGone { viewer_id } => write!(f, "ViewerGone({viewer_id})"),
+            MediaEvent::Tick => f.write_str("Tick"),
+            MediaEvent::PublishReady { participant_id } => {
+                write!(f, "PublishReady({participant_id})")
+            }
             MediaEvent::AudioLevel {
                 participant_id,
                 level,
@@ -212,13 +267,12 @@ impl std::fmt::Debug for MediaEvent {
 /// Sends media events into the room actor.
 pub type EventSink = Arc<dyn Fn(MediaEvent) + Send + Sync>;
 
-/// One forwarded track.
+/// One forwarded track: a down-track per subscriber (its own layer, its own numbering, and
+/// nothing sent before the subscriber can receive it).
 struct Published {
     info: TrackInfo,
-    local: Arc<TrackLocalStaticRTP>,
+    fan: Arc<fanout::Fanout>,
     muted: Arc<AtomicBool>,
-    media_ssrc: u32,
-    last_keyframe_request: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -235,8 +289,15 @@ struct Peer {
     renegotiate: bool,
     /// The id the publisher's offer gave the RFC 6464 audio-level header extension.
     audio_level_id: Option<u8>,
+    /// The id it gave frame marking, if it offered it.
+    frame_marking_id: Option<u8>,
+    /// The full size of its camera's picture, if told.
+    camera_size: Option<(u32, u32)>,
     /// A WHIP publisher only sends: it gets no `subscribe` connection.
     publish_only: bool,
+    /// Subscribe offers sent so far, and the last one answered.
+    offers: u64,
+    answered: u64,
 }
 
 /// Why a WHEP offer got no answer.
@@ -248,14 +309,15 @@ pub enum ViewError {
     Refused(String),
 }
 
-/// A WHEP viewer: one peer connection receiving one participant's audio and camera.
+/// A WHEP viewer: one peer connection receiving one participant's audio and camera, through
+/// down-tracks of its own, moved to the next speaker's tracks when it follows the speaker.
 struct Viewer {
     pc: Arc<RTCPeerConnection>,
     /// The participant shown; `None` follows the active speaker.
     pinned: Option<String>,
     showing: String,
-    audio: Option<Arc<RTCRtpSender>>,
-    video: Option<Arc<RTCRtpSender>>,
+    /// Which of the shown participant's tracks it has a down-track of (audio, camera).
+    carries: (bool, bool),
 }
 
 /// A message for one participant.
@@ -269,6 +331,8 @@ pub struct RoomMedia {
     peers: HashMap<String, Peer>,
     speaker: crate::speaker::SpeakerDetector,
     viewers: HashMap<String, Viewer>,
+    /// Sends [`MediaEvent::Tick`] while the room is live.
+    ticker: tokio::task::JoinHandle<()>,
 }
 
 fn kind_of(track_id: &str, codec: RTPCodecType) -> TrackKind {
@@ -277,6 +341,16 @@ fn kind_of(track_id: &str, codec: RTPCodecType) -> TrackKind {
         (id, _) if id.starts_with("screen") => TrackKind::Screen,
         _ => TrackKind::Video,
     }
+}
+
+/// Whether every receiving transceiver of `pc` has its receiver started.
+async fn receivers_open(pc: &RTCPeerConnection) -> bool {
+    for t in pc.get_transceivers().await {
+        if t.current_direction().has_recv() && t.receiver().await.tracks().await.is_empty() {
+            return false;
+        }
+    }
+    true
 }
 
 /// The local description once ICE gathering is complete (at most 5 s).
@@ -358,6 +432,15 @@ fn error(code: &str, message: impl Into<String>) -> ServerMessage {
 
 impl RoomMedia {
     pub fn new(sfu: Arc<Sfu>, ice: Vec<IceServer>, events: EventSink) -> Self {
+        let tick = events.clone();
+        let ticker = tokio::spawn(async move {
+            let mut every = tokio::time::interval(PLAN_INTERVAL);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                tick(MediaEvent::Tick);
+            }
+        });
         RoomMedia {
             sfu,
             ice,
@@ -365,7 +448,158 @@ impl RoomMedia {
             peers: HashMap::new(),
             speaker: Default::default(),
             viewers: HashMap::new(),
+            ticker,
         }
+    }
+
+    /// The forwarding of a track, by its id (`<publisher>:<kind>`).
+    fn fan_of(&self, track_id: &str) -> Option<(String, Arc<fanout::Fanout>)> {
+        let publisher = track_id.split(':').next()?;
+        let fan = self
+            .peers
+            .get(publisher)?
+            .published
+            .get(track_id)?
+            .fan
+            .clone();
+        Some((publisher.to_string(), fan))
+    }
+
+    /// Every forwarded track.
+    fn fans(&self) -> Vec<Arc<fanout::Fanout>> {
+        self.peers
+            .values()
+            .flat_map(|p| p.published.values().map(|t| t.fan.clone()))
+            .collect()
+    }
+
+    /// Carries out a video track's plan: keyframe requests to its publisher, and the layers
+    /// wanted of it when they changed.
+    async fn apply(&self, track_id: &str) -> Vec<Outgoing> {
+        let Some((publisher, v)) = self.fan_of(track_id) else {
+            return Vec::new();
+        };
+        let plan = v.plan(Instant::now(), KEYFRAME_INTERVAL);
+        self.ask_keyframes(&publisher, &plan.keyframes).await;
+        let kind = self
+            .peers
+            .get(&publisher)
+            .and_then(|p| p.published.get(track_id))
+            .map(|p| p.info.kind);
+        match (plan.wanted, kind) {
+            (Some(rids), Some(kind)) => {
+                vec![(publisher, ServerMessage::LayersWanted { kind, rids })]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    async fn ask_keyframes(&self, publisher: &str, ssrcs: &[u32]) {
+        let Some(pc) = self.peers.get(publisher).and_then(|p| p.publish.clone()) else {
+            return;
+        };
+        for &media_ssrc in ssrcs {
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc,
+            };
+            if let Err(e) = pc.write_rtcp(&[Box::new(pli)]).await {
+                tracing::debug!(error = %e, "PLI not sent");
+            }
+        }
+    }
+
+    /// Every video track's plan (layers become active or idle with time).
+    pub async fn tick(&mut self) -> Vec<Outgoing> {
+        let tracks: Vec<String> = self
+            .peers
+            .values()
+            .flat_map(|p| p.published.keys().cloned())
+            .collect();
+        let mut out = Vec::new();
+        for track_id in tracks {
+            out.extend(self.apply(&track_id).await);
+        }
+        out
+    }
+
+    /// `pid`'s receivers are open for everything it answered: its down-tracks start (from a
+    /// keyframe, asked for now).
+    pub async fn subscribe_ready(&mut self, pid: &str) -> Vec<Outgoing> {
+        let Some(answered) = self.peers.get(pid).map(|p| p.answered) else {
+            return Vec::new();
+        };
+        let ready: Vec<String> = self
+            .peers
+            .values()
+            .flat_map(|p| {
+                p.published
+                    .iter()
+                    .filter(|(_, t)| t.fan.mark_ready(pid, answered))
+                    .map(|(id, _)| id.clone())
+            })
+            .collect();
+        let mut out = Vec::new();
+        for track_id in ready {
+            out.extend(self.apply(&track_id).await);
+        }
+        out
+    }
+
+    /// `pid` draws `track_id` at `width` × `height`.
+    pub async fn view(
+        &mut self,
+        pid: &str,
+        track_id: &str,
+        width: u32,
+        height: u32,
+    ) -> Vec<Outgoing> {
+        if width > MAX_PIXELS_SIDE || height > MAX_PIXELS_SIDE {
+            return vec![(
+                pid.into(),
+                error(
+                    "invalid_message",
+                    format!("A view is at most {MAX_PIXELS_SIDE} pixels a side."),
+                ),
+            )];
+        }
+        let Some((_, v)) = self.fan_of(track_id) else {
+            // A track that just ended, or another's id: nothing to do.
+            return Vec::new();
+        };
+        if !v.set_view(pid, crate::forward::ViewSize { width, height }) {
+            return Vec::new();
+        }
+        self.apply(track_id).await
+    }
+
+    /// `pid`'s camera (or screen) picture is `width` × `height` at its full layer.
+    pub fn source_size(
+        &mut self,
+        pid: &str,
+        kind: TrackKind,
+        width: u32,
+        height: u32,
+    ) -> Vec<Outgoing> {
+        if !(16..=MAX_PIXELS_SIDE).contains(&width) || !(16..=MAX_PIXELS_SIDE).contains(&height) {
+            return vec![(
+                pid.into(),
+                error(
+                    "invalid_message",
+                    format!("A picture is 16 to {MAX_PIXELS_SIDE} pixels a side."),
+                ),
+            )];
+        }
+        let Some(peer) = self.peers.get_mut(pid) else {
+            return Vec::new();
+        };
+        if kind == TrackKind::Video {
+            peer.camera_size = Some((width, height));
+        }
+        if let Some(p) = peer.published.get(&format!("{pid}:{}", kind.as_str())) {
+            p.fan.set_top(width, height);
+        }
+        Vec::new()
     }
 
     fn watch_candidates(&self, pc: &Arc<RTCPeerConnection>, pid: &str, target: Transport) {
@@ -392,16 +626,14 @@ impl RoomMedia {
 
     /// The client's offer on `publish`: answer it; its tracks arrive through `on_track`.
     pub async fn publish_offer(&mut self, pid: &str, sdp: String) -> Vec<Outgoing> {
-        let pc = match self
-            .peers
-            .entry(pid.to_string())
-            .or_default()
-            .publish
-            .clone()
-        {
+        let peer = self.peers.entry(pid.to_string()).or_default();
+        let publish_only = peer.publish_only;
+        let pc = match peer.publish.clone() {
             Some(pc) => pc,
             None => {
-                let pc = match self.sfu.peer(&self.ice).await {
+                // Our clients may add a simulcast camera later; a WHIP publisher offers once.
+                let simulcast = !publish_only || sdp.contains("a=simulcast:");
+                let pc = match self.sfu.peer(&self.ice, simulcast).await {
                     Ok(pc) => pc,
                     Err(e) => return vec![(pid.into(), error("media_failed", e.to_string()))],
                 };
@@ -423,6 +655,7 @@ impl RoomMedia {
         };
         if let Some(p) = self.peers.get_mut(pid) {
             p.audio_level_id = extmap_id(&sdp, AUDIO_LEVEL_URI);
+            p.frame_marking_id = extmap_id(&sdp, crate::forward::FRAME_MARKING_URI);
         }
         let answer = async {
             let offer = RTCSessionDescription::offer(unify_bundle(&sdp))?;
@@ -432,6 +665,20 @@ impl RoomMedia {
             Ok::<_, webrtc::Error>(answer.sdp)
         }
         .await;
+        if answer.is_ok() {
+            // webrtc-rs opens the receivers a moment after answering (once connected, the
+            // first time): the publisher is told when it may send.
+            let (events, owner, pc) = (self.events.clone(), pid.to_string(), pc.clone());
+            tokio::spawn(async move {
+                let deadline = Instant::now() + Duration::from_secs(15);
+                while !receivers_open(&pc).await && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                events(MediaEvent::PublishReady {
+                    participant_id: owner,
+                });
+            });
+        }
         match answer {
             Ok(sdp) => vec![(
                 pid.into(),
@@ -473,7 +720,13 @@ impl RoomMedia {
                 error("invalid_sdp", format!("The answer was refused: {e}")),
             )];
         }
-        if std::mem::take(&mut peer.renegotiate) {
+        peer.answered = peer.offers;
+        let (answered, again) = (peer.answered, std::mem::take(&mut peer.renegotiate));
+        let now = Instant::now();
+        for fan in self.fans() {
+            fan.mark_answered(pid, answered, now);
+        }
+        if again {
             return self.offer(pid).await;
         }
         Vec::new()
@@ -506,26 +759,25 @@ impl RoomMedia {
         if self.peers.get(pid).is_some_and(|p| p.publish_only) {
             return Vec::new();
         }
-        let tracks: Vec<(String, Arc<TrackLocalStaticRTP>)> = self
+        let tracks: Vec<String> = self
             .peers
             .iter()
             .filter(|(other, _)| other.as_str() != pid)
-            .flat_map(|(_, p)| {
-                p.published
-                    .iter()
-                    .map(|(id, t)| (id.clone(), t.local.clone()))
-            })
+            .flat_map(|(_, p)| p.published.keys().cloned())
             .collect();
         self.peers.entry(pid.to_string()).or_default();
         let mut changed = false;
-        for (track_id, local) in tracks {
-            changed |= self.subscribe(pid, &track_id, local).await;
+        for track_id in &tracks {
+            changed |= self.subscribe(pid, track_id).await;
         }
         let mut out = if changed {
             self.offer(pid).await
         } else {
             Vec::new()
         };
+        for track_id in &tracks {
+            out.extend(self.apply(track_id).await);
+        }
         // Newcomers learn who is speaking now, not only at the next change.
         if let Some(speaker) = self.speaker.current().filter(|s| *s != pid) {
             out.push((
@@ -542,20 +794,23 @@ impl RoomMedia {
         if let Some(pc) = self.peers.get(pid).and_then(|p| p.subscribe.clone()) {
             return Some(pc);
         }
-        let pc = self.sfu.peer(&self.ice).await.ok()?;
+        let pc = self.sfu.peer(&self.ice, false).await.ok()?;
         self.watch_candidates(&pc, pid, Transport::Subscribe);
         self.peers.entry(pid.to_string()).or_default().subscribe = Some(pc.clone());
         Some(pc)
     }
 
+    /// A new down-track that carries `track_id` to `subscriber`.
+    fn outgoing_for(&self, subscriber: &str, track_id: &str) -> Option<Arc<TrackLocalStaticRTP>> {
+        Some(self.fan_of(track_id)?.1.attach(subscriber))
+    }
+
     /// Adds one forwarded track to `pid`'s `subscribe` connection.
-    async fn subscribe(
-        &mut self,
-        pid: &str,
-        track_id: &str,
-        local: Arc<TrackLocalStaticRTP>,
-    ) -> bool {
+    async fn subscribe(&mut self, pid: &str, track_id: &str) -> bool {
         let Some(pc) = self.subscribe_pc(pid).await else {
+            return false;
+        };
+        let Some(local) = self.outgoing_for(pid, track_id) else {
             return false;
         };
         let sender = match pc
@@ -573,6 +828,7 @@ impl RoomMedia {
         let events = self.events.clone();
         let publisher = track_id.split(':').next().unwrap_or_default().to_string();
         let tid = track_id.to_string();
+        let subscriber = pid.to_string();
         let reader = sender.clone();
         tokio::spawn(async move {
             while let Ok((packets, _)) = reader.read_rtcp().await {
@@ -584,6 +840,7 @@ impl RoomMedia {
                     events(MediaEvent::KeyframeWanted {
                         publisher_id: publisher.clone(),
                         track_id: tid.clone(),
+                        subscriber: subscriber.clone(),
                     });
                 }
             }
@@ -615,6 +872,11 @@ impl RoomMedia {
         match offer {
             Ok(sdp) => {
                 peer.offer_outstanding = true;
+                peer.offers += 1;
+                let n = peer.offers;
+                for fan in self.fans() {
+                    fan.mark_offered(pid, n);
+                }
                 vec![(
                     pid.into(),
                     ServerMessage::Offer {
@@ -630,7 +892,8 @@ impl RoomMedia {
         }
     }
 
-    /// A publisher's track arrived: forward it to everyone else.
+    /// A publisher's track arrived: forward it to everyone else. A simulcast layer of a
+    /// track already forwarded joins it.
     pub async fn track_arrived(
         &mut self,
         pid: &str,
@@ -638,79 +901,76 @@ impl RoomMedia {
         audio_muted: bool,
         video_muted: bool,
     ) -> Vec<Outgoing> {
-        let audio_level_id = self.peers.get(pid).and_then(|p| p.audio_level_id);
+        let Some(peer) = self.peers.get(pid) else {
+            return Vec::new();
+        };
+        let (audio_level_id, marking_id, camera_size) =
+            (peer.audio_level_id, peer.frame_marking_id, peer.camera_size);
         let kind = kind_of(&remote.id(), remote.kind());
         let track_id = format!("{pid}:{}", kind.as_str());
+        let ended = {
+            let events = self.events.clone();
+            let (owner, tid) = (pid.to_string(), track_id.clone());
+            move || {
+                events(MediaEvent::TrackEnded {
+                    participant_id: owner,
+                    track_id: tid,
+                })
+            }
+        };
+        let rid = remote.rid().to_string();
+        let levels = match (kind, audio_level_id) {
+            (TrackKind::Audio, Some(id)) => {
+                let (events, owner) = (self.events.clone(), pid.to_string());
+                Some(fanout::Levels {
+                    id,
+                    report: Box::new(move |level| {
+                        events(MediaEvent::AudioLevel {
+                            participant_id: owner.clone(),
+                            level,
+                        })
+                    }),
+                })
+            }
+            _ => None,
+        };
+        if !rid.is_empty()
+            && let Some(p) = peer.published.get(&track_id)
+            && p.fan.is_simulcast()
+        {
+            // Another layer of a track everyone already receives.
+            p.fan
+                .add_layer(remote, marking_id, p.muted.clone(), None, Box::new(ended));
+            return self.apply(&track_id).await;
+        }
         let muted = match kind {
             TrackKind::Audio => audio_muted,
             TrackKind::Video => video_muted,
             TrackKind::Screen => false,
         };
-        let local = Arc::new(TrackLocalStaticRTP::new(
-            remote.codec().capability,
-            track_id.clone(),
-            pid.to_string(),
-        ));
         let muted_flag = Arc::new(AtomicBool::new(muted));
         let info = TrackInfo {
             track_id: track_id.clone(),
             kind,
             muted,
         };
-        // Forwarding: one task per published track, writing to every subscriber's binding.
-        {
-            let local = local.clone();
-            let muted = muted_flag.clone();
-            let events = self.events.clone();
-            let (owner, tid) = (pid.to_string(), track_id.clone());
-            let remote = remote.clone();
-            let level_id = if kind == TrackKind::Audio {
-                audio_level_id
-            } else {
-                None
-            };
-            tokio::spawn(async move {
-                // Loudest level seen since the last report, and when that was.
-                let mut loudest: Option<u8> = None;
-                let mut reported = Instant::now();
-                while let Ok((packet, _)) = remote.read_rtp().await {
-                    if muted.load(Ordering::Relaxed) {
-                        continue;
-                    }
-                    if let Some(level) = level_id
-                        .and_then(|id| packet.header.get_extension(id))
-                        .and_then(|b| b.first().map(|v| v & 0x7F))
-                    {
-                        loudest = Some(loudest.map_or(level, |l| l.min(level)));
-                        if reported.elapsed() >= LEVEL_INTERVAL
-                            && let Some(level) = loudest.take()
-                        {
-                            reported = Instant::now();
-                            events(MediaEvent::AudioLevel {
-                                participant_id: owner.clone(),
-                                level,
-                            });
-                        }
-                    }
-                    // The publisher's header extensions use the ids of the publish connection;
-                    // each subscribe connection negotiated its own. Strip them: the sender's
-                    // interceptors add what the subscriber's connection needs (transport-cc).
-                    let mut packet = packet;
-                    packet.header.extension = false;
-                    packet.header.extension_profile = 0;
-                    packet.header.extensions.clear();
-                    if let Err(e) = local.write_rtp(&packet).await
-                        && !matches!(e, webrtc::Error::ErrClosedPipe)
-                    {
-                        tracing::debug!(error = %e, "forwarding write failed");
-                    }
-                }
-                events(MediaEvent::TrackEnded {
-                    participant_id: owner,
-                    track_id: tid,
-                });
-            });
+        let fan = Arc::new(fanout::Fanout::new(
+            &track_id,
+            pid,
+            kind,
+            remote.codec().capability,
+            !rid.is_empty(),
+        ));
+        if let (TrackKind::Video, Some((w, h))) = (kind, camera_size) {
+            fan.set_top(w, h);
         }
+        fan.add_layer(
+            remote,
+            marking_id,
+            muted_flag.clone(),
+            levels,
+            Box::new(ended),
+        );
         let Some(peer) = self.peers.get_mut(pid) else {
             return Vec::new();
         };
@@ -718,10 +978,8 @@ impl RoomMedia {
             track_id.clone(),
             Published {
                 info: info.clone(),
-                local: local.clone(),
+                fan,
                 muted: muted_flag,
-                media_ssrc: remote.ssrc(),
-                last_keyframe_request: None,
             },
         ) {
             drop(old);
@@ -750,10 +1008,11 @@ impl RoomMedia {
                     track: info.clone(),
                 },
             ));
-            if self.subscribe(&other, &track_id, local.clone()).await {
+            if self.subscribe(&other, &track_id).await {
                 out.extend(self.offer(&other).await);
             }
         }
+        out.extend(self.apply(&track_id).await);
         out
     }
 
@@ -827,6 +1086,9 @@ impl RoomMedia {
 
     /// A participant is gone: close their connections, stop forwarding their tracks.
     pub async fn left(&mut self, pid: &str) -> Vec<Outgoing> {
+        for fan in self.fans() {
+            fan.detach(pid);
+        }
         let was_speaker = self.speaker.current() == Some(pid);
         self.speaker.remove(pid);
         let Some(peer) = self.peers.remove(pid) else {
@@ -861,30 +1123,14 @@ impl RoomMedia {
         }
     }
 
-    /// Asks a publisher for a keyframe, at most every [`KEYFRAME_INTERVAL`] per track.
-    pub async fn keyframe_wanted(&mut self, publisher: &str, track_id: &str) {
-        let Some(peer) = self.peers.get_mut(publisher) else {
+    /// `subscriber` asked for a keyframe of `track_id`: the publisher is asked for one on the
+    /// layer it gets, at most every [`KEYFRAME_INTERVAL`] per layer.
+    pub async fn keyframe_wanted(&mut self, track_id: &str, subscriber: &str) {
+        let Some((publisher, v)) = self.fan_of(track_id) else {
             return;
         };
-        let Some(pc) = peer.publish.clone() else {
-            return;
-        };
-        let Some(p) = peer.published.get_mut(track_id) else {
-            return;
-        };
-        if p.info.kind == TrackKind::Audio
-            || p.last_keyframe_request
-                .is_some_and(|t| t.elapsed() < KEYFRAME_INTERVAL)
-        {
-            return;
-        }
-        p.last_keyframe_request = Some(Instant::now());
-        let pli = PictureLossIndication {
-            sender_ssrc: 0,
-            media_ssrc: p.media_ssrc,
-        };
-        if let Err(e) = pc.write_rtcp(&[Box::new(pli)]).await {
-            tracing::debug!(error = %e, "PLI not sent");
+        if let Some(ssrc) = v.keyframe_for(subscriber, Instant::now(), KEYFRAME_INTERVAL) {
+            self.ask_keyframes(&publisher, &[ssrc]).await;
         }
     }
 
@@ -926,18 +1172,18 @@ impl RoomMedia {
         })
     }
 
-    /// The audio and camera tracks a participant publishes.
-    fn av_tracks(&self, pid: &str) -> Vec<(TrackKind, Arc<TrackLocalStaticRTP>)> {
-        self.peers
-            .get(pid)
-            .map(|p| {
-                p.published
-                    .values()
-                    .filter(|t| t.info.kind != TrackKind::Screen)
-                    .map(|t| (t.info.kind, t.local.clone()))
-                    .collect()
-            })
-            .unwrap_or_default()
+    /// A participant's audio and camera.
+    fn av_tracks(&self, pid: &str) -> (Option<Arc<fanout::Fanout>>, Option<Arc<fanout::Fanout>>) {
+        let Some(p) = self.peers.get(pid) else {
+            return (None, None);
+        };
+        let of = |kind: TrackKind| {
+            p.published
+                .values()
+                .find(|t| t.info.kind == kind)
+                .map(|t| t.fan.clone())
+        };
+        (of(TrackKind::Audio), of(TrackKind::Video))
     }
 
     /// WHEP: a viewer of one participant (`pinned`) or of whoever is speaking, following the
@@ -956,28 +1202,30 @@ impl RoomMedia {
                 .speaker_or_publisher()
                 .ok_or_else(|| nothing("Nobody in the room is publishing yet."))?,
         };
-        let tracks = self.av_tracks(&target);
-        if tracks.is_empty() {
+        let (audio, camera) = self.av_tracks(&target);
+        if audio.is_none() && camera.is_none() {
             return Err(nothing("That participant publishes no audio or video."));
         }
         let refused = |e: webrtc::Error| ViewError::Refused(e.to_string());
-        let pc = self.sfu.peer(&self.ice).await.map_err(refused)?;
+        let pc = self.sfu.peer(&self.ice, false).await.map_err(refused)?;
         // Tracks first: the offer's receive-only m-lines then take them as they are matched.
-        let mut viewer = Viewer {
+        let viewer = Viewer {
             pc: pc.clone(),
             pinned,
             showing: target.clone(),
-            audio: None,
-            video: None,
+            carries: (audio.is_some(), camera.is_some()),
         };
-        for (kind, local) in tracks {
-            let sender = pc
-                .add_track(local as Arc<dyn TrackLocal + Send + Sync>)
-                .await
-                .map_err(refused)?;
-            if kind == TrackKind::Audio {
-                viewer.audio = Some(sender);
-            } else {
+        let added = async {
+            if let Some(a) = &audio {
+                let local = a.attach_ready(viewer_id);
+                pc.add_track(local as Arc<dyn TrackLocal + Send + Sync>)
+                    .await?;
+            }
+            if let Some(v) = &camera {
+                let local = v.attach_ready(viewer_id);
+                let sender = pc
+                    .add_track(local as Arc<dyn TrackLocal + Send + Sync>)
+                    .await?;
                 let events = self.events.clone();
                 let (reader, vid) = (sender.clone(), viewer_id.to_string());
                 tokio::spawn(async move {
@@ -992,10 +1240,7 @@ impl RoomMedia {
                         }
                     }
                 });
-                viewer.video = Some(sender);
             }
-        }
-        let answer = async {
             pc.set_remote_description(RTCSessionDescription::offer(unify_bundle(&sdp))?)
                 .await?;
             let answer = pc.create_answer(None).await?;
@@ -1003,9 +1248,12 @@ impl RoomMedia {
             Ok::<_, webrtc::Error>(())
         }
         .await;
-        if let Err(e) = answer {
+        if let Err(e) = added {
+            for fan in [&audio, &camera].into_iter().flatten() {
+                fan.detach(viewer_id);
+            }
             let _ = pc.close().await;
-            return Err(ViewError::Refused(e.to_string()));
+            return Err(refused(e));
         }
         self.viewers.insert(viewer_id.to_string(), viewer);
         // A keyframe as soon as the viewer can receive it (one sent before its connection is up
@@ -1034,52 +1282,58 @@ impl RoomMedia {
         complete_sdp(&pc).await.map_err(ViewError::Refused)
     }
 
-    /// Viewers that follow the speaker switch to `speaker`'s tracks.
+    /// Viewers that follow the speaker switch to `speaker`'s tracks: their down-tracks move
+    /// to the new speaker's, and continue at its next packet (audio) or keyframe (camera,
+    /// asked for at once).
     async fn follow_speaker(&mut self, speaker: &str) {
-        let tracks = self.av_tracks(speaker);
-        if tracks.is_empty() {
+        let (audio, camera) = self.av_tracks(speaker);
+        if audio.is_none() && camera.is_none() {
             return;
         }
-        let mut switched = false;
-        for v in self.viewers.values_mut() {
-            if v.pinned.is_some() || v.showing == speaker {
+        let moving: Vec<(String, String)> = self
+            .viewers
+            .iter()
+            .filter(|(_, v)| v.pinned.is_none() && v.showing != speaker)
+            .map(|(id, v)| (id.clone(), v.showing.clone()))
+            .collect();
+        for (viewer_id, before) in &moving {
+            let (old_audio, old_camera) = self.av_tracks(before);
+            let Some(v) = self.viewers.get_mut(viewer_id) else {
                 continue;
-            }
+            };
             v.showing = speaker.to_string();
-            for (kind, local) in &tracks {
-                let sender = if *kind == TrackKind::Audio {
-                    &v.audio
-                } else {
-                    &v.video
-                };
-                if let Some(s) = sender
-                    && let Err(e) = s
-                        .replace_track(Some(local.clone() as Arc<dyn TrackLocal + Send + Sync>))
-                        .await
+            for (carried, old, new) in [
+                (v.carries.0, &old_audio, &audio),
+                (v.carries.1, &old_camera, &camera),
+            ] {
+                if carried
+                    && let (Some(old), Some(new)) = (old, new)
+                    && let Some(down) = old.detach(viewer_id)
                 {
-                    tracing::debug!(error = %e, "viewer not switched");
+                    new.insert(viewer_id, down);
                 }
             }
-            switched = true;
         }
-        if switched {
-            self.keyframe_wanted(speaker, &format!("{speaker}:video"))
-                .await;
+        for (viewer_id, _) in &moving {
+            self.viewer_wants_keyframe(viewer_id).await;
         }
     }
 
     /// A viewer's keyframe request, for whoever it shows.
     pub async fn viewer_wants_keyframe(&mut self, viewer_id: &str) {
         if let Some(target) = self.viewers.get(viewer_id).map(|v| v.showing.clone()) {
-            self.keyframe_wanted(&target, &format!("{target}:video"))
+            self.keyframe_wanted(&format!("{target}:video"), viewer_id)
                 .await;
         }
     }
 
-    /// Ends a viewer if `user_id` opened it (or is an admin).
     /// A viewer whose connection is gone.
     pub async fn viewer_gone(&mut self, viewer_id: &str) {
         if let Some(v) = self.viewers.remove(viewer_id) {
+            let (audio, camera) = self.av_tracks(&v.showing);
+            for fan in [audio, camera].into_iter().flatten() {
+                fan.detach(viewer_id);
+            }
             let _ = v.pc.close().await;
         }
     }
@@ -1089,6 +1343,7 @@ impl RoomMedia {
     }
 
     pub async fn close(&mut self) {
+        self.ticker.abort();
         for (_, v) in self.viewers.drain() {
             let _ = v.pc.close().await;
         }
