@@ -61,10 +61,13 @@ pub fn h264_keyframe_start(payload: &[u8]) -> bool {
 }
 
 /// Finds, in one layer's packets, the first packet of each keyframe: a keyframe packet whose
-/// timestamp starts a new frame.
+/// timestamp starts a new frame. Only the newest packets count: a retransmission (or a late
+/// packet) of an old keyframe starts nothing — a switch there would be a switch into the
+/// middle of a picture that is long gone.
 #[derive(Debug, Default)]
 pub struct KeyframeStarts {
     last_ts: Option<u32>,
+    highest_seq: Option<u16>,
     in_keyframe: bool,
 }
 
@@ -75,7 +78,11 @@ impl KeyframeStarts {
     }
 
     /// `keyframe`: the packet belongs to a keyframe (by its frame marking, or the fallback).
-    pub fn feed(&mut self, timestamp: u32, keyframe: bool) -> bool {
+    pub fn feed(&mut self, seq: u16, timestamp: u32, keyframe: bool) -> bool {
+        if self.highest_seq.is_some_and(|h| !seq_before(h, seq)) {
+            return false;
+        }
+        self.highest_seq = Some(seq);
         let new_frame = self.last_ts != Some(timestamp);
         if new_frame {
             self.last_ts = Some(timestamp);
@@ -175,6 +182,8 @@ pub struct DownTrack {
     ts_offset: u32,
     /// The last packet sent: sequence number, timestamp, when.
     last: Option<(u16, u32, Instant)>,
+    /// The last packet sent ended a frame (its marker bit).
+    frame_ended: bool,
 }
 
 /// `a` comes before `b` in sequence-number order (RFC 1982 arithmetic).
@@ -191,6 +200,7 @@ impl DownTrack {
             seq_offset: 0,
             ts_offset: 0,
             last: None,
+            frame_ended: true,
         }
     }
 
@@ -227,13 +237,15 @@ impl DownTrack {
         self.current = None;
     }
 
-    /// One packet of `layer`. `keyframe_start`: it is the first packet of a keyframe.
+    /// One packet of `layer`. `keyframe_start`: it is the first packet of a keyframe;
+    /// `marker`: its marker bit (the last packet of a frame).
     pub fn on_packet(
         &mut self,
         layer: usize,
         seq: u16,
         timestamp: u32,
         keyframe_start: bool,
+        marker: bool,
         now: Instant,
     ) -> Verdict {
         if self.target == Some(layer) && self.current() != Some(layer) && keyframe_start {
@@ -250,7 +262,10 @@ impl DownTrack {
         let out_ts = timestamp.wrapping_sub(self.ts_offset);
         match self.last {
             Some((s, _, _)) if !seq_before(s, out_seq) => {}
-            _ => self.last = Some((out_seq, out_ts, now)),
+            _ => {
+                self.last = Some((out_seq, out_ts, now));
+                self.frame_ended = marker;
+            }
         }
         Verdict::Forward {
             seq: out_seq,
@@ -270,7 +285,11 @@ impl DownTrack {
                 // least one tick), so players pace the new frames right.
                 let ticks = (now.saturating_duration_since(at).as_secs_f64()
                     * f64::from(self.clock_rate)) as u32;
-                let out_seq = last_seq.wrapping_add(1);
+                // Cut off mid-frame (the old layer's frame had more packets to come): one
+                // number is left out, so the receiver sees a loss and drops the part it has
+                // instead of gluing it to the keyframe.
+                let gap = if self.frame_ended { 1 } else { 2 };
+                let out_seq = last_seq.wrapping_add(gap);
                 let out_ts = last_ts.wrapping_add(ticks.max(1));
                 self.seq_offset = seq.wrapping_sub(out_seq);
                 self.ts_offset = timestamp.wrapping_sub(out_ts);
@@ -372,10 +391,20 @@ mod tests {
             let mut out = Vec::new();
             for layer in 0..3 {
                 for _ in 0..2 {
-                    let start = self.starts[layer].feed(self.ts[layer], key.contains(&layer));
-                    if let Verdict::Forward { seq, timestamp } =
-                        down.on_packet(layer, self.seq[layer], self.ts[layer], start, self.now)
-                    {
+                    let start = self.starts[layer].feed(
+                        self.seq[layer],
+                        self.ts[layer],
+                        key.contains(&layer),
+                    );
+                    let marker = self.seq[layer] % 2 == 1;
+                    if let Verdict::Forward { seq, timestamp } = down.on_packet(
+                        layer,
+                        self.seq[layer],
+                        self.ts[layer],
+                        start,
+                        marker,
+                        self.now,
+                    ) {
                         out.push((layer, seq, timestamp));
                     }
                     self.seq[layer] = self.seq[layer].wrapping_add(1);
@@ -426,21 +455,24 @@ mod tests {
         let t0 = Instant::now();
         down.set_target(Some(1));
         assert_eq!(
-            down.on_packet(1, 500, 9_000, true, t0),
+            down.on_packet(1, 500, 9_000, true, false, t0),
             Verdict::Forward {
                 seq: 500,
                 timestamp: 9_000
             }
         );
         // A late packet of the frame before the keyframe.
-        assert_eq!(down.on_packet(1, 499, 6_000, false, t0), Verdict::Drop);
+        assert_eq!(
+            down.on_packet(1, 499, 6_000, false, true, t0),
+            Verdict::Drop
+        );
         assert!(matches!(
-            down.on_packet(1, 501, 9_000, false, t0),
+            down.on_packet(1, 501, 9_000, false, true, t0),
             Verdict::Forward { seq: 501, .. }
         ));
         // A retransmission of 500 maps to the same number again.
         assert!(matches!(
-            down.on_packet(1, 500, 9_000, false, t0),
+            down.on_packet(1, 500, 9_000, false, false, t0),
             Verdict::Forward { seq: 500, .. }
         ));
     }
@@ -450,18 +482,28 @@ mod tests {
         let mut down = DownTrack::new(90_000);
         let t0 = Instant::now();
         down.set_target(Some(0));
-        down.on_packet(0, 10, 100, true, t0);
+        down.on_packet(0, 10, 100, true, true, t0);
         down.switch_source();
         // The new speaker's packets: nothing until its keyframe, then seq 11.
         assert_eq!(
-            down.on_packet(0, 7_000, 55, false, t0 + 10 * MS),
+            down.on_packet(0, 7_000, 55, false, false, t0 + 10 * MS),
             Verdict::Drop
         );
         assert_eq!(
-            down.on_packet(0, 7_001, 3_055, true, t0 + 100 * MS),
+            down.on_packet(0, 7_001, 3_055, true, false, t0 + 100 * MS),
             Verdict::Forward {
                 seq: 11,
                 timestamp: 100 + 9_000
+            }
+        );
+        // Switched away in the middle of that frame: the next source starts one number
+        // later, so the receiver drops the cut-off frame.
+        down.switch_source();
+        assert_eq!(
+            down.on_packet(0, 300, 77, true, true, t0 + 200 * MS),
+            Verdict::Forward {
+                seq: 13,
+                timestamp: 100 + 9_000 + 9_000
             }
         );
     }
@@ -470,10 +512,16 @@ mod tests {
     fn keyframe_starts_from_marking_or_h264() {
         let mut k = KeyframeStarts::default();
         // Frame marking: every packet of the keyframe is marked; the first one starts it.
-        assert!(k.feed(1, true));
-        assert!(!k.feed(1, true));
-        assert!(!k.feed(2, false));
-        assert!(k.feed(3, true));
+        assert!(k.feed(10, 1, true));
+        assert!(!k.feed(11, 1, true));
+        assert!(!k.feed(12, 2, false));
+        assert!(k.feed(13, 3, true));
+        // A retransmission of the first keyframe's packet (old number, old time) starts
+        // nothing, nor does a duplicate.
+        assert!(!k.feed(10, 1, true));
+        assert!(!k.feed(13, 3, true));
+        assert!(!k.feed(14, 3, true));
+        assert!(k.feed(15, 4, true));
         assert!(marked_keyframe(&[
             FRAME_MARKING_INDEPENDENT | FRAME_MARKING_BASE_SYNC
         ]));

@@ -1283,6 +1283,9 @@ async fn receive_video(
             Released::Packet(p) => p,
             Released::Lost(_) => {
                 frame.clear();
+                // The depacketizer may hold part of a fragmented NAL unit; it would glue the
+                // next fragments to it (it does not look at the start bit).
+                depacketizer = H264Packet::default();
                 need_keyframe.store(true, Ordering::Relaxed);
                 continue;
             }

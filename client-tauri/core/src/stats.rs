@@ -266,6 +266,9 @@ impl TrackStats {
             ended: self.ended,
             width: self.width,
             height: self.height,
+            frames_failed_check: self.frames_failed_check,
+            out_of_order: self.out_of_order,
+            repeated: self.repeated,
             bitrate_kbps: match (self.first_packet_ms, self.last_packet_ms) {
                 (Some(a), Some(b)) if b > a => (self.bytes * 8 / (b - a)) as u32,
                 _ => 0,
@@ -316,6 +319,14 @@ pub struct TrackReport {
     pub width: u32,
     #[serde(default)]
     pub height: u32,
+    /// Video: frames whose code did not read back (garbled), that came before one already
+    /// shown, and pictures shown twice at a simulcast layer switch.
+    #[serde(default)]
+    pub frames_failed_check: u64,
+    #[serde(default)]
+    pub out_of_order: u64,
+    #[serde(default)]
+    pub repeated: u64,
     /// Mean RTP payload bit rate from the first packet to the last.
     #[serde(default)]
     pub bitrate_kbps: u32,

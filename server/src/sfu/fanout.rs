@@ -439,15 +439,23 @@ async fn forward_layer(
             };
             layer.last_packet = Some(now);
             let new_frame = layer.starts.is_new_frame(packet.header.timestamp);
-            let start = layer.starts.feed(packet.header.timestamp, keyframe);
-            let (seq, ts) = (packet.header.sequence_number, packet.header.timestamp);
+            let start = layer.starts.feed(
+                packet.header.sequence_number,
+                packet.header.timestamp,
+                keyframe,
+            );
+            let (seq, ts, marker) = (
+                packet.header.sequence_number,
+                packet.header.timestamp,
+                packet.header.marker,
+            );
             for d in sh.downs.values_mut().filter(|d| d.ready) {
                 // Without layers, a new subscriber starts at the next frame: its decoder
                 // waits for a keyframe and asks for one (some publishers never send another
                 // IDR with its parameter sets).
                 let start = start || (!simulcast && new_frame && d.state.is_fresh());
                 if let forward::Verdict::Forward { seq, timestamp } =
-                    d.state.on_packet(slot, seq, ts, start, now)
+                    d.state.on_packet(slot, seq, ts, start, marker, now)
                 {
                     writes.push((d.local.clone(), seq, timestamp));
                 }
