@@ -4,14 +4,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use convo_client::call::{self, CallEvent, CallOptions};
 use convo_client::media::{self, MediaBackend};
 use convo_client::mixer::Mixer;
 use convo_client::stats::{BotReport, TrackReport};
 use convo_client::synth;
-use convo_e2e::{Backend, Env, on_both_databases};
+use convo_e2e::{Backend, Env, on_both_databases, until};
 use convo_shared::signal::TrackKind;
 
 on_both_databases!(
@@ -448,15 +448,6 @@ fn tinted(&(_, u, v): &(u32, u8, u8)) -> bool {
 }
 fn grey(&(_, u, v): &(u32, u8, u8)) -> bool {
     u.abs_diff(128) <= 8 && v.abs_diff(128) <= 8
-}
-
-/// Waits (polling) until `ok`, failing after `secs` seconds with `what`.
-async fn until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while !ok() {
-        assert!(Instant::now() < end, "not within {secs} s: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Devices changed mid-call: a participant whose microphone and camera could not open joins

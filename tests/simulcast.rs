@@ -4,25 +4,16 @@
 //! encode only the layers somebody watches.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use convo_client::call::{self, CallEvent, CallHandle, CallOptions};
 use convo_client::stats::TrackReport;
 use convo_client::synth::VideoSize;
-use convo_e2e::{Backend, Env, on_both_databases};
+use convo_e2e::{Backend, Env, on_both_databases, until};
 use convo_shared::signal::{ServerMessage, TrackKind};
 use tokio::sync::mpsc;
 
 on_both_databases!(layers_follow_the_size_each_subscriber_draws);
-
-/// Polls `ok` until it holds (fails after `secs`).
-async fn until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while !ok() {
-        assert!(Instant::now() < end, "not within {secs} s: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn video_of(call: &CallHandle, publisher: &str) -> Option<TrackReport> {
     call.reports()

@@ -161,3 +161,15 @@ impl Drop for Env {
         .join();
     }
 }
+
+/// Polls `ok` every 100 ms until it holds; fails the test after `secs` seconds, naming `what`.
+pub async fn until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !ok() {
+        assert!(
+            std::time::Instant::now() < end,
+            "not within {secs} s: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -822,7 +822,36 @@ function SharePicker(props: { onPick: (id: string) => void; onCancel: () => void
 /** One video: pulls the newest frame from the `frames:` scheme whenever the last is drawn. */
 function VideoTile({ tile, speaking, off }: { tile: Tile; speaking: boolean; off: boolean }) {
   const canvas = useRef<HTMLCanvasElement>(null);
+  const figure = useRef<HTMLElement>(null);
   const [drawn, setDrawn] = useState(0);
+  // The size a remote tile is drawn at, in device pixels, goes to the server (it picks the
+  // simulcast layer that fills it); a tile that goes away is no longer shown.
+  useEffect(() => {
+    const el = figure.current;
+    if (tile.local || !el) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let sent = "";
+    const report = () => {
+      const r = el.getBoundingClientRect();
+      const w = Math.round(r.width * window.devicePixelRatio);
+      const h = Math.round(r.height * window.devicePixelRatio);
+      const key = `${w}x${h}`;
+      if (key === sent) return;
+      sent = key;
+      api.setView(tile.trackId, w, h).catch(() => {});
+    };
+    const observer = new ResizeObserver(() => {
+      clearTimeout(timer);
+      timer = setTimeout(report, 250);
+    });
+    observer.observe(el);
+    report();
+    return () => {
+      clearTimeout(timer);
+      observer.disconnect();
+      api.setView(tile.trackId, 0, 0).catch(() => {});
+    };
+  }, [tile.trackId, tile.local]);
   useEffect(() => {
     let stop = false;
     let seq = 0;
@@ -860,7 +889,7 @@ function VideoTile({ tile, speaking, off }: { tile: Tile; speaking: boolean; off
     };
   }, [tile.trackId]);
   return (
-    <figure className={`tile ${speaking ? "speaking" : ""} ${tile.kind}`} data-track={tile.trackId}>
+    <figure ref={figure} className={`tile ${speaking ? "speaking" : ""} ${tile.kind}`} data-track={tile.trackId}>
       <canvas ref={canvas} data-track={tile.trackId} data-frames="0" />
       {off ? <div className="waiting">Camera off</div> : drawn === 0 && <div className="waiting">{tile.local ? (tile.kind === "screen" ? "Starting to share…" : "Starting camera…") : "Waiting for video…"}</div>}
       <figcaption>{tile.name}{tile.kind === "screen" ? " (screen)" : ""}</figcaption>

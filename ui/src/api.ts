@@ -108,6 +108,7 @@ export const api = {
     invoke<ScheduledMeeting>("schedule_meeting", { request }),
   answerKnock: (requestId: string, admit: boolean) => invoke<void>("answer_knock", { requestId, admit }),
   removeParticipant: (roomId: string, userId: string) => invoke<void>("remove_participant", { roomId, userId }),
+  setView: (trackId: string, width: number, height: number) => invoke<void>("set_view", { trackId, width, height }),
   chatHistory: (roomId: string) => invoke<{ messages: ChatMessage[]; before: string | null }>("chat_history", { roomId }),
   startPreJoin: () => invoke<{ microphone: string | null; camera: string | null }>("start_pre_join"),
   stopPreJoin: () => invoke<void>("stop_pre_join_cmd"),

@@ -613,6 +613,27 @@ async fn answer_knock(state: State<'_, AppState>, request_id: String, admit: boo
     }
 }
 
+/// The ui draws the remote video `track_id` at `width` × `height` device pixels (`0 × 0` when
+/// its tile is gone): the server sends the simulcast layer that fits.
+#[tauri::command]
+async fn set_view(
+    state: State<'_, AppState>,
+    track_id: String,
+    width: u32,
+    height: u32,
+) -> UiResult<()> {
+    if track_id.is_empty() || track_id.len() > 128 {
+        return Err(UiError::new("invalid_request", "That is not a track."));
+    }
+    match state.call.lock().await.as_ref() {
+        Some(call) => {
+            call.set_track_view(&track_id, width.min(16_384), height.min(16_384));
+            Ok(())
+        }
+        None => Err(UiError::new("not_in_call", "You are not in a meeting.")),
+    }
+}
+
 /// As the host: removes someone (in the call or watching by WHEP) from the room.
 #[tauri::command]
 async fn remove_participant(
@@ -1154,6 +1175,7 @@ pub fn run() {
             cancel_join,
             answer_knock,
             remove_participant,
+            set_view,
             upcoming_meetings,
             schedule_meeting,
         ])

@@ -234,6 +234,8 @@ enum Control {
     Answer(String, bool),
     /// Every remote video is now drawn at this size.
     View(u32, u32),
+    /// One remote video is now drawn at this size.
+    TrackView(String, u32, u32),
     Leave,
 }
 
@@ -248,6 +250,7 @@ impl std::fmt::Debug for Control {
             Control::Chat(t) => write!(f, "Chat({} chars)", t.chars().count()),
             Control::Answer(id, admit) => write!(f, "Answer({id}, {admit})"),
             Control::View(w, h) => write!(f, "View({w}x{h})"),
+            Control::TrackView(t, w, h) => write!(f, "TrackView({t}, {w}x{h})"),
             Control::Leave => f.write_str("Leave"),
         }
     }
@@ -435,6 +438,14 @@ impl CallHandle {
     /// server forwards the simulcast layer that fits.
     pub fn set_view(&self, width: u32, height: u32) {
         let _ = self.ctl.send(Control::View(width, height));
+    }
+
+    /// The remote video `track_id` is drawn at `width` × `height` (`0 × 0`: not shown), as a
+    /// window's tile resizes.
+    pub fn set_track_view(&self, track_id: &str, width: u32, height: u32) {
+        let _ = self
+            .ctl
+            .send(Control::TrackView(track_id.to_string(), width, height));
     }
 
     pub fn is_finished(&self) -> bool {
@@ -664,6 +675,10 @@ pub async fn start(
                             for track_id in video {
                                 sig.send(ClientMessage::View { track_id, width, height });
                             }
+                            continue;
+                        }
+                        Some(Control::TrackView(track_id, width, height)) => {
+                            sig.send(ClientMessage::View { track_id, width, height });
                             continue;
                         }
                         Some(Control::Answer(request_id, admit)) => {
