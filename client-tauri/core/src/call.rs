@@ -717,6 +717,19 @@ pub async fn start(
                             .set_remote_description(RTCSessionDescription::answer(sdp)?)
                             .await?;
                         offers.answered(&sig).await?;
+                        // A server that never says `publish_ready` (an older one) still gets
+                        // the media, a few seconds late.
+                        let waiting: Vec<Arc<AtomicBool>> = outgoing
+                            .iter()
+                            .filter(|o| o.offered_in <= offers.answered)
+                            .map(|o| o.ready.clone())
+                            .collect();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(PUBLISH_READY_FALLBACK).await;
+                            for ready in waiting {
+                                ready.store(true, Ordering::Relaxed);
+                            }
+                        });
                     }
                     ServerMessage::Offer {
                         target: Transport::Subscribe,
@@ -1053,6 +1066,10 @@ fn reports(stats: &Stats, tone_hz: f64, rtt: &RoundTrip) -> Vec<crate::stats::Tr
     v.sort_by(|a, b| a.track_id.cmp(&b.track_id));
     v
 }
+
+/// Media goes out this long after the server answered an offer if it has not said
+/// `publish_ready` by then.
+const PUBLISH_READY_FALLBACK: Duration = Duration::from_secs(3);
 
 /// How long a gap may hold up the packets after it (a NACK retransmission on a good network
 /// takes one round trip), and how many packets the buffer holds at most.
