@@ -177,7 +177,7 @@ struct WhepQuery {
         (status = 409, body = convo_shared::ErrorBody, description = "`nothing_to_watch`: nobody publishes yet; `room_full`"),
         (status = 410, body = convo_shared::ErrorBody, description = "`room_expired`"),
         (status = 415, body = convo_shared::ErrorBody),
-        (status = 429, body = convo_shared::ErrorBody, description = "`too_many_attempts`"),
+        (status = 429, body = convo_shared::ErrorBody, description = "`too_many_attempts` (room password guesses); `too_many_viewers`: 4 viewers of this room open already"),
     ))]
 async fn whep(
     State(state): State<AppState>,
@@ -215,6 +215,9 @@ async fn whep(
         .map_err(|e| match e {
             ViewError::NothingToWatch(m) => {
                 ApiError::new(StatusCode::CONFLICT, ErrorCode::NothingToWatch, m)
+            }
+            ViewError::TooManyViewers(m) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyViewers, m)
             }
             ViewError::Refused(m) => invalid_sdp(m),
         })?;

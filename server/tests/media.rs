@@ -615,5 +615,22 @@ async fn whep_viewers_are_admitted_like_joiners(backend: Backend) {
         .await
         .expect_error(403, "waiting_room");
     seats(1).await;
+
+    // One person watches a room at most four times at once.
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let w = Watcher::new().await;
+        let r = w.post(&srv, &host, &id).await;
+        w.answered(&r).await;
+        open.push(w);
+    }
+    Watcher::new()
+        .await
+        .post(&srv, &host, &id)
+        .await
+        .expect_error(429, "too_many_viewers");
+    for w in open {
+        let _ = w.pc.close().await;
+    }
     srv.stop().await;
 }

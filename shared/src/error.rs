@@ -53,6 +53,7 @@ pub enum ErrorCode {
     RoomFull,
     RoomExpired,
     NothingToWatch,
+    TooManyViewers,
     WaitingRoom,
     AdmissionDenied,
     // Server
@@ -88,6 +89,7 @@ impl ErrorCode {
         Self::RoomFull,
         Self::RoomExpired,
         Self::NothingToWatch,
+        Self::TooManyViewers,
         Self::WaitingRoom,
         Self::AdmissionDenied,
         Self::Unavailable,
@@ -122,6 +124,7 @@ impl ErrorCode {
             Self::RoomFull => "room_full",
             Self::RoomExpired => "room_expired",
             Self::NothingToWatch => "nothing_to_watch",
+            Self::TooManyViewers => "too_many_viewers",
             Self::WaitingRoom => "waiting_room",
             Self::AdmissionDenied => "admission_denied",
             Self::Unavailable => "unavailable",

@@ -305,6 +305,8 @@ struct Peer {
 pub enum ViewError {
     /// Nobody (or not the one asked for) publishes audio or video.
     NothingToWatch(String),
+    /// The caller watches this room enough times already.
+    TooManyViewers(String),
     /// The offer could not be used.
     Refused(String),
 }

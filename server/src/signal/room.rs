@@ -117,6 +117,14 @@ impl RoomState {
         self.members.values().any(|m| m.info.user.id == user_id)
     }
 
+    /// How many WHEP viewers a user has open.
+    pub fn viewers_of(&self, user_id: &str) -> usize {
+        self.members
+            .values()
+            .filter(|m| m.info.viewer && m.info.user.id == user_id)
+            .count()
+    }
+
     /// Whether a participant is a WHEP viewer.
     pub fn is_viewer(&self, pid: &str) -> bool {
         self.members.get(pid).is_some_and(|m| m.info.viewer)
@@ -489,6 +497,9 @@ pub enum Command {
     Close,
 }
 
+/// WHEP viewers one person may have open in one room (each holds a peer connection).
+pub const MAX_VIEWERS_PER_USER: usize = 4;
+
 /// The live rooms, each an actor. Sends go through the registry's lock so that a room actor
 /// can retire (when empty) without a command slipping past it.
 #[derive(Default)]
@@ -670,7 +681,14 @@ async fn run(
                 reply,
             } => {
                 let viewer_id = uuid::Uuid::new_v4().to_string();
-                match media.whep_offer(&viewer_id, pinned, sdp).await {
+                let result = if room.viewers_of(&joiner.user.id) >= MAX_VIEWERS_PER_USER {
+                    Err(crate::sfu::ViewError::TooManyViewers(format!(
+                        "You watch this room {MAX_VIEWERS_PER_USER} times already; end one first."
+                    )))
+                } else {
+                    media.whep_offer(&viewer_id, pinned, sdp).await
+                };
+                match result {
                     Ok(answer) => {
                         let (pid, out) = room.join(joiner, viewer_id, &room_id, grace, Vec::new());
                         let _ = reply.send(Ok((pid, answer)));
