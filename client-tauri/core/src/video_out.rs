@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use convo_shared::signal::{ClientMessage, TrackKind};
 use openh264::OpenH264API;
-use openh264::encoder::{BitRate, Encoder, EncoderConfig, FrameRate, IntraFramePeriod};
+use openh264::encoder::{BitRate, Encoder, EncoderConfig, FrameRate, IntraFramePeriod, UsageType};
 use openh264::formats::YUVBuffer;
 use tokio::sync::mpsc;
 use webrtc::api::media_engine::MIME_TYPE_H264;
@@ -353,7 +353,13 @@ impl LayerEncoder {
                 fps,
             )))
             .max_frame_rate(FrameRate::from_hz(fps as f32))
-            // A screen's text stays sharp: frames are dropped rather than blurred.
+            // A screen is coded as screen content (sharp text and edges, mostly still).
+            .usage_type(if kind == TrackKind::Screen {
+                UsageType::ScreenContentRealTime
+            } else {
+                UsageType::CameraVideoRealTime
+            })
+            // Frames are dropped rather than blurred when the rate runs short.
             .skip_frames(true)
             // Long: a newcomer's keyframe must come from a request, not from the schedule.
             .intra_frame_period(IntraFramePeriod::from_num_frames(fps * 30));
