@@ -22,6 +22,7 @@ on_both_databases!(
     deleting_a_room_ends_its_meeting,
     whip_refuses_what_it_cannot_use,
     whep_asks_what_joining_asks,
+    a_huge_frame_is_refused_from_its_header,
 );
 
 async fn room(srv: &TestServer, host: &Session, body: Value) -> String {
@@ -638,5 +639,42 @@ async fn whep_asks_what_joining_asks(backend: Backend) {
         .expect_error(409, "room_full");
     let r = srv.get(&format!("/api/rooms/{small}"), &host.access).await;
     assert_eq!(r.expect(200)["participant_count"], 2);
+    srv.stop().await;
+}
+
+/// A frame larger than a message may be is refused as soon as its header says so: the server
+/// does not wait for (and hold) megabytes of payload first.
+async fn a_huge_frame_is_refused_from_its_header(backend: Backend) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = TestEnv::new(backend).await;
+    let srv = env.start().await;
+    let a = srv.user("bulky").await;
+    let mut c = Client::connect(&srv, &a).await;
+    let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = c.ws.get_mut() else {
+        panic!("a plain TCP connection");
+    };
+    // Only the header of a masked text frame that says it carries 10 MiB.
+    let mut header = vec![0x81u8, 0x80 | 127];
+    header.extend_from_slice(&(10u64 * 1024 * 1024).to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    tcp.write_all(&header).await.unwrap();
+    // The server hangs up (a close frame, or the end of the stream) without the payload.
+    let mut buf = [0u8; 1024];
+    let hung_up = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) if buf[..n].first() == Some(&0x88) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        hung_up.is_ok(),
+        "the server waited for the payload of a 10 MiB frame"
+    );
+    // Others are not affected.
+    Client::connect(&srv, &a).await.expect_quiet().await;
     srv.stop().await;
 }

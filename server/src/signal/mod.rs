@@ -82,6 +82,8 @@ async fn ws(
     upgrade
         .protocols([SUBPROTOCOL])
         .max_message_size(MAX_MESSAGE)
+        // Checked on the frame's header, before its payload is read and held.
+        .max_frame_size(MAX_MESSAGE)
         .on_upgrade(move |socket| connection(state, socket, user))
 }
 
