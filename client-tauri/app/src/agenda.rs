@@ -181,7 +181,7 @@ pub async fn refresh(app: &tauri::AppHandle) {
             .notification()
             .builder()
             .title("ConvoConnect")
-            .body(text)
+            .body(crate::notification_text(&text))
             .show()
         {
             tracing::debug!(error = %e, "reminder not shown");

@@ -451,6 +451,19 @@ fn notification_for(event: &CallEvent, me: &str) -> Option<String> {
     }
 }
 
+/// A notification's text as the system will show it. Linux notification servers read the
+/// body as markup (`<b>`, `<a href>`, `<img>`): names and chat text are escaped so that they
+/// show as written. Elsewhere the body is plain text already.
+pub(crate) fn notification_text(text: &str) -> String {
+    if cfg!(target_os = "linux") {
+        text.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    } else {
+        text.to_string()
+    }
+}
+
 /// Someone joining or writing while the window is hidden or in the background: a desktop
 /// notification.
 fn notify_if_away(app: &tauri::AppHandle, event: &CallEvent, me: &str) {
@@ -468,7 +481,7 @@ fn notify_if_away(app: &tauri::AppHandle, event: &CallEvent, me: &str) {
         .notification()
         .builder()
         .title("ConvoConnect")
-        .body(body)
+        .body(notification_text(&body))
         .show();
     if let Err(e) = shown {
         tracing::debug!(error = %e, "notification not shown");
@@ -1282,6 +1295,16 @@ mod tests {
             participant_id: None,
         });
         assert_eq!(notification_for(&speaker, "u-me"), None);
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn notification_text_shows_markup_as_written() {
+        assert_eq!(
+            notification_text("<b>Eve</b> & <a href=\"x\">co</a>: 1 < 2"),
+            "&lt;b&gt;Eve&lt;/b&gt; &amp; &lt;a href=\"x\"&gt;co&lt;/a&gt;: 1 &lt; 2"
+        );
+        assert_eq!(notification_text("plain"), "plain");
     }
 
     #[test]
