@@ -995,8 +995,12 @@ fn send_audio(
                     return;
                 }
             };
-            // Replaced while it waited for the frame: the next source's frames follow.
-            if muted.load(Ordering::Relaxed) || stop2.load(Ordering::Relaxed) {
+            // Replaced while it waited for the frame: the next source's frames follow. Nothing
+            // is encoded before the server can receive it.
+            if muted.load(Ordering::Relaxed)
+                || stop2.load(Ordering::Relaxed)
+                || !ready.load(Ordering::Relaxed)
+            {
                 continue;
             }
             let Ok(len) = enc.encode(&pcm, &mut buf) else {
@@ -1012,9 +1016,6 @@ fn send_audio(
     });
     tokio::spawn(async move {
         while let Some((data, level)) = rx.recv().await {
-            if !ready.load(Ordering::Relaxed) {
-                continue;
-            }
             let sample = Sample {
                 data: Bytes::from(data),
                 duration: Duration::from_millis(20),

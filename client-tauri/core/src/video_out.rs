@@ -12,7 +12,7 @@ use bytes::Bytes;
 use convo_shared::signal::{ClientMessage, TrackKind};
 use openh264::OpenH264API;
 use openh264::encoder::{BitRate, Encoder, EncoderConfig, FrameRate, IntraFramePeriod, UsageType};
-use openh264::formats::YUVBuffer;
+use openh264::formats::YUVSlices;
 use tokio::sync::mpsc;
 use webrtc::api::media_engine::MIME_TYPE_H264;
 use webrtc::media::Sample;
@@ -247,6 +247,11 @@ impl VideoOut {
                         height: frame.height as u32,
                     });
                 }
+                // Nothing is encoded before the server can receive it (a keyframe is asked
+                // for then).
+                if !ready.load(Ordering::Relaxed) {
+                    continue;
+                }
                 // Top layer first, halving on the way down.
                 let mut picture = frame;
                 for layer in (0..n).rev() {
@@ -285,10 +290,6 @@ impl VideoOut {
         });
         tokio::spawn(async move {
             while let Some((layer, data)) = rx.recv().await {
-                // Nothing before the server can receive it (a keyframe is asked for then).
-                if !ready.load(Ordering::Relaxed) {
-                    continue;
-                }
                 let key = crate::call::has_idr(&data);
                 let sample = Sample {
                     data: Bytes::from(data),
@@ -384,7 +385,11 @@ impl LayerEncoder {
         if keyframe {
             self.enc.force_intra_frame();
         }
-        let yuv = YUVBuffer::from_vec(picture.i420.clone(), picture.width, picture.height);
+        // Encoded from the picture where it lies (it is halved for the next layer after).
+        let (w, h) = (picture.width, picture.height);
+        let (y, uv) = picture.i420.split_at(w * h);
+        let (u, v) = uv.split_at(w * h / 4);
+        let yuv = YUVSlices::new((y, u, v), (w, h), (w, w / 2, w / 2));
         let bits = self.enc.encode(&yuv).ok()?.to_vec();
         (!bits.is_empty()).then_some(bits)
     }

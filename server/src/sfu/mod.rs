@@ -222,7 +222,6 @@ pub enum MediaEvent {
     },
     /// A subscriber asked for a keyframe of a track it receives.
     KeyframeWanted {
-        publisher_id: String,
         track_id: String,
         subscriber: String,
     },
@@ -828,7 +827,6 @@ impl RoomMedia {
         // The subscriber's RTCP: keyframe requests go to the publisher (NACKs are answered
         // by the interceptors from their packet cache).
         let events = self.events.clone();
-        let publisher = track_id.split(':').next().unwrap_or_default().to_string();
         let tid = track_id.to_string();
         let subscriber = pid.to_string();
         let reader = sender.clone();
@@ -840,7 +838,6 @@ impl RoomMedia {
                 });
                 if wants_keyframe {
                     events(MediaEvent::KeyframeWanted {
-                        publisher_id: publisher.clone(),
                         track_id: tid.clone(),
                         subscriber: subscriber.clone(),
                     });

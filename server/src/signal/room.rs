@@ -896,7 +896,6 @@ async fn media_event(media: &mut RoomMedia, room: &RoomState, e: MediaEvent) -> 
         MediaEvent::KeyframeWanted {
             track_id,
             subscriber,
-            ..
         } => {
             media.keyframe_wanted(&track_id, &subscriber).await;
             Vec::new()
