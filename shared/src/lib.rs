@@ -9,6 +9,7 @@
 //! generate its OpenAPI document.
 
 pub mod auth;
+pub mod bwe;
 pub mod chat;
 pub mod error;
 pub mod limits;

@@ -1,0 +1,317 @@
+//! Send-side bandwidth estimation from transport-wide congestion control feedback
+//! (draft-holmer-rmcat-transport-wide-cc-extensions, GCC as in draft-ietf-rmcat-gcc and
+//! libwebrtc, after str0m's port): sans IO. The sender tells it what it sent
+//! ([`SendSideBwe::on_sent`], with the transport-wide sequence number) and what the far end
+//! reported ([`SendSideBwe::on_feedback`]); it answers with a target bitrate
+//! ([`SendSideBwe::target`]) and, while probing, how much padding to send now
+//! ([`SendSideBwe::padding`]). Time comes in as arguments, so tests run on simulated clocks.
+//!
+//! Parts: [`delay`] (the delay-gradient trend and its overuse detector), [`rate`] (the AIMD
+//! controller, the loss bound, the acknowledged rate), [`probe`] (bursts that find out whether
+//! more fits).
+
+pub mod delay;
+pub mod probe;
+pub mod rate;
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use delay::{DelayDetector, Usage};
+use probe::{ClusterStats, PROBE_DURATION, ProbeControl};
+use rate::{AckedRate, Aimd, LossBound};
+
+/// Packets remembered for feedback (about 10 s of a 720p call).
+const HISTORY: usize = 8192;
+/// Clusters whose results are awaited.
+const CLUSTERS: usize = 8;
+/// Feedback older than this means the far end stopped reporting: the estimate is not used.
+pub const FEEDBACK_STALE: Duration = Duration::from_secs(3);
+
+/// Limits and the start of the estimate.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    pub start_bps: u64,
+    pub min_bps: u64,
+    pub max_bps: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            start_bps: 300_000,
+            min_bps: 50_000,
+            max_bps: 20_000_000,
+        }
+    }
+}
+
+/// One transport-wide feedback report: packet `base_seq + i` arrived at `arrivals[i]`
+/// (microseconds on the far end's clock), or was not received (`None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Feedback {
+    pub base_seq: u16,
+    pub arrivals: Vec<Option<i64>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    size: usize,
+    at: Instant,
+    cluster: Option<u32>,
+    reported: bool,
+}
+
+/// The estimator of one connection's sending direction.
+#[derive(Debug)]
+pub struct SendSideBwe {
+    cfg: Config,
+    /// Sent packets by extended sequence number; `first_ext` is the first's.
+    sent: VecDeque<Sent>,
+    first_ext: i64,
+    last_seq: Option<(u16, i64)>,
+    delay: DelayDetector,
+    aimd: Aimd,
+    loss: LossBound,
+    acked: AckedRate,
+    probes: ProbeControl,
+    clusters: HashMap<u32, ClusterStats>,
+    /// Bytes sent since the active probe began.
+    probe_sent: usize,
+    rtt: Option<Duration>,
+    lost: u32,
+    counted: u32,
+    loss_at: Option<Instant>,
+    last_loss: f64,
+    last_feedback: Option<Instant>,
+    wanted: u64,
+}
+
+impl SendSideBwe {
+    pub fn new(cfg: Config) -> Self {
+        SendSideBwe {
+            cfg,
+            sent: VecDeque::new(),
+            first_ext: 0,
+            last_seq: None,
+            delay: DelayDetector::default(),
+            aimd: Aimd::new(cfg.start_bps, cfg.min_bps, cfg.max_bps),
+            loss: LossBound::default(),
+            acked: AckedRate::default(),
+            probes: ProbeControl::default(),
+            clusters: HashMap::new(),
+            probe_sent: 0,
+            rtt: None,
+            lost: 0,
+            counted: 0,
+            loss_at: None,
+            last_loss: 0.0,
+            last_feedback: None,
+            wanted: 0,
+        }
+    }
+
+    /// The bitrate to send at, all streams together.
+    pub fn target(&self) -> u64 {
+        let t = self.aimd.estimate();
+        self.loss
+            .bound()
+            .map_or(t, |b| t.min(b))
+            .max(self.cfg.min_bps)
+    }
+
+    /// Feedback arrived lately: the far end reports, and [`SendSideBwe::target`] means
+    /// something. Without it (a receiver without transport-cc) nothing should be limited.
+    pub fn is_live(&self, now: Instant) -> bool {
+        self.last_feedback
+            .is_some_and(|t| now.saturating_duration_since(t) < FEEDBACK_STALE)
+    }
+
+    pub fn rtt(&self) -> Option<Duration> {
+        self.rtt
+    }
+
+    /// The share of packets lost in the last loss window.
+    pub fn loss(&self) -> f64 {
+        self.last_loss
+    }
+
+    /// What was acknowledged as received lately (bps).
+    pub fn acked_bps(&self) -> Option<u64> {
+        self.acked.rate()
+    }
+
+    /// What the sender would send if the path took it (probing aims for it).
+    pub fn set_wanted(&mut self, bps: u64) {
+        self.wanted = bps;
+    }
+
+    fn extend(&mut self, seq: u16) -> i64 {
+        let ext = match self.last_seq {
+            None => i64::from(seq),
+            Some((last, last_ext)) => last_ext + i64::from(seq.wrapping_sub(last) as i16),
+        };
+        if self.last_seq.is_none_or(|(_, e)| ext > e) {
+            self.last_seq = Some((seq, ext));
+        }
+        ext
+    }
+
+    /// A packet went out with transport-wide sequence number `seq` and `size` bytes.
+    pub fn on_sent(&mut self, seq: u16, size: usize, now: Instant) {
+        let ext = self.extend(seq);
+        let cluster = self.probes.active.and_then(|p| {
+            (now.saturating_duration_since(p.start) < PROBE_DURATION).then_some(p.cluster)
+        });
+        if let Some(c) = cluster {
+            self.probe_sent += size;
+            let stats = self.clusters.entry(c).or_default();
+            stats.sent_packets += 1;
+            stats.sent_bytes += size;
+        }
+        let entry = Sent {
+            size,
+            at: now,
+            cluster,
+            reported: false,
+        };
+        if self.sent.is_empty() {
+            self.first_ext = ext;
+        }
+        let idx = ext - self.first_ext;
+        if idx < 0 {
+            return;
+        }
+        let idx = idx as usize;
+        if idx < self.sent.len() {
+            // A retransmission under the same number: the newest send counts.
+            self.sent[idx] = entry;
+        } else {
+            while self.sent.len() < idx {
+                self.sent.push_back(Sent {
+                    reported: true,
+                    ..entry
+                });
+            }
+            self.sent.push_back(entry);
+        }
+        while self.sent.len() > HISTORY {
+            self.sent.pop_front();
+            self.first_ext += 1;
+        }
+    }
+
+    /// A feedback report came in.
+    pub fn on_feedback(&mut self, fb: &Feedback, now: Instant) {
+        let Some((last, last_ext)) = self.last_seq else {
+            return;
+        };
+        let behind = i64::from(last.wrapping_sub(fb.base_seq) as i16);
+        let base_ext = last_ext - behind;
+        self.last_feedback = Some(now);
+        let mut newest_rtt: Option<Duration> = None;
+        let mut probe_clusters: Vec<u32> = Vec::new();
+        let mut received: Vec<(Instant, i64)> = Vec::new();
+        for (i, arrival) in fb.arrivals.iter().enumerate() {
+            let idx = base_ext + i as i64 - self.first_ext;
+            if idx < 0 {
+                continue;
+            }
+            let Some(s) = self.sent.get_mut(idx as usize) else {
+                break;
+            };
+            if s.reported {
+                continue;
+            }
+            let s = *s;
+            match arrival {
+                Some(at) => {
+                    self.sent[idx as usize].reported = true;
+                    self.counted += 1;
+                    self.acked.add(*at, s.size);
+                    received.push((s.at, *at));
+                    let rtt = now.saturating_duration_since(s.at);
+                    newest_rtt = Some(newest_rtt.map_or(rtt, |r| r.min(rtt)));
+                    if let Some(c) = s.cluster
+                        && let Some(stats) = self.clusters.get_mut(&c)
+                    {
+                        stats.received.push((s.at, *at, s.size));
+                        probe_clusters.push(c);
+                    }
+                }
+                None => {
+                    // Reported missing; a later report may still list it as received.
+                    self.lost += 1;
+                    self.counted += 1;
+                }
+            }
+        }
+        // The delay trend reads packets in the order they arrived.
+        received.sort_by_key(|&(sent, at)| (at, sent));
+        for (sent, at) in received {
+            self.delay.feed(sent, at);
+        }
+        if let Some(r) = newest_rtt {
+            self.rtt = Some(match self.rtt {
+                None => r,
+                Some(old) => (old * 7 + r) / 8,
+            });
+        }
+        let rtt = self.rtt.unwrap_or(Duration::from_millis(100));
+        probe_clusters.sort_unstable();
+        probe_clusters.dedup();
+        for c in probe_clusters {
+            if let Some(result) = self.clusters.get(&c).and_then(ClusterStats::result) {
+                self.clusters.remove(&c);
+                if self.delay.usage() != Usage::Over {
+                    self.aimd.probe_result(result);
+                    self.loss.lift(result);
+                }
+                self.probes.on_result(result, self.wanted);
+            }
+        }
+        self.aimd
+            .update(self.delay.usage(), self.acked.rate(), rtt, now);
+        let window_done = self
+            .loss_at
+            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_millis(200));
+        if self.counted >= 20 && window_done {
+            self.last_loss = f64::from(self.lost) / f64::from(self.counted);
+            self.loss
+                .update(self.last_loss, self.aimd.estimate(), rtt, now);
+            self.lost = 0;
+            self.counted = 0;
+            self.loss_at = Some(now);
+        }
+    }
+
+    /// Bytes of padding to send now (a probe runs); 0 otherwise. Call every few milliseconds
+    /// while media flows, and send what it says.
+    pub fn padding(&mut self, now: Instant) -> usize {
+        if !self.is_live(now) {
+            return 0;
+        }
+        let calm = self.delay.usage() == Usage::Normal && self.last_loss < 0.02;
+        let target = self.target();
+        if let Some(p) = self.probes.poll(target, self.wanted, calm, now) {
+            self.probe_sent = 0;
+            self.clusters.insert(p.cluster, ClusterStats::default());
+            if self.clusters.len() > CLUSTERS
+                && let Some(&oldest) = self.clusters.keys().min()
+            {
+                self.clusters.remove(&oldest);
+            }
+        }
+        let Some(p) = self.probes.active else {
+            return 0;
+        };
+        let elapsed = now.saturating_duration_since(p.start).min(PROBE_DURATION);
+        // A little ahead of the clock, so that the burst starts at once.
+        let due =
+            (p.bps as f64 / 8.0 * (elapsed + Duration::from_millis(5)).as_secs_f64()) as usize;
+        due.saturating_sub(self.probe_sent)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,132 @@
+//! Probing: a short burst above the current estimate (media plus padding) whose arrival rate
+//! at the far end shows whether the path takes more. Without it an SFU whose next layer is
+//! three times the current one could never learn that the next layer fits.
+
+use std::time::{Duration, Instant};
+
+/// How long one probe lasts.
+pub const PROBE_DURATION: Duration = Duration::from_millis(40);
+/// Probes while the app wants more than the estimate, at most this often.
+const PROBE_EVERY: Duration = Duration::from_secs(4);
+
+/// A probe being sent: its id, rate and when it started.
+#[derive(Debug, Clone, Copy)]
+pub struct Probe {
+    pub cluster: u32,
+    pub bps: u64,
+    pub start: Instant,
+}
+
+/// Sends of one cluster and their arrivals, for the rate they show.
+#[derive(Debug, Default, Clone)]
+pub struct ClusterStats {
+    pub sent_packets: u32,
+    pub sent_bytes: usize,
+    /// (send, arrival µs, bytes) of received packets.
+    pub received: Vec<(Instant, i64, usize)>,
+}
+
+impl ClusterStats {
+    /// The rate the probe proved (bps), once enough of it arrived; libwebrtc's rules: at least
+    /// four packets and 80 % of them; the slower of send and receive rate.
+    pub fn result(&self) -> Option<u64> {
+        let n = self.received.len();
+        if n < 4 || (n as f64) < 0.8 * f64::from(self.sent_packets) {
+            return None;
+        }
+        let first_send = self.received.iter().map(|r| r.0).min()?;
+        let last_send = self.received.iter().map(|r| r.0).max()?;
+        let first_arr = self.received.iter().map(|r| r.1).min()?;
+        let last_arr = self.received.iter().map(|r| r.1).max()?;
+        let send_s = last_send
+            .saturating_duration_since(first_send)
+            .as_secs_f64();
+        let recv_s = (last_arr - first_arr) as f64 / 1e6;
+        if send_s <= 0.0 || recv_s <= 0.0 || send_s > 1.0 || recv_s > 1.0 {
+            return None;
+        }
+        let bytes: usize = self.received.iter().map(|r| r.2).sum();
+        // Exclude the last packet sent from the send rate, the first arrived from the receive
+        // rate (each interval spans n - 1 packets).
+        let last_size = self.received.iter().max_by_key(|r| r.0).map_or(0, |r| r.2);
+        let first_size = self.received.iter().min_by_key(|r| r.1).map_or(0, |r| r.2);
+        let send_rate = (bytes - last_size) as f64 * 8.0 / send_s;
+        let recv_rate = (bytes - first_size) as f64 * 8.0 / recv_s;
+        if recv_rate > 2.0 * send_rate {
+            return None;
+        }
+        let r = if recv_rate < 0.9 * send_rate {
+            0.95 * recv_rate
+        } else {
+            send_rate.min(recv_rate)
+        };
+        Some(r as u64)
+    }
+}
+
+/// When to probe and at what rate.
+#[derive(Debug, Default)]
+pub struct ProbeControl {
+    next_cluster: u32,
+    /// Probes asked for at start (3× and 6× the start rate).
+    initial: Vec<u64>,
+    started: bool,
+    pub active: Option<Probe>,
+    last_probe: Option<Instant>,
+    /// The rate of the last probe, to go on when its result came close to it.
+    last_rate: u64,
+}
+
+impl ProbeControl {
+    /// Whether a probe should start now. `estimate`: the current one; `wanted`: what the app
+    /// would send if it could; `calm`: no overuse or heavy loss lately.
+    pub fn poll(&mut self, estimate: u64, wanted: u64, calm: bool, now: Instant) -> Option<Probe> {
+        if let Some(p) = self.active {
+            if now.saturating_duration_since(p.start) < PROBE_DURATION {
+                return None;
+            }
+            self.active = None;
+        }
+        if !self.started {
+            self.started = true;
+            self.initial = vec![estimate * 6, estimate * 3];
+        }
+        let due = self
+            .last_probe
+            .is_none_or(|t| now.saturating_duration_since(t) >= PROBE_EVERY);
+        let rate = if let Some(r) = self.initial.pop() {
+            // The start probes go one after the other, 100 ms apart.
+            if self
+                .last_probe
+                .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_millis(100))
+            {
+                self.initial.push(r);
+                return None;
+            }
+            r
+        } else if calm && due && wanted > estimate + estimate / 20 {
+            wanted.min(estimate * 2)
+        } else {
+            return None;
+        };
+        self.next_cluster = self.next_cluster.wrapping_add(1);
+        let p = Probe {
+            cluster: self.next_cluster,
+            bps: rate,
+            start: now,
+        };
+        self.active = Some(p);
+        self.last_probe = Some(now);
+        self.last_rate = rate;
+        Some(p)
+    }
+
+    /// A probe's result came: when it reached most of the probed rate and more is wanted,
+    /// the next probe (twice as high) may come at once.
+    pub fn on_result(&mut self, result: u64, wanted: u64) {
+        if result as f64 > 0.7 * self.last_rate as f64 && wanted > result && self.initial.is_empty()
+        {
+            self.last_probe = None;
+        }
+    }
+}
