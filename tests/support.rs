@@ -53,6 +53,14 @@ pub struct Env {
 
 impl Env {
     pub async fn start(backend: Backend) -> Env {
+        // `CONVO_TEST_LOG=convo_server=debug` (a tracing filter) shows the server's and the
+        // clients' logs with the test's output.
+        if let Ok(filter) = std::env::var("CONVO_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         let dir = tempfile::tempdir().unwrap();
         let (database_url, pg_database) = match backend {
             Backend::Sqlite => (None, None),

@@ -105,6 +105,8 @@ pub struct Layer {
     pub height: u32,
     /// Packets arrived lately (the publisher encodes it).
     pub active: bool,
+    /// What it carries (bits per second, headers included) while active; 0 when not known.
+    pub bitrate: u64,
 }
 
 /// The size a subscriber draws a track at, in pixels; `0 × 0` when it is not shown at all.
@@ -324,6 +326,7 @@ mod tests {
                 width,
                 height,
                 active,
+                bitrate: 0,
             })
             .collect()
     }

@@ -5,6 +5,7 @@
 //! PostgreSQL; the signaling WebSocket and the SFU. The binary `convo-server` wraps
 //! [`app::Server`]; tests start the same server in-process.
 
+pub mod allocate;
 pub mod app;
 pub mod auth;
 pub mod chat;

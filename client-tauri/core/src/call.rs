@@ -746,6 +746,14 @@ pub async fn start(
                                 let backend = backend.clone();
                                 let emit = emit.clone();
                                 pc.on_track(Box::new(move |track, _, _| {
+                                    // The server's probe padding: read (so that it is
+                                    // acknowledged) and dropped.
+                                    if track.id() == convo_shared::bwe::rtc::PROBE_TRACK_ID {
+                                        tokio::spawn(async move {
+                                            while track.read_rtp().await.is_ok() {}
+                                        });
+                                        return Box::pin(async {});
+                                    }
                                     let stats = stats.clone();
                                     let pc = weak.clone();
                                     let backend = backend.clone();

@@ -20,6 +20,7 @@ use webrtc::track::track_local::TrackLocalWriter;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_remote::TrackRemote;
 
+use crate::allocate::Demand;
 use crate::forward::{self, DownTrack, KeyframeStarts, LAYER_IDLE, Layer, ViewSize};
 
 /// RIDs our clients use, lowest layer first.
@@ -36,6 +37,37 @@ struct LayerIn {
     last_packet: Option<Instant>,
     starts: KeyframeStarts,
     last_keyframe_request: Option<Instant>,
+    rate: RateMeter,
+}
+
+/// A layer's bitrate over windows of about a second.
+#[derive(Default)]
+struct RateMeter {
+    since: Option<Instant>,
+    bytes: u64,
+    bps: u64,
+}
+
+/// Per packet on the wire beyond its payload: RTP header, extensions, SRTP tag, UDP and IP.
+const PACKET_OVERHEAD: u64 = 12 + 12 + 10 + 8 + 20;
+
+impl RateMeter {
+    fn add(&mut self, bytes: usize, now: Instant) {
+        let since = *self.since.get_or_insert(now);
+        self.bytes += bytes as u64 + PACKET_OVERHEAD;
+        let span = now.saturating_duration_since(since);
+        if span >= Duration::from_secs(1) {
+            let bps = self.bytes * 8 * 1000 / (span.as_millis() as u64).max(1);
+            // Smoothed: keyframes make single windows jump.
+            self.bps = if self.bps == 0 {
+                bps
+            } else {
+                (self.bps + bps) / 2
+            };
+            self.bytes = 0;
+            self.since = Some(now);
+        }
+    }
 }
 
 /// One subscriber's (or WHEP viewer's) stream of this track.
@@ -43,6 +75,9 @@ pub struct Down {
     local: Arc<TrackLocalStaticRTP>,
     state: DownTrack,
     view: Option<ViewSize>,
+    /// The highest layer the subscriber's downlink allows (`None`: no limit known;
+    /// `Some(None)`: none fits, paused).
+    cap: Option<Option<usize>>,
     /// The subscribe offer that first carried it (0: not offered yet), when that offer was
     /// answered, and whether the subscriber can receive it.
     offered_in: u64,
@@ -101,13 +136,15 @@ impl Shared {
             .enumerate()
             .map(|(i, l)| {
                 let shift = (n - 1 - i) as u32;
+                let active = l.as_ref().is_some_and(|l| {
+                    l.last_packet
+                        .is_some_and(|t| now.saturating_duration_since(t) < LAYER_IDLE)
+                });
                 Layer {
                     width: self.top.0 >> shift,
                     height: self.top.1 >> shift,
-                    active: l.as_ref().is_some_and(|l| {
-                        l.last_packet
-                            .is_some_and(|t| now.saturating_duration_since(t) < LAYER_IDLE)
-                    }),
+                    active,
+                    bitrate: l.as_ref().filter(|_| active).map_or(0, |l| l.rate.bps),
                 }
             })
             .collect()
@@ -200,6 +237,7 @@ impl Fanout {
                 last_packet: None,
                 starts: KeyframeStarts::default(),
                 last_keyframe_request: None,
+                rate: RateMeter::default(),
             });
             slot
         };
@@ -248,6 +286,7 @@ impl Fanout {
                 local: local.clone(),
                 state: DownTrack::new(self.codec.clock_rate),
                 view: None,
+                cap: None,
                 offered_in: 0,
                 answered_at: None,
                 ready,
@@ -311,6 +350,32 @@ impl Fanout {
         }
     }
 
+    /// What `subscriber` asks of this track, for sharing its downlink
+    /// ([`crate::allocate`]).
+    pub fn demand(&self, subscriber: &str, now: Instant) -> Option<Demand> {
+        let sh = lock(&self.shared);
+        let d = sh.downs.get(subscriber)?;
+        let layers = sh.layer_view(now);
+        let desired = forward::desired_layer(&layers, d.view);
+        let priority = d.view.map_or(u64::from(u32::MAX), |v| {
+            u64::from(v.width) * u64::from(v.height)
+        });
+        Some(Demand {
+            audio: self.kind == TrackKind::Audio,
+            layers,
+            desired,
+            current: d.state.current(),
+            priority,
+        })
+    }
+
+    /// The highest layer `subscriber`'s downlink allows (see [`Down`]'s `cap`).
+    pub fn set_cap(&self, subscriber: &str, cap: Option<Option<usize>>) {
+        if let Some(d) = lock(&self.shared).downs.get_mut(subscriber) {
+            d.cap = cap;
+        }
+    }
+
     /// Chooses every subscriber's layer now: targets change, keyframes are asked for where a
     /// ready subscriber waits for one, and the layers anyone wants are told to the publisher
     /// when they changed.
@@ -326,7 +391,11 @@ impl Fanout {
             {
                 d.ready = true;
             }
-            let desired = forward::desired_layer(&layers, d.view);
+            let desired = match d.cap {
+                None => forward::desired_layer(&layers, d.view),
+                Some(cap) => forward::desired_layer(&layers, d.view)
+                    .and_then(|want| cap.map(|c| want.min(c))),
+            };
             // A layer not encoded yet is waited for when nothing else is (it was just asked for).
             let target = forward::available_layer(&layers, desired).or(desired);
             d.state.set_target(target);
@@ -432,12 +501,14 @@ async fn forward_layer(
         packet.header.extension = false;
         packet.header.extension_profile = 0;
         packet.header.extensions.clear();
+        packet.header.extensions_padding = 0;
         {
             let mut sh = lock(shared);
             let Some(layer) = sh.layers.get_mut(slot).and_then(Option::as_mut) else {
                 return;
             };
             layer.last_packet = Some(now);
+            layer.rate.add(packet.payload.len(), now);
             let new_frame = layer.starts.is_new_frame(packet.header.timestamp);
             let start = layer.starts.feed(
                 packet.header.sequence_number,

@@ -6,6 +6,7 @@
 //! forwarding tasks. webrtc-rs callbacks never touch its state: they post [`MediaEvent`]s to
 //! the actor's channel, and the actor calls back in.
 
+mod downlink;
 mod fanout;
 
 use std::collections::HashMap;
@@ -13,10 +14,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use convo_shared::bwe::rtc::{self as bwe_rtc, Bwe};
 use convo_shared::signal::{
     IceCandidate, IceServer, ServerMessage, TrackInfo, TrackKind, Transport,
 };
-use webrtc::api::interceptor_registry::register_default_interceptors;
+use webrtc::api::interceptor_registry::{
+    configure_twcc_sender_only, register_default_interceptors,
+};
 use webrtc::api::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine};
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::{API, APIBuilder};
@@ -39,13 +43,15 @@ use webrtc::track::track_local::TrackLocal;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_remote::TrackRemote;
 
+use crate::allocate::{Demand, allocate};
+
 /// RFC 6464 client-to-mixer audio level.
 pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
 /// A keyframe is asked of a publisher at most this often per layer.
 const KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
 /// Every subscriber's layer is chosen again this often (and at once when a view changes).
-const PLAN_INTERVAL: Duration = Duration::from_millis(500);
+const PLAN_INTERVAL: Duration = Duration::from_millis(250);
 /// The largest view size or picture size a client may tell.
 const MAX_PIXELS_SIDE: u32 = 16_384;
 
@@ -63,11 +69,26 @@ pub struct SfuConfig {
 pub struct Sfu {
     api: API,
     api_simulcast: API,
+    /// Each connection's bandwidth estimator, as its interceptor is built.
+    bwe: bwe_rtc::Slot,
 }
 
 impl std::fmt::Debug for Sfu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Sfu")
+    }
+}
+
+/// The H.264 profile every connection offers (constrained baseline, what OpenH264 and
+/// browsers both do).
+fn h264_capability() -> RTCRtpCodecCapability {
+    RTCRtpCodecCapability {
+        mime_type: MIME_TYPE_H264.to_owned(),
+        clock_rate: 90000,
+        channels: 0,
+        sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+            .to_owned(),
+        rtcp_feedback: Vec::new(),
     }
 }
 
@@ -80,9 +101,11 @@ fn feedback(typ: &str, parameter: &str) -> RTCPFeedback {
 
 impl Sfu {
     pub fn new(cfg: &SfuConfig) -> Result<Self, webrtc::Error> {
+        let bwe = bwe_rtc::Slot::default();
         Ok(Sfu {
-            api: Self::api(cfg, false)?,
-            api_simulcast: Self::api(cfg, true)?,
+            api: Self::api(cfg, false, &bwe)?,
+            api_simulcast: Self::api(cfg, true, &bwe)?,
+            bwe,
         })
     }
 
@@ -91,7 +114,7 @@ impl Sfu {
     /// with them, webrtc-rs probes every packet of a stream it has not opened yet for a
     /// MID and RID, and a declared stream whose first packets beat its receiver (they do,
     /// at times, right after the handshake) is taken, found to have no RID, and closed.
-    fn api(cfg: &SfuConfig, simulcast: bool) -> Result<API, webrtc::Error> {
+    fn api(cfg: &SfuConfig, simulcast: bool, bwe: &bwe_rtc::Slot) -> Result<API, webrtc::Error> {
         let mut m = MediaEngine::default();
         m.register_codec(
             RTCRtpCodecParameters {
@@ -110,12 +133,6 @@ impl Sfu {
         m.register_codec(
             RTCRtpCodecParameters {
                 capability: RTCRtpCodecCapability {
-                    mime_type: MIME_TYPE_H264.to_owned(),
-                    clock_rate: 90000,
-                    channels: 0,
-                    sdp_fmtp_line:
-                        "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
-                            .to_owned(),
                     rtcp_feedback: vec![
                         feedback("goog-remb", ""),
                         feedback("ccm", "fir"),
@@ -123,6 +140,7 @@ impl Sfu {
                         feedback("nack", "pli"),
                         feedback("transport-cc", ""),
                     ],
+                    ..h264_capability()
                 },
                 payload_type: 102,
                 ..Default::default()
@@ -155,7 +173,15 @@ impl Sfu {
                 None,
             )?;
         }
-        let registry = register_default_interceptors(Registry::new(), &mut m)?;
+        // The estimator first (closest to the wire: it sees the transport-wide numbers the
+        // transport-cc sender, registered last, puts on every packet).
+        let mut registry = Registry::new();
+        registry.add(bwe_rtc::builder(bwe_rtc::Source::PerConnection(
+            convo_shared::bwe::Config::default(),
+            bwe.clone(),
+        )));
+        let registry = register_default_interceptors(registry, &mut m)?;
+        let registry = configure_twcc_sender_only(registry, &mut m)?;
         let mut s = SettingEngine::default();
         if let Some((lo, hi)) = cfg.udp_ports {
             s.set_udp_network(UDPNetwork::Ephemeral(EphemeralUDP::new(lo, hi)?));
@@ -172,11 +198,12 @@ impl Sfu {
             .build())
     }
 
+    /// A new peer connection, with the bandwidth estimator of what it sends.
     async fn peer(
         &self,
         ice: &[IceServer],
         simulcast: bool,
-    ) -> Result<Arc<RTCPeerConnection>, webrtc::Error> {
+    ) -> Result<(Arc<RTCPeerConnection>, Option<Bwe>), webrtc::Error> {
         let api = if simulcast {
             &self.api_simulcast
         } else {
@@ -193,7 +220,9 @@ impl Sfu {
                 .collect(),
             ..Default::default()
         };
-        Ok(Arc::new(api.new_peer_connection(config).await?))
+        let _creating = self.bwe.lock_creation().await;
+        let pc = Arc::new(api.new_peer_connection(config).await?);
+        Ok((pc, self.bwe.take()))
     }
 }
 
@@ -294,6 +323,8 @@ struct Peer {
     camera_size: Option<(u32, u32)>,
     /// A WHIP publisher only sends: it gets no `subscribe` connection.
     publish_only: bool,
+    /// The estimate of `subscribe`'s downlink and its probing.
+    downlink: Option<downlink::Downlink>,
     /// Subscribe offers sent so far, and the last one answered.
     offers: u64,
     answered: u64,
@@ -510,8 +541,38 @@ impl RoomMedia {
         }
     }
 
+    /// Shares each subscriber's estimated downlink among the tracks it receives: the highest
+    /// layer each may have. Without a live estimate (a client that sends no transport-cc
+    /// feedback) nothing is limited.
+    fn share_downlinks(&self) {
+        let now = Instant::now();
+        let fans = self.fans();
+        for (pid, peer) in &self.peers {
+            let Some(dl) = &peer.downlink else { continue };
+            let mine: Vec<(&Arc<fanout::Fanout>, Demand)> = fans
+                .iter()
+                .filter_map(|f| f.demand(pid, now).map(|d| (f, d)))
+                .collect();
+            let Some(budget) = dl.budget(now) else {
+                for (f, _) in &mine {
+                    f.set_cap(pid, None);
+                }
+                continue;
+            };
+            let demands: Vec<Demand> = mine.iter().map(|(_, d)| d.clone()).collect();
+            // A little under the estimate: headers and retransmissions ride on top.
+            let a = allocate(budget / 20 * 19, &demands);
+            dl.set_wanted(a.wanted_bps);
+            tracing::debug!(subscriber = %pid, budget, wanted = a.wanted_bps, caps = ?a.caps, "downlink shared");
+            for ((f, _), cap) in mine.iter().zip(a.caps) {
+                f.set_cap(pid, Some(cap));
+            }
+        }
+    }
+
     /// Every video track's plan (layers become active or idle with time).
     pub async fn tick(&mut self) -> Vec<Outgoing> {
+        self.share_downlinks();
         let tracks: Vec<String> = self
             .peers
             .values()
@@ -635,7 +696,7 @@ impl RoomMedia {
                 // Our clients may add a simulcast camera later; a WHIP publisher offers once.
                 let simulcast = !publish_only || sdp.contains("a=simulcast:");
                 let pc = match self.sfu.peer(&self.ice, simulcast).await {
-                    Ok(pc) => pc,
+                    Ok((pc, _)) => pc,
                     Err(e) => return vec![(pid.into(), error("media_failed", e.to_string()))],
                 };
                 self.watch_candidates(&pc, pid, Transport::Publish);
@@ -795,9 +856,21 @@ impl RoomMedia {
         if let Some(pc) = self.peers.get(pid).and_then(|p| p.subscribe.clone()) {
             return Some(pc);
         }
-        let pc = self.sfu.peer(&self.ice, false).await.ok()?;
+        let (pc, bwe) = self.sfu.peer(&self.ice, false).await.ok()?;
         self.watch_candidates(&pc, pid, Transport::Subscribe);
-        self.peers.entry(pid.to_string()).or_default().subscribe = Some(pc.clone());
+        let downlink = match bwe {
+            Some(bwe) => match downlink::Downlink::start(&pc, bwe, h264_capability()).await {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no probe track: the downlink is not estimated");
+                    None
+                }
+            },
+            None => None,
+        };
+        let peer = self.peers.entry(pid.to_string()).or_default();
+        peer.subscribe = Some(pc.clone());
+        peer.downlink = downlink;
         Some(pc)
     }
 
@@ -1206,7 +1279,7 @@ impl RoomMedia {
             return Err(nothing("That participant publishes no audio or video."));
         }
         let refused = |e: webrtc::Error| ViewError::Refused(e.to_string());
-        let pc = self.sfu.peer(&self.ice, false).await.map_err(refused)?;
+        let (pc, _) = self.sfu.peer(&self.ice, false).await.map_err(refused)?;
         // Tracks first: the offer's receive-only m-lines then take them as they are matched.
         let viewer = Viewer {
             pc: pc.clone(),

@@ -13,6 +13,8 @@
 pub mod delay;
 pub mod probe;
 pub mod rate;
+#[cfg(feature = "webrtc")]
+pub mod rtc;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -283,6 +285,13 @@ impl SendSideBwe {
             self.counted = 0;
             self.loss_at = Some(now);
         }
+    }
+
+    /// A probe is being sent (pace padding finely).
+    pub fn probing(&self, now: Instant) -> bool {
+        self.probes
+            .active
+            .is_some_and(|p| now.saturating_duration_since(p.start) < PROBE_DURATION)
     }
 
     /// Bytes of padding to send now (a probe runs); 0 otherwise. Call every few milliseconds

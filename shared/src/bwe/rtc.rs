@@ -1,0 +1,348 @@
+//! The estimator wired into webrtc-rs (feature `webrtc`): an interceptor that notes every
+//! packet a connection sends with its transport-wide sequence number and hands the far end's
+//! transport-cc feedback to a [`SendSideBwe`], and a probe track that carries the padding a
+//! probe asks for (a dedicated SSRC that the receiving side reads and drops, as mediasoup's
+//! "probator" does: padding on a media SSRC would need RTX, which webrtc-rs does not send, and
+//! repeated packets die in the receiver's SRTP replay check).
+//!
+//! Register [`builder`]'s interceptor *first*, before webrtc-rs's defaults and
+//! `configure_twcc_sender_only`: interceptors registered first sit closest to the wire, so it
+//! sees each packet after the transport-cc sender numbered it.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use webrtc::interceptor::stream_info::StreamInfo;
+use webrtc::interceptor::{
+    Attributes, Interceptor, InterceptorBuilder, RTCPReader, RTCPWriter, RTPReader, RTPWriter,
+};
+use webrtc::rtcp::transport_feedbacks::transport_layer_cc::{
+    PacketStatusChunk, SymbolTypeTcc, TransportLayerCc,
+};
+use webrtc::rtp::extension::transport_cc_extension::TransportCcExtension;
+use webrtc::util::{MarshalSize, Unmarshal};
+
+use super::{Config, Feedback, SendSideBwe};
+
+/// The transport-wide sequence number extension.
+pub const TRANSPORT_CC_URI: &str =
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+/// The probe track's id and stream id (receivers drop what arrives on it).
+pub const PROBE_TRACK_ID: &str = "convo-probe";
+
+/// One connection's estimator, shared between its interceptor and the code that reads it.
+#[derive(Clone, Debug)]
+pub struct Bwe(Arc<Mutex<SendSideBwe>>);
+
+impl Bwe {
+    pub fn new(cfg: Config) -> Self {
+        Bwe(Arc::new(Mutex::new(SendSideBwe::new(cfg))))
+    }
+
+    /// The estimator itself, to read or steer.
+    pub fn lock(&self) -> MutexGuard<'_, SendSideBwe> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The transport-cc feedback of one report, as arrivals per sequence number (µs).
+pub fn feedback_of(tcc: &TransportLayerCc) -> Feedback {
+    let count = usize::from(tcc.packet_status_count);
+    let mut statuses: Vec<SymbolTypeTcc> = Vec::with_capacity(count);
+    for chunk in &tcc.packet_chunks {
+        match chunk {
+            PacketStatusChunk::RunLengthChunk(c) => {
+                let n = usize::from(c.run_length).min(count - statuses.len());
+                statuses.extend(std::iter::repeat_n(c.packet_status_symbol, n));
+            }
+            PacketStatusChunk::StatusVectorChunk(c) => {
+                let n = c.symbol_list.len().min(count - statuses.len());
+                statuses.extend(c.symbol_list.iter().take(n).copied());
+            }
+        }
+        if statuses.len() >= count {
+            break;
+        }
+    }
+    let mut at = i64::from(tcc.reference_time) * 64_000;
+    let mut deltas = tcc.recv_deltas.iter();
+    let arrivals = statuses
+        .iter()
+        .map(|s| match s {
+            SymbolTypeTcc::PacketReceivedSmallDelta | SymbolTypeTcc::PacketReceivedLargeDelta => {
+                let d = deltas.next()?;
+                at += d.delta;
+                Some(at)
+            }
+            _ => None,
+        })
+        .collect();
+    Feedback {
+        base_seq: tcc.base_sequence_number,
+        arrivals,
+    }
+}
+
+/// Hands out one [`Bwe`] per connection built from an API.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// Every connection of the API shares this one (an API per connection).
+    Fixed(Bwe),
+    /// A new one per connection, left in the slot for the code that created the connection
+    /// to take ([`Slot::take`]); hold [`Slot::lock_creation`] around creating it.
+    PerConnection(Config, Slot),
+}
+
+/// Where a per-connection estimator waits to be taken.
+#[derive(Clone, Debug, Default)]
+pub struct Slot {
+    built: Arc<Mutex<Option<Bwe>>>,
+    creating: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Slot {
+    /// Held while a connection is created and its estimator taken.
+    pub async fn lock_creation(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.creating.lock().await
+    }
+
+    pub fn take(&self) -> Option<Bwe> {
+        self.built
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
+/// The interceptor builder to register first.
+pub fn builder(source: Source) -> Box<dyn InterceptorBuilder + Send + Sync> {
+    Box::new(Builder(source))
+}
+
+struct Builder(Source);
+
+impl InterceptorBuilder for Builder {
+    fn build(
+        &self,
+        _id: &str,
+    ) -> Result<Arc<dyn Interceptor + Send + Sync>, webrtc::interceptor::Error> {
+        let bwe = match &self.0 {
+            Source::Fixed(b) => b.clone(),
+            Source::PerConnection(cfg, slot) => {
+                let b = Bwe::new(*cfg);
+                *slot.built.lock().unwrap_or_else(PoisonError::into_inner) = Some(b.clone());
+                b
+            }
+        };
+        Ok(Arc::new(BweInterceptor { bwe }))
+    }
+}
+
+struct BweInterceptor {
+    bwe: Bwe,
+}
+
+struct SentWriter {
+    next: Arc<dyn RTPWriter + Send + Sync>,
+    ext_id: u8,
+    bwe: Bwe,
+}
+
+#[async_trait::async_trait]
+impl RTPWriter for SentWriter {
+    async fn write(
+        &self,
+        pkt: &webrtc::rtp::packet::Packet,
+        attributes: &Attributes,
+    ) -> Result<usize, webrtc::interceptor::Error> {
+        if let Some(mut ext) = pkt.header.get_extension(self.ext_id)
+            && let Ok(tcc) = TransportCcExtension::unmarshal(&mut ext)
+        {
+            let size = pkt.header.marshal_size() + pkt.payload.len();
+            self.bwe
+                .lock()
+                .on_sent(tcc.transport_sequence, size, Instant::now());
+        }
+        self.next.write(pkt, attributes).await
+    }
+}
+
+struct FeedbackReader {
+    next: Arc<dyn RTCPReader + Send + Sync>,
+    bwe: Bwe,
+}
+
+#[async_trait::async_trait]
+impl RTCPReader for FeedbackReader {
+    async fn read(
+        &self,
+        buf: &mut [u8],
+        attributes: &Attributes,
+    ) -> Result<
+        (
+            Vec<Box<dyn webrtc::rtcp::packet::Packet + Send + Sync>>,
+            Attributes,
+        ),
+        webrtc::interceptor::Error,
+    > {
+        let (packets, attrs) = self.next.read(buf, attributes).await?;
+        for p in &packets {
+            if let Some(tcc) = p.as_any().downcast_ref::<TransportLayerCc>() {
+                let fb = feedback_of(tcc);
+                self.bwe.lock().on_feedback(&fb, Instant::now());
+            }
+        }
+        Ok((packets, attrs))
+    }
+}
+
+#[async_trait::async_trait]
+impl Interceptor for BweInterceptor {
+    async fn bind_rtcp_reader(
+        &self,
+        reader: Arc<dyn RTCPReader + Send + Sync>,
+    ) -> Arc<dyn RTCPReader + Send + Sync> {
+        Arc::new(FeedbackReader {
+            next: reader,
+            bwe: self.bwe.clone(),
+        })
+    }
+
+    async fn bind_rtcp_writer(
+        &self,
+        writer: Arc<dyn RTCPWriter + Send + Sync>,
+    ) -> Arc<dyn RTCPWriter + Send + Sync> {
+        writer
+    }
+
+    async fn bind_local_stream(
+        &self,
+        info: &StreamInfo,
+        writer: Arc<dyn RTPWriter + Send + Sync>,
+    ) -> Arc<dyn RTPWriter + Send + Sync> {
+        let id = info
+            .rtp_header_extensions
+            .iter()
+            .find(|e| e.uri == TRANSPORT_CC_URI)
+            .and_then(|e| u8::try_from(e.id).ok())
+            .filter(|&id| id != 0);
+        match id {
+            Some(ext_id) => Arc::new(SentWriter {
+                next: writer,
+                ext_id,
+                bwe: self.bwe.clone(),
+            }),
+            None => writer,
+        }
+    }
+
+    async fn unbind_local_stream(&self, _info: &StreamInfo) {}
+
+    async fn bind_remote_stream(
+        &self,
+        _info: &StreamInfo,
+        reader: Arc<dyn RTPReader + Send + Sync>,
+    ) -> Arc<dyn RTPReader + Send + Sync> {
+        reader
+    }
+
+    async fn unbind_remote_stream(&self, _info: &StreamInfo) {}
+
+    async fn close(&self) -> Result<(), webrtc::interceptor::Error> {
+        Ok(())
+    }
+}
+
+/// Padding for probes, on a track of its own.
+#[derive(Debug)]
+pub struct ProbeSender {
+    seq: u16,
+    ts: u32,
+}
+
+/// Bytes of padding per probe packet.
+pub const PROBE_PACKET: usize = 1000;
+
+impl Default for ProbeSender {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ProbeSender {
+    pub fn new() -> Self {
+        ProbeSender { seq: 0, ts: 0 }
+    }
+
+    /// Packets carrying at least `bytes` of padding.
+    pub fn packets(&mut self, bytes: usize) -> Vec<webrtc::rtp::packet::Packet> {
+        let n = bytes.div_ceil(PROBE_PACKET).min(64);
+        self.ts = self.ts.wrapping_add(3000);
+        (0..n)
+            .map(|_| {
+                self.seq = self.seq.wrapping_add(1);
+                webrtc::rtp::packet::Packet {
+                    header: webrtc::rtp::header::Header {
+                        version: 2,
+                        sequence_number: self.seq,
+                        timestamp: self.ts,
+                        marker: true,
+                        ..Default::default()
+                    },
+                    payload: bytes::Bytes::from_static(&[0u8; PROBE_PACKET]),
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use webrtc::interceptor::twcc::Recorder;
+
+    #[test]
+    fn feedback_reads_back_what_the_receiver_recorded() {
+        let mut r = Recorder::new(1);
+        // Packets 100..120 arrive 2 ms apart except 105 and 110..=112 (lost), with a long
+        // gap before 115 (a large delta).
+        let mut expected = Vec::new();
+        for seq in 100u16..120 {
+            let lost = seq == 105 || (110..=112).contains(&seq);
+            let at = 1_000_000 + i64::from(seq - 100) * 2_000 + if seq >= 115 { 80_000 } else { 0 };
+            if !lost {
+                r.record(7, seq, at);
+            }
+            expected.push((!lost).then_some(at));
+        }
+        let packets = r.build_feedback_packet();
+        let tcc = packets
+            .iter()
+            .find_map(|p| p.as_any().downcast_ref::<TransportLayerCc>())
+            .expect("a transport-cc report");
+        let fb = feedback_of(tcc);
+        assert_eq!(fb.base_seq, 100);
+        assert_eq!(fb.arrivals.len(), expected.len());
+        // The report's clock starts at its reference time: compare differences, to the
+        // report's 250 µs resolution.
+        let first = fb.arrivals[0].expect("first received");
+        for (got, want) in fb.arrivals.iter().zip(&expected) {
+            match (got, want) {
+                (Some(g), Some(w)) => {
+                    assert!((g - first - (w - 1_000_000)).abs() <= 250, "{g} {w}")
+                }
+                (None, None) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn probe_packets_cover_the_bytes_asked() {
+        let mut p = ProbeSender::new();
+        let a = p.packets(2500);
+        assert_eq!(a.len(), 3);
+        assert_eq!(a[1].header.sequence_number, a[0].header.sequence_number + 1);
+        assert!(p.packets(0).is_empty());
+    }
+}
