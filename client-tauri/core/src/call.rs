@@ -12,7 +12,9 @@ use convo_shared::signal::TrackKind;
 use convo_shared::signal::{ClientMessage, IceCandidate, ServerMessage, Transport};
 use openh264::formats::YUVSource;
 use tokio::sync::mpsc;
-use webrtc::api::interceptor_registry::register_default_interceptors;
+use webrtc::api::interceptor_registry::{
+    configure_twcc_sender_only, register_default_interceptors,
+};
 use webrtc::api::media_engine::{MIME_TYPE_OPUS, MediaEngine};
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::{API, APIBuilder};
@@ -112,8 +114,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// publishing one registers the MID and RID extensions simulcast needs: with them, webrtc-rs
 /// probes a stream whose first packets beat its receiver for a RID, finds none, and closes
 /// it under the receiver.
-fn webrtc_api(loss: Option<crate::loss::DropVideo>, publish: bool) -> Result<API, ClientError> {
+fn webrtc_api(
+    loss: Option<crate::loss::DropVideo>,
+    publish: Option<convo_shared::bwe::rtc::Bwe>,
+) -> Result<API, ClientError> {
     let mut registry = Registry::new();
+    // The uplink's estimator, closest to the wire: it sees the transport-wide numbers the
+    // transport-cc sender (registered last) gives each packet.
+    if let Some(bwe) = &publish {
+        registry.add(convo_shared::bwe::rtc::builder(
+            convo_shared::bwe::rtc::Source::Fixed(bwe.clone()),
+        ));
+    }
     let simulating = loss.is_some();
     // Closest to the network: before the NACK generator.
     if let Some(loss) = loss {
@@ -130,7 +142,7 @@ fn webrtc_api(loss: Option<crate::loss::DropVideo>, publish: bool) -> Result<API
         None,
     )?;
     // Simulcast layers by RID; keyframes marked in a header extension for the server.
-    let extensions = if publish {
+    let extensions = if publish.is_some() {
         [
             webrtc::sdp::extmap::SDES_MID_URI,
             webrtc::sdp::extmap::SDES_RTP_STREAM_ID_URI,
@@ -150,7 +162,10 @@ fn webrtc_api(loss: Option<crate::loss::DropVideo>, publish: bool) -> Result<API
             None,
         )?;
     }
-    let registry = register_default_interceptors(registry, &mut m)?;
+    let mut registry = register_default_interceptors(registry, &mut m)?;
+    if publish.is_some() {
+        registry = configure_twcc_sender_only(registry, &mut m)?;
+    }
     let mut s = SettingEngine::default();
     s.set_include_loopback_candidate(true);
     if simulating {
@@ -287,14 +302,18 @@ impl Outgoing {
         participant_id: &str,
         muted: bool,
         rtt: &Arc<RoundTrip>,
+        uplink: &crate::uplink::Uplink,
     ) -> Result<Outgoing, ClientError> {
         let media = match kind {
             TrackKind::Audio => {
                 OutMedia::Audio(add_audio_track(publish, participant_id, rtt.clone()).await?)
             }
-            TrackKind::Video | TrackKind::Screen => OutMedia::Video(
-                crate::video_out::VideoOut::add(publish, kind, participant_id, rtt.clone()).await?,
-            ),
+            TrackKind::Video | TrackKind::Screen => {
+                let v = crate::video_out::VideoOut::add(publish, kind, participant_id, rtt.clone())
+                    .await?;
+                uplink.register(kind, v.control());
+                OutMedia::Video(v)
+            }
         };
         Ok(Outgoing {
             kind,
@@ -365,8 +384,15 @@ async fn published<'a>(
     let i = match outgoing.iter().position(|o| o.kind == kind) {
         Some(i) => i,
         None => {
-            let mut o =
-                Outgoing::add(&offers.publish, kind, participant_id, muted, &offers.rtt).await?;
+            let mut o = Outgoing::add(
+                &offers.publish,
+                kind,
+                participant_id,
+                muted,
+                &offers.rtt,
+                &offers.uplink,
+            )
+            .await?;
             o.offered_in = offers.next();
             outgoing.push(o);
             offers.renegotiate(sig).await?;
@@ -533,8 +559,9 @@ pub async fn start(
         one_in: opts.drop_video_one_in,
         dropped: dropped.clone(),
     });
-    let api = Arc::new(webrtc_api(loss, false)?);
-    let publish_api = webrtc_api(None, true)?;
+    let api = Arc::new(webrtc_api(loss, None)?);
+    let uplink_bwe = convo_shared::bwe::rtc::Bwe::new(convo_shared::bwe::Config::default());
+    let publish_api = webrtc_api(None, Some(uplink_bwe.clone()))?;
     let stats: Stats = Arc::default();
     let rtt = Arc::new(RoundTrip::new());
     let handle_rtt = rtt.clone();
@@ -552,6 +579,10 @@ pub async fn start(
     // track out: the call goes on without it, as muted, and the owner hears why.
     let publish = Arc::new(publish_api.new_peer_connection(rtc_config()).await?);
     watch_candidates(&publish, Transport::Publish, sig.sender());
+    // Before any track: the probe track rides in the first offer.
+    let uplink = Arc::new(
+        crate::uplink::Uplink::start(&publish, uplink_bwe, crate::video_out::h264()).await?,
+    );
     let (ctl_tx, mut ctl) = mpsc::unbounded_channel::<Control>();
     // Weak: dropping the handle still ends the call.
     let ctl_back = ctl_tx.downgrade();
@@ -573,7 +604,8 @@ pub async fn start(
         };
         match source {
             Ok(source) => {
-                let mut o = Outgoing::add(&publish, kind, &participant_id, false, &rtt).await?;
+                let mut o =
+                    Outgoing::add(&publish, kind, &participant_id, false, &rtt, &uplink).await?;
                 o.feed(source, ctl_back.clone(), sig.sender());
                 outgoing.push(o);
             }
@@ -610,6 +642,7 @@ pub async fn start(
             pending: publishing,
             again: false,
             rtt: rtt.clone(),
+            uplink: uplink.clone(),
             sent: u64::from(publishing),
             answered: 0,
         };
@@ -913,6 +946,8 @@ struct Offers {
     again: bool,
     /// Where every published track's RTCP reader puts the round trip it measures.
     rtt: Arc<RoundTrip>,
+    /// The uplink's estimate and the plan that keeps the tracks within it.
+    uplink: Arc<crate::uplink::Uplink>,
     /// Offers sent, and the last one answered.
     sent: u64,
     answered: u64,

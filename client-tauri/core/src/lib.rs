@@ -29,6 +29,7 @@ pub mod screen;
 pub mod signal;
 pub mod stats;
 pub mod synth;
+pub mod uplink;
 pub mod video_out;
 
 /// Why something the engine did failed.

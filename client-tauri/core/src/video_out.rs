@@ -27,6 +27,7 @@ use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSampl
 use crate::ClientError;
 use crate::media::{VideoFrame, VideoSource};
 use crate::stats::RoundTrip;
+use crate::uplink::SendControl;
 
 /// The frame-marking RTP header extension (draft-ietf-avtext-framemarking).
 pub const FRAME_MARKING_URI: &str = "urn:ietf:params:rtp-hdrext:framemarking";
@@ -38,7 +39,7 @@ const MARK_KEYFRAME: u8 = 0x20 | 0x08;
 /// Simulcast RIDs, lowest layer first (what the server expects).
 const RIDS: [&str; 3] = ["q", "h", "f"];
 /// A lower layer narrower than this is not sent (the next one up does as well).
-const MIN_LAYER_WIDTH: usize = 320;
+pub const MIN_LAYER_WIDTH: usize = 320;
 
 /// One encoding of a published video track.
 struct Layer {
@@ -54,6 +55,8 @@ struct Layer {
 pub struct VideoOut {
     kind: TrackKind,
     layers: Vec<Layer>,
+    /// What the uplink allows each layer.
+    control: Arc<SendControl>,
 }
 
 impl std::fmt::Debug for VideoOut {
@@ -62,7 +65,7 @@ impl std::fmt::Debug for VideoOut {
     }
 }
 
-fn h264() -> RTCRtpCodecCapability {
+pub fn h264() -> RTCRtpCodecCapability {
     RTCRtpCodecCapability {
         mime_type: MIME_TYPE_H264.to_owned(),
         clock_rate: 90_000,
@@ -165,7 +168,20 @@ impl VideoOut {
                 wanted: Arc::new(AtomicBool::new(true)),
             });
         }
-        Ok(VideoOut { kind, layers })
+        let control = Arc::new(SendControl::default());
+        for w in &control.wanted {
+            w.store(true, Ordering::Relaxed);
+        }
+        Ok(VideoOut {
+            kind,
+            layers,
+            control,
+        })
+    }
+
+    /// What the uplink allows its layers ([`crate::uplink`]).
+    pub fn control(&self) -> &Arc<SendControl> {
+        &self.control
     }
 
     /// A keyframe on every layer (after unmuting, or when a new source starts).
@@ -178,9 +194,12 @@ impl VideoOut {
     /// The server's `layers_wanted`: encode these RIDs only (a layer coming back starts with a
     /// keyframe).
     pub fn set_wanted(&self, rids: &[String]) {
-        for l in &self.layers {
+        for (i, l) in self.layers.iter().enumerate() {
             let Some(rid) = l.rid else { continue };
             let on = rids.iter().any(|r| r == rid);
+            if let Some(w) = self.control.wanted.get(i) {
+                w.store(on, Ordering::Relaxed);
+            }
             if on && !l.wanted.swap(true, Ordering::Relaxed) {
                 l.keyframe.store(true, Ordering::Relaxed);
             }
@@ -215,11 +234,18 @@ impl VideoOut {
             .collect();
         let tracks: Vec<Arc<TrackLocalStaticSample>> =
             self.layers.iter().map(|l| l.track.clone()).collect();
-        let (tx, mut rx) = mpsc::channel::<(usize, Vec<u8>)>(8 * n);
+        let control = self.control.clone();
+        // (layer, picture, frames since that layer's previous picture)
+        let (tx, mut rx) = mpsc::channel::<(usize, Vec<u8>, u32)>(8 * n);
         let stop2 = stop.clone();
         std::thread::spawn(move || {
             let mut encoders: Vec<Option<LayerEncoder>> = (0..n).map(|_| None).collect();
             let mut told: Option<(usize, usize)> = None;
+            let mut frame_no: u64 = 0;
+            // The frame each layer sent last: a sample's duration spans the frames it stands
+            // for (left out at half rate, or skipped by the encoder), so timestamps keep
+            // pace with the clock.
+            let mut last_sent: Vec<Option<u64>> = vec![None; n];
             while !stop2.load(Ordering::Relaxed) {
                 let frame = match source.next_frame() {
                     Ok(f) => f,
@@ -241,6 +267,11 @@ impl VideoOut {
                 }
                 if told != Some((frame.width, frame.height)) {
                     told = Some((frame.width, frame.height));
+                    *control
+                        .source
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        Some((frame.width, frame.height, fps));
                     let _ = sig.send(ClientMessage::SourceSize {
                         kind,
                         width: frame.width as u32,
@@ -252,17 +283,29 @@ impl VideoOut {
                 if !ready.load(Ordering::Relaxed) {
                     continue;
                 }
+                frame_no += 1;
                 // Top layer first, halving on the way down.
                 let mut picture = frame;
                 for layer in (0..n).rev() {
                     let (keyframe, wanted) = &controls[layer];
                     let sent = layer == n - 1 || picture.width >= MIN_LAYER_WIDTH;
-                    if sent && wanted.load(Ordering::Relaxed) {
+                    // The uplink has room for it (a single layer always goes, coarser).
+                    let room = n == 1 || control.layers[layer].on.load(Ordering::Relaxed);
+                    let half = control.layers[layer].half_fps.load(Ordering::Relaxed);
+                    let rate = match control.layers[layer].bps.load(Ordering::Relaxed) {
+                        0 => start_bitrate(kind, picture.width, picture.height, fps),
+                        bps => bps,
+                    };
+                    let layer_fps = if half { (fps / 2).max(1) } else { fps };
+                    let wanted = wanted.load(Ordering::Relaxed);
+                    // At half the frame rate, every other frame is left out.
+                    let skipped = half && frame_no % 2 == 1;
+                    if sent && room && wanted && !skipped {
                         let force = keyframe.swap(false, Ordering::Relaxed);
                         let enc = match &mut encoders[layer] {
-                            Some(e) if e.fits(&picture) => e,
+                            Some(e) if e.fits(&picture) && e.suits(rate, layer_fps) => e,
                             slot => {
-                                *slot = LayerEncoder::new(kind, &picture, fps);
+                                *slot = LayerEncoder::new(kind, &picture, layer_fps, rate);
                                 // A new encoder starts with a keyframe anyway.
                                 match slot {
                                     Some(e) => e,
@@ -270,12 +313,15 @@ impl VideoOut {
                                 }
                             }
                         };
-                        if let Some(data) = enc.encode(&picture, force)
-                            && tx.blocking_send((layer, data)).is_err()
-                        {
-                            return;
+                        if let Some(data) = enc.encode(&picture, force) {
+                            let span = last_sent[layer]
+                                .map_or(1, |l| frame_no.saturating_sub(l).clamp(1, 3600) as u32);
+                            last_sent[layer] = Some(frame_no);
+                            if tx.blocking_send((layer, data, span)).is_err() {
+                                return;
+                            }
                         }
-                    } else if !wanted.load(Ordering::Relaxed) {
+                    } else if !wanted || !room {
                         // Paused: when it is wanted again it starts afresh.
                         encoders[layer] = None;
                     }
@@ -289,11 +335,11 @@ impl VideoOut {
             }
         });
         tokio::spawn(async move {
-            while let Some((layer, data)) = rx.recv().await {
+            while let Some((layer, data, span)) = rx.recv().await {
                 let key = crate::call::has_idr(&data);
                 let sample = Sample {
                     data: Bytes::from(data),
-                    duration: interval,
+                    duration: interval * span,
                     ..Default::default()
                 };
                 let marking = HeaderExtension::Custom {
@@ -342,17 +388,21 @@ struct LayerEncoder {
     enc: Encoder,
     width: usize,
     height: usize,
+    bps: u32,
+    fps: u32,
 }
 
 impl LayerEncoder {
-    fn new(kind: TrackKind, picture: &VideoFrame, fps: u32) -> Option<LayerEncoder> {
+    /// OpenH264's rate cannot be changed safely while it runs: a new encoder (and a
+    /// keyframe) when the rate wanted moved by more than a quarter, or the frame rate changed.
+    fn suits(&self, bps: u32, fps: u32) -> bool {
+        let (a, b) = (u64::from(self.bps), u64::from(bps));
+        fps == self.fps && b * 4 >= a * 3 && b * 3 <= a * 4
+    }
+
+    fn new(kind: TrackKind, picture: &VideoFrame, fps: u32, bps: u32) -> Option<LayerEncoder> {
         let config = EncoderConfig::new()
-            .bitrate(BitRate::from_bps(start_bitrate(
-                kind,
-                picture.width,
-                picture.height,
-                fps,
-            )))
+            .bitrate(BitRate::from_bps(bps))
             .max_frame_rate(FrameRate::from_hz(fps as f32))
             // A screen is coded as screen content (sharp text and edges, mostly still).
             .usage_type(if kind == TrackKind::Screen {
@@ -369,6 +419,8 @@ impl LayerEncoder {
                 enc,
                 width: picture.width,
                 height: picture.height,
+                bps,
+                fps,
             }),
             Err(e) => {
                 tracing::error!(error = %e, "OpenH264 encoder unavailable");
@@ -395,15 +447,16 @@ impl LayerEncoder {
     }
 }
 
-/// The encoder's bit rate for a picture: a camera gets about 0.06 bits per pixel (1280 × 720
-/// at 30 fps ~1.7 Mbit/s, 640 × 360 ~430 kbit/s), and at least 300 kbit/s (at less, a
-/// 320 × 180 layer of a busy picture comes out too blurred to read); a screen,
-/// mostly still and full of text, twice that per pixel at its low frame rate.
+/// The encoder's nominal bit rate for a picture: a camera gets about 0.06 bits per pixel
+/// (1280 × 720 at 30 fps ~1.7 Mbit/s, 640 × 360 ~430 kbit/s), and at least 150 kbit/s (a
+/// 320 × 180 layer: the uplink then sends it at half the frame rate, see
+/// [`crate::uplink`], so that each frame stays sharp enough to read); a screen, mostly
+/// still and full of text, twice that per pixel at its low frame rate.
 pub fn start_bitrate(kind: TrackKind, width: usize, height: usize, fps: u32) -> u32 {
     let pixels = (width * height) as u64 * u64::from(fps);
     let bps = match kind {
         TrackKind::Screen => (pixels / 8).clamp(300_000, 2_500_000),
-        _ => (pixels / 16).clamp(300_000, 2_500_000),
+        _ => (pixels / 16).clamp(150_000, 2_500_000),
     };
     bps as u32
 }
@@ -416,7 +469,7 @@ mod tests {
     fn bit_rates_follow_the_picture() {
         assert_eq!(start_bitrate(TrackKind::Video, 1280, 720, 30), 1_728_000);
         assert_eq!(start_bitrate(TrackKind::Video, 640, 360, 30), 432_000);
-        assert_eq!(start_bitrate(TrackKind::Video, 320, 180, 30), 300_000);
+        assert_eq!(start_bitrate(TrackKind::Video, 320, 180, 30), 150_000);
         assert_eq!(start_bitrate(TrackKind::Video, 3840, 2160, 60), 2_500_000);
         assert_eq!(start_bitrate(TrackKind::Screen, 1920, 1080, 5), 1_296_000);
     }

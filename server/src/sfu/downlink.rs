@@ -1,21 +1,13 @@
 //! A subscriber's downlink: the bandwidth estimate of its `subscribe` connection (from the
-//! transport-cc feedback its client sends), the probe track that carries probe padding, and
-//! the pacer that sends it. The room shares the estimate among the subscriber's tracks
-//! ([`crate::allocate`]) on every plan.
+//! transport-cc feedback its client sends) and the probing that finds out whether more fits.
+//! The room shares the estimate among the subscriber's tracks ([`crate::allocate`]) on every
+//! plan.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use convo_shared::bwe::rtc::{Bwe, PROBE_TRACK_ID, ProbeSender};
+use convo_shared::bwe::rtc::{Bwe, start_probing};
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
-use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
-use webrtc::track::track_local::{TrackLocal, TrackLocalWriter};
-
-/// While a probe runs, padding goes out this often; otherwise the pacer looks this often
-/// whether one should start.
-const PROBE_TICK: Duration = Duration::from_millis(5);
-const IDLE_TICK: Duration = Duration::from_millis(100);
 
 pub struct Downlink {
     bwe: Bwe,
@@ -35,35 +27,7 @@ impl Downlink {
         bwe: Bwe,
         codec: RTCRtpCodecCapability,
     ) -> Result<Downlink, webrtc::Error> {
-        let track = Arc::new(TrackLocalStaticRTP::new(
-            codec,
-            PROBE_TRACK_ID.to_string(),
-            PROBE_TRACK_ID.to_string(),
-        ));
-        let sender = pc
-            .add_track(track.clone() as Arc<dyn TrackLocal + Send + Sync>)
-            .await?;
-        // Its RTCP is read (the transport-cc feedback may name its SSRC).
-        tokio::spawn(async move { while sender.read_rtcp().await.is_ok() {} });
-        let pacer = {
-            let bwe = bwe.clone();
-            tokio::spawn(async move {
-                let mut probe = ProbeSender::new();
-                loop {
-                    let bytes = bwe.lock().padding(Instant::now());
-                    if bytes > 0 {
-                        for p in probe.packets(bytes) {
-                            if let Err(e) = track.write_rtp(&p).await {
-                                tracing::debug!(error = %e, "probe padding not sent");
-                                break;
-                            }
-                        }
-                    }
-                    let probing = bwe.lock().probing(Instant::now());
-                    tokio::time::sleep(if probing { PROBE_TICK } else { IDLE_TICK }).await;
-                }
-            })
-        };
+        let pacer = start_probing(pc, bwe.clone(), codec).await?;
         Ok(Downlink { bwe, pacer })
     }
 

@@ -562,7 +562,9 @@ impl RoomMedia {
             let demands: Vec<Demand> = mine.iter().map(|(_, d)| d.clone()).collect();
             // A little under the estimate: headers and retransmissions ride on top.
             let a = allocate(budget / 20 * 19, &demands);
-            dl.set_wanted(a.wanted_bps);
+            // Probes aim past the cost: an upgrade needs room to spare (and the headroom
+            // kept above).
+            dl.set_wanted(a.wanted_bps / 4 * 5);
             tracing::debug!(subscriber = %pid, budget, wanted = a.wanted_bps, caps = ?a.caps, "downlink shared");
             for ((f, _), cap) in mine.iter().zip(a.caps) {
                 f.set_cap(pid, Some(cap));
@@ -703,6 +705,12 @@ impl RoomMedia {
                 let events = self.events.clone();
                 let owner = pid.to_string();
                 pc.on_track(Box::new(move |track, _receiver, _transceiver| {
+                    // The client's probe padding: read (so that it is acknowledged) and
+                    // dropped.
+                    if track.id() == bwe_rtc::PROBE_TRACK_ID {
+                        tokio::spawn(async move { while track.read_rtp().await.is_ok() {} });
+                        return Box::pin(async {});
+                    }
                     events(MediaEvent::TrackArrived {
                         participant_id: owner.clone(),
                         track,

@@ -253,6 +253,47 @@ impl Interceptor for BweInterceptor {
     }
 }
 
+/// While a probe runs, padding goes out this often; otherwise the pacer looks this often
+/// whether one should start.
+const PROBE_TICK: std::time::Duration = std::time::Duration::from_millis(5);
+const IDLE_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Adds the probe track to `pc` (it goes out with the next offer) and sends the padding
+/// `bwe`'s probes ask for on it until the returned task is aborted. `codec`: a video codec
+/// the connection offers (the padding is never decoded).
+pub async fn start_probing(
+    pc: &webrtc::peer_connection::RTCPeerConnection,
+    bwe: Bwe,
+    codec: webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability,
+) -> Result<tokio::task::JoinHandle<()>, webrtc::Error> {
+    use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
+    use webrtc::track::track_local::{TrackLocal, TrackLocalWriter};
+    let track = Arc::new(TrackLocalStaticRTP::new(
+        codec,
+        PROBE_TRACK_ID.to_string(),
+        PROBE_TRACK_ID.to_string(),
+    ));
+    let sender = pc
+        .add_track(track.clone() as Arc<dyn TrackLocal + Send + Sync>)
+        .await?;
+    // Its RTCP is read (the transport-cc feedback may name its SSRC).
+    tokio::spawn(async move { while sender.read_rtcp().await.is_ok() {} });
+    Ok(tokio::spawn(async move {
+        let mut probe = ProbeSender::new();
+        loop {
+            let bytes = bwe.lock().padding(Instant::now());
+            for p in probe.packets(bytes) {
+                if let Err(e) = track.write_rtp(&p).await {
+                    tracing::debug!(error = %e, "probe padding not sent");
+                    break;
+                }
+            }
+            let probing = bwe.lock().probing(Instant::now());
+            tokio::time::sleep(if probing { PROBE_TICK } else { IDLE_TICK }).await;
+        }
+    }))
+}
+
 /// Padding for probes, on a track of its own.
 #[derive(Debug)]
 pub struct ProbeSender {
