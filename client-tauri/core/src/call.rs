@@ -120,7 +120,7 @@ fn webrtc_api(
 ) -> Result<API, ClientError> {
     let mut registry = Registry::new();
     // The uplink's estimator, closest to the wire: it sees the transport-wide numbers the
-    // transport-cc sender (registered last) gives each packet.
+    // transport-cc sender (registered next) gives each packet.
     if let Some(bwe) = &publish {
         registry.add(convo_shared::bwe::rtc::builder(
             convo_shared::bwe::rtc::Source::Fixed(bwe.clone()),
@@ -162,10 +162,11 @@ fn webrtc_api(
             None,
         )?;
     }
-    let mut registry = register_default_interceptors(registry, &mut m)?;
+    // The transport-cc sender inside the NACK responder: retransmissions get numbers too.
     if publish.is_some() {
         registry = configure_twcc_sender_only(registry, &mut m)?;
     }
+    let registry = register_default_interceptors(registry, &mut m)?;
     let mut s = SettingEngine::default();
     s.set_include_loopback_candidate(true);
     if simulating {
@@ -913,6 +914,7 @@ pub async fn start(
             active_speaker,
             tracks,
             simulated_drops: dropped.load(Ordering::Relaxed),
+            uplink: offers.uplink.timeline(),
         })
     });
     Ok(CallHandle {

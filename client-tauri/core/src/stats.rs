@@ -357,6 +357,19 @@ pub struct BotReport {
     /// Incoming video packets dropped by simulated loss (`--drop-video-one-in`).
     #[serde(default)]
     pub simulated_drops: u64,
+    /// What we sent, second by second since joining: the rate on the publish connection
+    /// (media, probes and headers) and the uplink's estimate at the time.
+    #[serde(default)]
+    pub uplink: Vec<UplinkSecond>,
+}
+
+/// One second of the uplink.
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct UplinkSecond {
+    pub t: u64,
+    pub sent_kbps: u32,
+    /// `None` while the server's feedback is not live.
+    pub estimate_kbps: Option<u32>,
 }
 
 /// Round trips to the server, from the RTCP receiver reports it sends about what we publish

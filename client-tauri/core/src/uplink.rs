@@ -178,6 +178,7 @@ type Registered = Mutex<Vec<(TrackKind, Weak<SendControl>)>>;
 pub struct Uplink {
     bwe: Bwe,
     tracks: Arc<Registered>,
+    timeline: Arc<Mutex<Vec<crate::stats::UplinkSecond>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -209,19 +210,44 @@ impl Uplink {
     ) -> Result<Uplink, webrtc::Error> {
         let pacer = start_probing(publish, bwe.clone(), codec).await?;
         let tracks: Arc<Registered> = Arc::default();
+        let timeline: Arc<Mutex<Vec<crate::stats::UplinkSecond>>> = Arc::default();
         let planner = {
-            let (bwe, tracks) = (bwe.clone(), tracks.clone());
+            let (bwe, tracks, timeline) = (bwe.clone(), tracks.clone(), timeline.clone());
             tokio::spawn(async move {
                 let mut every = tokio::time::interval(PLAN_EVERY);
+                let start = Instant::now();
+                let mut second = (0u64, 0u64);
                 loop {
                     every.tick().await;
                     Self::replan(&bwe, &tracks);
+                    let t = start.elapsed().as_secs();
+                    if t > second.0 {
+                        let b = bwe.lock();
+                        let sent = b.sent_bytes();
+                        let estimate = b
+                            .is_live(Instant::now())
+                            .then(|| (b.target() / 1000).min(u64::from(u32::MAX)) as u32);
+                        drop(b);
+                        let mut tl = lock(&timeline);
+                        // About 10 hours at most.
+                        if tl.len() < 36_000 {
+                            tl.push(crate::stats::UplinkSecond {
+                                t: second.0,
+                                sent_kbps: ((sent - second.1) * 8 / 1000 / (t - second.0))
+                                    .min(u64::from(u32::MAX))
+                                    as u32,
+                                estimate_kbps: estimate,
+                            });
+                        }
+                        second = (t, sent);
+                    }
                 }
             })
         };
         Ok(Uplink {
             bwe,
             tracks,
+            timeline,
             tasks: vec![pacer, planner],
         })
     }
@@ -231,6 +257,11 @@ impl Uplink {
         let mut t = lock(&self.tracks);
         t.retain(|(_, w)| w.strong_count() > 0);
         t.push((kind, Arc::downgrade(control)));
+    }
+
+    /// What was sent, second by second.
+    pub fn timeline(&self) -> Vec<crate::stats::UplinkSecond> {
+        lock(&self.timeline).clone()
     }
 
     /// The estimate (bps), when the server's feedback is live.
@@ -274,7 +305,7 @@ impl Uplink {
             let mut b = bwe.lock();
             // Past the cost: the plan keeps a tenth in hand.
             b.set_wanted(wanted / 4 * 5);
-            b.is_live(Instant::now()).then(|| b.target())
+            b.budget(Instant::now())
         };
         // Without feedback nothing is limited: every wanted layer at its nominal rate.
         let plans = plan(budget.map_or(u64::MAX / 4, |b| b / 10 * 9), true, &needs);

@@ -31,10 +31,13 @@ impl Downlink {
         Ok(Downlink { bwe, pacer })
     }
 
-    /// The estimate (bps) when the subscriber's feedback is live.
+    /// The estimate (bps); `None` when the subscriber sends no feedback at all.
     pub fn budget(&self, now: Instant) -> Option<u64> {
-        let b = self.bwe.lock();
-        b.is_live(now).then(|| b.target())
+        self.bwe.lock().budget(now)
+    }
+
+    pub fn summary(&self, now: Instant) -> String {
+        self.bwe.lock().summary(now)
     }
 
     /// What the subscriber's tracks would cost in full (probes aim for it).

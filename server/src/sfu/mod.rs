@@ -173,15 +173,16 @@ impl Sfu {
                 None,
             )?;
         }
-        // The estimator first (closest to the wire: it sees the transport-wide numbers the
-        // transport-cc sender, registered last, puts on every packet).
+        // The estimator first (closest to the wire: it sees the transport-wide number on
+        // every packet), then the transport-cc sender that numbers them, then the rest: the
+        // NACK responder's retransmissions pass the sender too and get numbers of their own.
         let mut registry = Registry::new();
         registry.add(bwe_rtc::builder(bwe_rtc::Source::PerConnection(
             convo_shared::bwe::Config::default(),
             bwe.clone(),
         )));
-        let registry = register_default_interceptors(registry, &mut m)?;
         let registry = configure_twcc_sender_only(registry, &mut m)?;
+        let registry = register_default_interceptors(registry, &mut m)?;
         let mut s = SettingEngine::default();
         if let Some((lo, hi)) = cfg.udp_ports {
             s.set_udp_network(UDPNetwork::Ephemeral(EphemeralUDP::new(lo, hi)?));
@@ -565,7 +566,7 @@ impl RoomMedia {
             // Probes aim past the cost: an upgrade needs room to spare (and the headroom
             // kept above).
             dl.set_wanted(a.wanted_bps / 4 * 5);
-            tracing::debug!(subscriber = %pid, budget, wanted = a.wanted_bps, caps = ?a.caps, "downlink shared");
+            tracing::debug!(subscriber = %pid, budget, wanted = a.wanted_bps, caps = ?a.caps, bwe = dl.summary(now), "downlink shared");
             for ((f, _), cap) in mine.iter().zip(a.caps) {
                 f.set_cap(pid, Some(cap));
             }

@@ -20,13 +20,15 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use delay::{DelayDetector, Usage};
-use probe::{ClusterStats, PROBE_DURATION, ProbeControl};
+use probe::{ClusterStats, ProbeControl};
 use rate::{AckedRate, Aimd, LossBound};
 
 /// Packets remembered for feedback (about 10 s of a 720p call).
 const HISTORY: usize = 8192;
 /// Clusters whose results are awaited.
 const CLUSTERS: usize = 8;
+/// The send rate is measured over this.
+const SENT_WINDOW: Duration = Duration::from_millis(500);
 /// Feedback older than this means the far end stopped reporting: the estimate is not used.
 pub const FEEDBACK_STALE: Duration = Duration::from_secs(3);
 
@@ -56,12 +58,20 @@ pub struct Feedback {
     pub arrivals: Vec<Option<i64>>,
 }
 
+/// What the far end said of a packet so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Report {
+    None,
+    Lost,
+    Received,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Sent {
     size: usize,
     at: Instant,
     cluster: Option<u32>,
-    reported: bool,
+    report: Report,
 }
 
 /// The estimator of one connection's sending direction.
@@ -80,6 +90,9 @@ pub struct SendSideBwe {
     clusters: HashMap<u32, ClusterStats>,
     /// Bytes sent since the active probe began.
     probe_sent: usize,
+    /// Padding handed out for the active probe (what `probe_sent` must at least hold, if
+    /// the padding went out unseen).
+    probe_padded: usize,
     rtt: Option<Duration>,
     lost: u32,
     counted: u32,
@@ -87,6 +100,10 @@ pub struct SendSideBwe {
     last_loss: f64,
     last_feedback: Option<Instant>,
     wanted: u64,
+    sent_total: u64,
+    first_sent: Option<Instant>,
+    /// (when, bytes) of the last half second's sends.
+    recent: VecDeque<(Instant, usize)>,
 }
 
 impl SendSideBwe {
@@ -103,6 +120,7 @@ impl SendSideBwe {
             probes: ProbeControl::default(),
             clusters: HashMap::new(),
             probe_sent: 0,
+            probe_padded: 0,
             rtt: None,
             lost: 0,
             counted: 0,
@@ -110,6 +128,9 @@ impl SendSideBwe {
             last_loss: 0.0,
             last_feedback: None,
             wanted: 0,
+            sent_total: 0,
+            first_sent: None,
+            recent: VecDeque::new(),
         }
     }
 
@@ -120,6 +141,18 @@ impl SendSideBwe {
             .bound()
             .map_or(t, |b| t.min(b))
             .max(self.cfg.min_bps)
+    }
+
+    /// The bitrate to hold to (bps), or `None` when the far end does not report at all (no
+    /// transport-cc feedback for `FEEDBACK_STALE` since sending began): then nothing should
+    /// be limited. Before the first report it is the start rate, and a far end that stops
+    /// reporting keeps the last estimate.
+    pub fn budget(&self, now: Instant) -> Option<u64> {
+        let reporting = self.last_feedback.is_some()
+            || self
+                .first_sent
+                .is_some_and(|t| now.saturating_duration_since(t) < FEEDBACK_STALE);
+        reporting.then(|| self.target())
     }
 
     /// Feedback arrived lately: the far end reports, and [`SendSideBwe::target`] means
@@ -143,6 +176,43 @@ impl SendSideBwe {
         self.acked.rate()
     }
 
+    /// What was sent over the last half second (bps).
+    pub fn sent_bps(&self, now: Instant) -> Option<u64> {
+        let first = self.first_sent?;
+        let span = now.saturating_duration_since(first).min(SENT_WINDOW);
+        if span < Duration::from_millis(100) {
+            return None;
+        }
+        let bytes: usize = self
+            .recent
+            .iter()
+            .filter(|&&(t, _)| now.saturating_duration_since(t) <= SENT_WINDOW)
+            .map(|r| r.1)
+            .sum();
+        Some((bytes as f64 * 8.0 / span.as_secs_f64()) as u64)
+    }
+
+    /// A one-line account of the estimator's state, for logs.
+    pub fn summary(&self, now: Instant) -> String {
+        format!(
+            "target={} delay={} loss_bound={:?} acked={:?} loss={:.3} usage={:?} rtt={:?} live={} probing={}",
+            self.target(),
+            self.aimd.estimate(),
+            self.loss.bound(),
+            self.acked.rate(),
+            self.last_loss,
+            self.delay.usage(),
+            self.rtt,
+            self.is_live(now),
+            self.probing(now)
+        )
+    }
+
+    /// Bytes sent in all (media and padding, RTP headers included).
+    pub fn sent_bytes(&self) -> u64 {
+        self.sent_total
+    }
+
     /// What the sender would send if the path took it (probing aims for it).
     pub fn set_wanted(&mut self, bps: u64) {
         self.wanted = bps;
@@ -162,9 +232,21 @@ impl SendSideBwe {
     /// A packet went out with transport-wide sequence number `seq` and `size` bytes.
     pub fn on_sent(&mut self, seq: u16, size: usize, now: Instant) {
         let ext = self.extend(seq);
-        let cluster = self.probes.active.and_then(|p| {
-            (now.saturating_duration_since(p.start) < PROBE_DURATION).then_some(p.cluster)
-        });
+        self.sent_total += size as u64;
+        self.first_sent.get_or_insert(now);
+        self.recent.push_back((now, size));
+        while self.recent.len() > 8192
+            || self
+                .recent
+                .front()
+                .is_some_and(|&(t, _)| now.saturating_duration_since(t) > SENT_WINDOW)
+        {
+            self.recent.pop_front();
+        }
+        let cluster = self
+            .probes
+            .active
+            .and_then(|p| p.is_running(now).then_some(p.cluster));
         if let Some(c) = cluster {
             self.probe_sent += size;
             let stats = self.clusters.entry(c).or_default();
@@ -175,7 +257,7 @@ impl SendSideBwe {
             size,
             at: now,
             cluster,
-            reported: false,
+            report: Report::None,
         };
         if self.sent.is_empty() {
             self.first_ext = ext;
@@ -191,7 +273,7 @@ impl SendSideBwe {
         } else {
             while self.sent.len() < idx {
                 self.sent.push_back(Sent {
-                    reported: true,
+                    report: Report::Received,
                     ..entry
                 });
             }
@@ -222,15 +304,22 @@ impl SendSideBwe {
             let Some(s) = self.sent.get_mut(idx as usize) else {
                 break;
             };
-            if s.reported {
-                continue;
-            }
+            // Each packet counts once: a report covers everything from its lowest number on,
+            // packets reported before included.
+            let before = s.report;
             let s = *s;
-            match arrival {
-                Some(at) => {
-                    self.sent[idx as usize].reported = true;
-                    self.counted += 1;
+            match (arrival, before) {
+                (_, Report::Received) | (None, Report::Lost) => {}
+                (Some(at), _) => {
+                    self.sent[idx as usize].report = Report::Received;
                     self.acked.add(*at, s.size);
+                    if before == Report::Lost {
+                        // Late, not lost (reordered): it counts as received, and is too late
+                        // to say anything of the delay trend.
+                        self.lost = self.lost.saturating_sub(1);
+                        continue;
+                    }
+                    self.counted += 1;
                     received.push((s.at, *at));
                     let rtt = now.saturating_duration_since(s.at);
                     newest_rtt = Some(newest_rtt.map_or(rtt, |r| r.min(rtt)));
@@ -241,8 +330,8 @@ impl SendSideBwe {
                         probe_clusters.push(c);
                     }
                 }
-                None => {
-                    // Reported missing; a later report may still list it as received.
+                (None, Report::None) => {
+                    self.sent[idx as usize].report = Report::Lost;
                     self.lost += 1;
                     self.counted += 1;
                 }
@@ -272,8 +361,9 @@ impl SendSideBwe {
                 self.probes.on_result(result, self.wanted);
             }
         }
+        let sent = self.sent_bps(now);
         self.aimd
-            .update(self.delay.usage(), self.acked.rate(), rtt, now);
+            .update(self.delay.usage(), self.acked.rate(), sent, rtt, now);
         let window_done = self
             .loss_at
             .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_millis(200));
@@ -289,9 +379,7 @@ impl SendSideBwe {
 
     /// A probe is being sent (pace padding finely).
     pub fn probing(&self, now: Instant) -> bool {
-        self.probes
-            .active
-            .is_some_and(|p| now.saturating_duration_since(p.start) < PROBE_DURATION)
+        self.probes.active.is_some_and(|p| p.is_running(now))
     }
 
     /// Bytes of padding to send now (a probe runs); 0 otherwise. Call every few milliseconds
@@ -300,10 +388,12 @@ impl SendSideBwe {
         if !self.is_live(now) {
             return 0;
         }
-        let calm = self.delay.usage() == Usage::Normal && self.last_loss < 0.02;
+        // Not while the path says it is full (overuse, heavy loss).
+        let calm = self.delay.usage() != Usage::Over && self.last_loss < 0.10;
         let target = self.target();
         if let Some(p) = self.probes.poll(target, self.wanted, calm, now) {
             self.probe_sent = 0;
+            self.probe_padded = 0;
             self.clusters.insert(p.cluster, ClusterStats::default());
             if self.clusters.len() > CLUSTERS
                 && let Some(&oldest) = self.clusters.keys().min()
@@ -314,11 +404,13 @@ impl SendSideBwe {
         let Some(p) = self.probes.active else {
             return 0;
         };
-        let elapsed = now.saturating_duration_since(p.start).min(PROBE_DURATION);
+        let elapsed = now.saturating_duration_since(p.start).min(p.duration);
         // A little ahead of the clock, so that the burst starts at once.
         let due =
             (p.bps as f64 / 8.0 * (elapsed + Duration::from_millis(5)).as_secs_f64()) as usize;
-        due.saturating_sub(self.probe_sent)
+        let pad = due.saturating_sub(self.probe_sent.max(self.probe_padded));
+        self.probe_padded += pad;
+        pad
     }
 }
 

@@ -4,8 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-/// How long one probe lasts.
+/// How long one probe lasts at least.
 pub const PROBE_DURATION: Duration = Duration::from_millis(40);
+/// A probe carries at least this many bytes (five padding packets: fewer say nothing).
+pub const PROBE_MIN_BYTES: u64 = 5 * 1000;
 /// Probes while the app wants more than the estimate, at most this often.
 const PROBE_EVERY: Duration = Duration::from_secs(4);
 
@@ -15,6 +17,13 @@ pub struct Probe {
     pub cluster: u32,
     pub bps: u64,
     pub start: Instant,
+    pub duration: Duration,
+}
+
+impl Probe {
+    pub fn is_running(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.start) < self.duration
+    }
 }
 
 /// Sends of one cluster and their arrivals, for the rate they show.
@@ -82,7 +91,7 @@ impl ProbeControl {
     /// would send if it could; `calm`: no overuse or heavy loss lately.
     pub fn poll(&mut self, estimate: u64, wanted: u64, calm: bool, now: Instant) -> Option<Probe> {
         if let Some(p) = self.active {
-            if now.saturating_duration_since(p.start) < PROBE_DURATION {
+            if p.is_running(now) {
                 return None;
             }
             self.active = None;
@@ -105,15 +114,21 @@ impl ProbeControl {
             }
             r
         } else if calm && due && wanted > estimate + estimate / 20 {
-            wanted.min(estimate * 2)
+            // Half again as much: enough to find the next layer, little enough that a
+            // full link's queue takes the burst.
+            wanted.min(estimate + estimate / 2)
         } else {
             return None;
         };
         self.next_cluster = self.next_cluster.wrapping_add(1);
+        let rate = rate.max(1);
         let p = Probe {
             cluster: self.next_cluster,
             bps: rate,
             start: now,
+            duration: PROBE_DURATION.max(Duration::from_secs_f64(
+                PROBE_MIN_BYTES as f64 * 8.0 / rate as f64,
+            )),
         };
         self.active = Some(p);
         self.last_probe = Some(now);

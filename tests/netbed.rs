@@ -1,0 +1,358 @@
+//! The network test bed: a server and bots each in a network namespace of their own, joined
+//! by veth pairs (a star around the server's namespace), with bandwidth caps from `tbf` on
+//! either end of a link. Every address is inside namespaces the bed creates, so ICE gathers
+//! nothing else: the machine's own interfaces are never seen. The test process reaches the
+//! server over one more link of its own (registration, rooms). Everything is removed when the
+//! bed is dropped, also when a test fails.
+//!
+//! Needs root (network namespaces) and `ip`/`tc` (iproute2). The server and `convo-bot` run as
+//! processes from the target directory: build them first (`cargo build -p convo-server -p
+//! convo-client --bins`; `tests/all.sh` does).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use convo_client::api::Api;
+use convo_client::stats::BotReport;
+use convo_shared::auth::RegisterRequest;
+use convo_shared::rooms::{CreateRoomRequest, Privacy};
+
+const PASSWORD: &str = "correct horse battery";
+const PORT: u16 = 8080;
+
+/// Runs `cmd args`, panicking with its output when it fails.
+pub fn run(cmd: &str, args: &[&str]) {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Like [`run`], inside namespace `ns`.
+pub fn run_in(ns: &str, cmd: &str, args: &[&str]) {
+    let mut all = vec!["netns", "exec", ns, cmd];
+    all.extend_from_slice(args);
+    run("ip", &all);
+}
+
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target directory");
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build -p convo-server -p convo-client --bins)",
+        bin.display()
+    );
+    bin
+}
+
+/// One bot's link to the server.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub ns: String,
+    /// The bot's end (in `ns`) and the server's end (in the server's namespace).
+    pub bot_if: String,
+    pub srv_if: String,
+    pub server_ip: String,
+}
+
+pub struct Bed {
+    id: String,
+    pub server_ns: String,
+    host_if: String,
+    control_ip: String,
+    links: Vec<Link>,
+    children: Vec<Child>,
+    _dir: tempfile::TempDir,
+    pub api: Api,
+}
+
+static BEDS: AtomicU32 = AtomicU32::new(0);
+
+/// A `tbf` cap: `kbit` per second with a queue of about 150 ms; `None` lifts it.
+fn tbf_args(dev: &str, kbit: Option<u32>) -> Vec<String> {
+    match kbit {
+        Some(k) => {
+            // The bucket holds at least a full-size packet and ~20 ms of the rate.
+            let burst = (k * 1000 / 8 / 50).max(3000);
+            format!("qdisc replace dev {dev} root tbf rate {k}kbit burst {burst} latency 150ms")
+        }
+        None => format!("qdisc del dev {dev} root"),
+    }
+    .split(' ')
+    .map(str::to_string)
+    .collect()
+}
+
+impl Bed {
+    /// The server's namespace with the server running in it.
+    pub async fn new() -> Bed {
+        let n = BEDS.fetch_add(1, Ordering::Relaxed);
+        // Short (interface names have 15 characters at most) and unique per test process.
+        let id = format!("{:x}{n}", std::process::id() % 0xFFFF);
+        let server_ns = format!("cv{id}s");
+        run("ip", &["netns", "add", &server_ns]);
+        let dir = tempfile::tempdir().unwrap();
+        // From here on the bed cleans up after itself.
+        let mut bed = Bed {
+            host_if: format!("cv{id}h"),
+            control_ip: String::new(),
+            id,
+            server_ns,
+            links: Vec::new(),
+            children: Vec::new(),
+            _dir: dir,
+            api: Api::new("http://127.0.0.1:1"),
+        };
+        run_in(&bed.server_ns, "ip", &["link", "set", "lo", "up"]);
+        // The test's own link: 10.97.<k>.0/30, k unique among beds of this machine's tests.
+        let k = (std::process::id() * 7 + n) % 250 + 1;
+        let (host_ip, srv_ip) = (format!("10.97.{k}.1"), format!("10.97.{k}.2"));
+        let peer = format!("cv{}c", bed.id);
+        run(
+            "ip",
+            &[
+                "link",
+                "add",
+                &bed.host_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &peer,
+                "netns",
+                &bed.server_ns,
+            ],
+        );
+        run(
+            "ip",
+            &["addr", "add", &format!("{host_ip}/30"), "dev", &bed.host_if],
+        );
+        run("ip", &["link", "set", &bed.host_if, "up"]);
+        run_in(
+            &bed.server_ns,
+            "ip",
+            &["addr", "add", &format!("{srv_ip}/30"), "dev", &peer],
+        );
+        run_in(&bed.server_ns, "ip", &["link", "set", &peer, "up"]);
+        bed.control_ip = srv_ip;
+        let server = Command::new("ip")
+            .args(["netns", "exec", &bed.server_ns])
+            .arg(binary("convo-server"))
+            .env("CONVO_DATA_DIR", bed._dir.path())
+            .env("CONVO_BIND", format!("0.0.0.0:{PORT}"))
+            .env(
+                "CONVO_LOG",
+                std::env::var("CONVO_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            // Its log, when asked for (CONVO_TEST_LOG), with the test's output.
+            .stdout(if std::env::var_os("CONVO_TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .expect("start convo-server");
+        bed.children.push(server);
+        bed.api = Api::new(&format!("http://{}:{PORT}", bed.control_ip));
+        for _ in 0..300 {
+            if bed
+                .api
+                .login("nobody", "x")
+                .await
+                .is_err_and(|e| !e.to_string().contains("reach"))
+            {
+                return bed;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the server did not come up in its namespace");
+    }
+
+    /// A new namespace for a bot, linked to the server's: 10.98.<i>.1 (server) and .2 (bot).
+    pub fn link(&mut self) -> Link {
+        let i = self.links.len() + 1;
+        let ns = format!("cv{}b{i}", self.id);
+        let (bot_if, srv_if) = (format!("cv{}b{i}", self.id), format!("cv{}s{i}", self.id));
+        let (srv_ip, bot_ip) = (format!("10.98.{i}.1"), format!("10.98.{i}.2"));
+        run("ip", &["netns", "add", &ns]);
+        let link = Link {
+            ns: ns.clone(),
+            bot_if: bot_if.clone(),
+            srv_if: srv_if.clone(),
+            server_ip: srv_ip.clone(),
+        };
+        self.links.push(link.clone());
+        run_in(&ns, "ip", &["link", "set", "lo", "up"]);
+        run_in(
+            &ns,
+            "ip",
+            &[
+                "link",
+                "add",
+                &bot_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &srv_if,
+                "netns",
+                &self.server_ns,
+            ],
+        );
+        run_in(
+            &ns,
+            "ip",
+            &["addr", "add", &format!("{bot_ip}/24"), "dev", &bot_if],
+        );
+        run_in(&ns, "ip", &["link", "set", &bot_if, "up"]);
+        run_in(
+            &self.server_ns,
+            "ip",
+            &["addr", "add", &format!("{srv_ip}/24"), "dev", &srv_if],
+        );
+        run_in(&self.server_ns, "ip", &["link", "set", &srv_if, "up"]);
+        link
+    }
+
+    /// The namespaces it made.
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.links.iter().map(|l| l.ns.clone()).collect();
+        all.push(self.server_ns.clone());
+        all
+    }
+
+    /// Caps what the server sends the bot (its downlink); `None` lifts the cap.
+    pub fn cap_down(&self, link: &Link, kbit: Option<u32>) {
+        let args = tbf_args(&link.srv_if, kbit);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_in(&self.server_ns, "tc", &args);
+    }
+
+    /// Caps what the bot sends (its uplink); `None` lifts the cap.
+    pub fn cap_up(&self, link: &Link, kbit: Option<u32>) {
+        let args = tbf_args(&link.bot_if, kbit);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_in(&link.ns, "tc", &args);
+    }
+
+    /// A user with a signed-in account.
+    pub async fn user(&self, name: &str) {
+        self.api
+            .register(&RegisterRequest {
+                username: name.into(),
+                email: format!("{name}@example.com"),
+                password: PASSWORD.into(),
+                display_name: None,
+            })
+            .await
+            .unwrap();
+    }
+
+    /// A public room of `owner`'s, without a waiting room.
+    pub async fn room(&self, owner: &str) -> String {
+        let token = self.api.login(owner, PASSWORD).await.unwrap().access_token;
+        self.api
+            .create_room(
+                &token,
+                &CreateRoomRequest {
+                    name: "Network".into(),
+                    privacy: Privacy::Public,
+                    password: None,
+                    max_participants: None,
+                    expires_at: None,
+                    waiting_room: false,
+                },
+            )
+            .await
+            .unwrap()
+            .id
+    }
+
+    /// Starts `convo-bot` in `link`'s namespace as `user`; its report comes from
+    /// [`Bot::report`].
+    pub fn bot(&mut self, link: &Link, user: &str, room: &str, args: &[&str]) -> Bot {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &link.ns])
+            .arg(binary("convo-bot"))
+            .args([
+                "--server",
+                &format!("http://{}:{PORT}", link.server_ip),
+                "--user",
+                user,
+                "--room",
+                room,
+            ])
+            .args(args)
+            .env("CONVO_BOT_PASSWORD", PASSWORD)
+            .env(
+                "CONVO_LOG",
+                std::env::var("CONVO_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start convo-bot");
+        Bot { child: Some(child) }
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for l in &self.links {
+            let _ = Command::new("ip").args(["netns", "del", &l.ns]).status();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.server_ns])
+            .status();
+    }
+}
+
+/// A running `convo-bot`.
+pub struct Bot {
+    child: Option<Child>,
+}
+
+impl Bot {
+    /// Waits for the bot to finish its call and reads its report.
+    pub async fn report(mut self) -> BotReport {
+        let child = self.child.take().expect("not read yet");
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .expect("convo-bot ran");
+        assert!(
+            out.status.success(),
+            "convo-bot failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        serde_json::from_slice(&out.stdout).expect("a JSON report")
+    }
+}
+
+impl Drop for Bot {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! Calls on networks built on this machine (see `netbed.rs`): a 720p simulcast publisher and
+//! subscribers behind bandwidth caps, a cap lifted mid-call, a publisher whose uplink drops.
+//! Each scenario asserts what a person in that call would see. Needs root.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod netbed;
+
+use std::time::{Duration, Instant};
+
+use convo_client::stats::{BotReport, Second, TrackReport};
+use netbed::Bed;
+
+/// One scenario at a time: each keeps both cores busy with 720p encoding and decoding.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The bed itself: a bot in a namespace of its own hears and sees another through the server
+/// in a third, with ICE finding its way over the veth links only, and every namespace and
+/// link is gone afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn bots_in_their_own_namespaces_call_through_the_server() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut bed = Bed::new().await;
+    for u in ["left", "right"] {
+        bed.user(u).await;
+    }
+    let room = bed.room("left").await;
+    let (ll, lr) = (bed.link(), bed.link());
+    // A cap that binds nothing here: the qdisc is in place and traffic passes it.
+    bed.cap_down(&lr, Some(5000));
+    let args = ["--publish", "audio,video", "--duration", "8s"];
+    let (left, right) = (
+        bed.bot(&ll, "left", &room, &args),
+        bed.bot(&lr, "right", &room, &args),
+    );
+    let (left, right) = (left.report().await, right.report().await);
+    for r in [&left, &right] {
+        let (a, v) = (track(r, "audio"), track(r, "video"));
+        assert!(a.markers >= 3 && a.content_ok, "audio: {a:?}");
+        assert!(v.frames_decoded >= 30 && v.content_ok, "video: {v:?}");
+    }
+    let namespaces = bed.namespaces();
+    drop(bed);
+    let left_over = String::from_utf8(
+        std::process::Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    for ns in namespaces {
+        assert!(!left_over.contains(&ns), "{ns} left behind: {left_over}");
+    }
+}
+
+fn track<'a>(r: &'a BotReport, kind: &str) -> &'a TrackReport {
+    r.tracks
+        .iter()
+        .find(|t| t.kind == kind)
+        .unwrap_or_else(|| panic!("no {kind} track in {r:#?}"))
+}
+
+/// The seconds `from..=to` of a timeline.
+fn seconds(t: &TrackReport, from: u64, to: u64) -> Vec<&Second> {
+    t.timeline
+        .iter()
+        .filter(|s| (from..=to).contains(&s.t))
+        .collect()
+}
+
+fn summary(t: &TrackReport) -> String {
+    t.timeline
+        .iter()
+        .map(|s| {
+            format!(
+                "{}s:{}x{}@{}f/{}k/{}fz",
+                s.t, s.width, s.height, s.frames, s.bitrate_kbps, s.freezes
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Scenarios 1 and 2: one publisher at 1280 × 720, 30 fps, three layers; three subscribers
+/// that draw it at 1280 × 720: one uncapped, one behind 600 kbit/s (lifted after 22 s), one
+/// behind 250 kbit/s.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "does not pass yet: the synthetic camera costs ~150 kbit/s at 720p, so no cap binds; \
+            with grain that costs a camera's rate, OpenH264 overshoots its targets (README)"]
+async fn each_subscriber_gets_the_layer_its_link_carries() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut bed = Bed::new().await;
+    for u in ["pub", "wide", "mid", "narrow"] {
+        bed.user(u).await;
+    }
+    let room = bed.room("pub").await;
+    let (lp, la, lb, lc) = (bed.link(), bed.link(), bed.link(), bed.link());
+    bed.cap_down(&lb, Some(600));
+    bed.cap_down(&lc, Some(250));
+    let publisher = bed.bot(
+        &lp,
+        "pub",
+        &room,
+        &[
+            "--publish",
+            "audio,video",
+            "--video",
+            "1280x720",
+            "--fps",
+            "30",
+            "--duration",
+            "50s",
+        ],
+    );
+    let watch = [
+        "--publish",
+        "none",
+        "--view",
+        "1280x720",
+        "--duration",
+        "45s",
+    ];
+    let started = Instant::now();
+    let wide = bed.bot(&la, "wide", &room, &watch);
+    let mid = bed.bot(&lb, "mid", &room, &watch);
+    let narrow = bed.bot(&lc, "narrow", &room, &watch);
+    tokio::time::sleep_until((started + Duration::from_secs(22)).into()).await;
+    bed.cap_down(&lb, None);
+    let (wide, mid, narrow) = (
+        wide.report().await,
+        mid.report().await,
+        narrow.report().await,
+    );
+    drop(publisher);
+    for (name, r) in [("uncapped", &wide), ("600k", &mid), ("250k", &narrow)] {
+        eprintln!("{name}: {}", summary(track(r, "video")));
+    }
+
+    // Uncapped: the full layer at its full rate.
+    let v = track(&wide, "video");
+    let last = seconds(v, 30, 42);
+    assert!(!last.is_empty(), "{}", summary(v));
+    assert!(
+        last.iter().all(|s| s.width == 1280),
+        "uncapped: {}",
+        summary(v)
+    );
+    let mean = last.iter().map(|s| u64::from(s.bitrate_kbps)).sum::<u64>() / last.len() as u64;
+    assert!(mean >= 1200, "uncapped gets {mean} kbit/s: {}", summary(v));
+
+    // 600 kbit/s: a lower layer at 20 fps or more, and no freeze once settled (10 s on).
+    let v = track(&mid, "video");
+    let capped = seconds(v, 10, 20);
+    assert!(!capped.is_empty(), "{}", summary(v));
+    assert!(
+        capped
+            .iter()
+            .all(|s| s.width > 0 && s.width < 1280 && s.frames >= 20 && s.freezes == 0),
+        "600 kbit/s: {}",
+        summary(v)
+    );
+    // Lifted at 22 s: back on the full layer within 15 s.
+    assert!(
+        seconds(v, 22, 37).iter().any(|s| s.width == 1280),
+        "after the cap was lifted: {}",
+        summary(v)
+    );
+
+    // 250 kbit/s: the lowest layer, and every second's audio marker.
+    let v = track(&narrow, "video");
+    let last = seconds(v, 10, 42);
+    assert!(!last.is_empty(), "{}", summary(v));
+    assert!(
+        last.iter().all(|s| s.width == 320),
+        "250 kbit/s: {}",
+        summary(v)
+    );
+    let (a_wide, a_narrow) = (track(&wide, "audio"), track(&narrow, "audio"));
+    assert!(
+        a_narrow.markers + 1 >= a_wide.markers && a_narrow.markers >= 35,
+        "audio markers: {} behind 250 kbit/s, {} uncapped",
+        a_narrow.markers,
+        a_wide.markers
+    );
+}
+
+/// Scenario 3: a publisher's uplink drops from 3 Mbit/s to 400 kbit/s mid-call: within 5 s it
+/// sends less than the link carries, and the subscriber still gets 15 frames a second.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "does not pass yet: the uplink estimate settles at a third to a half of a capped \
+            link (README)"]
+async fn a_publisher_fits_a_shrinking_uplink() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut bed = Bed::new().await;
+    for u in ["pub", "sub"] {
+        bed.user(u).await;
+    }
+    let room = bed.room("pub").await;
+    let (lp, ls) = (bed.link(), bed.link());
+    bed.cap_up(&lp, Some(3000));
+    let started = Instant::now();
+    let publisher = bed.bot(
+        &lp,
+        "pub",
+        &room,
+        &[
+            "--publish",
+            "audio,video",
+            "--video",
+            "1280x720",
+            "--fps",
+            "30",
+            "--duration",
+            "40s",
+        ],
+    );
+    let sub = bed.bot(
+        &ls,
+        "sub",
+        &room,
+        &[
+            "--publish",
+            "none",
+            "--view",
+            "1280x720",
+            "--duration",
+            "38s",
+        ],
+    );
+    tokio::time::sleep_until((started + Duration::from_secs(15)).into()).await;
+    bed.cap_up(&lp, Some(400));
+    let (publisher, sub) = (publisher.report().await, sub.report().await);
+
+    let up: Vec<String> = publisher
+        .uplink
+        .iter()
+        .map(|s| format!("{}s:{}k/{:?}k", s.t, s.sent_kbps, s.estimate_kbps))
+        .collect();
+    let before: Vec<_> = publisher
+        .uplink
+        .iter()
+        .filter(|s| (8..=13).contains(&s.t))
+        .collect();
+    assert!(
+        before.iter().any(|s| s.sent_kbps > 1000),
+        "before the drop the publisher sends its layers: {up:?}"
+    );
+    let after: Vec<_> = publisher
+        .uplink
+        .iter()
+        .filter(|s| (21..=36).contains(&s.t))
+        .collect();
+    assert!(!after.is_empty(), "{up:?}");
+    assert!(
+        after.iter().all(|s| s.sent_kbps <= 400),
+        "5 s after the drop to 400 kbit/s: {up:?}"
+    );
+    let v = track(&sub, "video");
+    let seen = seconds(v, 22, 36);
+    assert!(!seen.is_empty(), "{}", summary(v));
+    assert!(
+        seen.iter().all(|s| s.frames >= 15),
+        "the subscriber after the drop: {}",
+        summary(v)
+    );
+}
