@@ -79,7 +79,10 @@ pub fn allocate(budget_bps: u64, demands: &[Demand]) -> Allocation {
             wanted += rate(d, want.min(d.layers.len() - 1));
         }
         let r = rate(d, 0) as i64;
-        if r <= left {
+        // A track without layers has nothing to step down to: it stops only when the link
+        // is far short of it (a paused video needs a keyframe to come back).
+        let need = if d.layers.len() == 1 { r / 2 } else { r };
+        if need <= left {
             caps[i] = Some(0);
             left -= r;
         }
@@ -204,6 +207,15 @@ mod tests {
         assert_eq!(allocate(560_000, std::slice::from_ref(&d)).caps, [Some(0)]);
         d.current = Some(1);
         assert_eq!(allocate(560_000, &[d]).caps, [Some(1)]);
+    }
+
+    #[test]
+    fn a_video_without_layers_is_paused_only_when_far_short() {
+        let mut d = video(100, 0);
+        d.layers.truncate(1);
+        d.layers[0].bitrate = 400_000;
+        assert_eq!(allocate(250_000, std::slice::from_ref(&d)).caps, [Some(0)]);
+        assert_eq!(allocate(150_000, &[d]).caps, [None]);
     }
 
     #[test]

@@ -100,6 +100,15 @@ impl VideoSize {
     }
 }
 
+/// A 32-bit hash step (murmur's finaliser).
+fn mix(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
 /// Paints one I420 frame of `size` (Y plane, then U, then V).
 pub fn frame(code: FrameCode, pattern: Pattern, size: VideoSize) -> Vec<u8> {
     let VideoSize { width, height } = size;
@@ -111,12 +120,35 @@ pub fn frame(code: FrameCode, pattern: Pattern, size: VideoSize) -> Vec<u8> {
     // Each row is a window on one periodic line: copies, not a computation per pixel (a
     // 1280 × 720 frame at 30 fps stays cheap in an unoptimised build).
     match pattern {
-        // Diagonal bands sliding right: visibly moving.
+        // A mosaic of tiles (an 80th of the width across, so it scales with the picture as a
+        // scene does) whose shades change every third frame, a third of them each frame,
+        // over diagonal bands sliding right: it moves everywhere, as a camera picture does,
+        // and an encoder needs a camera's bit rate for it (a clean pattern costs a trickle,
+        // and no bandwidth limit would ever bind).
         Pattern::Camera => {
             let line: Vec<u8> = (0..width + 128).map(|i| ((i % 128) + 64) as u8).collect();
+            // Coarse tiles (a 40th of the width) and fine grain (a 320th: averaged away in the
+            // lower simulcast layers, as a scene's fine detail is).
+            let (coarse, fine) = ((width / 40).max(2), (width / 320).max(1));
+            let mut tiles = vec![0u8; width];
             for (row, out) in y.chunks_exact_mut(width).enumerate() {
+                if row % fine == 0 {
+                    let (band, fband) = ((row / coarse) as u32, (row / fine) as u32);
+                    for (col, px) in tiles.iter_mut().enumerate() {
+                        let cell = ((col / coarse) as u32).wrapping_mul(73_856_093)
+                            ^ band.wrapping_mul(19_349_663);
+                        let epoch = (code.counter + cell % 3) / 3;
+                        let h = mix(cell ^ epoch.wrapping_mul(83_492_791));
+                        let g = mix(((col / fine) as u32).wrapping_mul(2_654_435_761)
+                            ^ fband.wrapping_mul(40_503)
+                            ^ code.counter.wrapping_mul(97_531));
+                        *px = (56 + h % 120 + g % 20) as u8;
+                    }
+                }
                 let off = (row + shift) % 128;
-                out.copy_from_slice(&line[off..off + width]);
+                for ((o, &b), &t) in out.iter_mut().zip(&line[off..off + width]).zip(&tiles) {
+                    *o = ((u16::from(b) + u16::from(t)) / 2) as u8;
+                }
             }
         }
         // Large checkerboard scrolling down, like a document.

@@ -36,6 +36,11 @@ impl Downlink {
         self.bwe.lock().budget(now)
     }
 
+    /// The subscriber's reports arrive.
+    pub fn is_live(&self, now: Instant) -> bool {
+        self.bwe.lock().is_live(now)
+    }
+
     pub fn summary(&self, now: Instant) -> String {
         self.bwe.lock().summary(now)
     }

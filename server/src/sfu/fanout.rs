@@ -56,7 +56,13 @@ impl RateMeter {
         let since = *self.since.get_or_insert(now);
         self.bytes += bytes as u64 + PACKET_OVERHEAD;
         let span = now.saturating_duration_since(since);
-        if span >= Duration::from_secs(1) {
+        // A first reading early (the first plans need one), then one a second.
+        let window = if self.bps == 0 {
+            Duration::from_millis(250)
+        } else {
+            Duration::from_secs(1)
+        };
+        if span >= window {
             let bps = self.bytes * 8 * 1000 / (span.as_millis() as u64).max(1);
             // Smoothed: keyframes make single windows jump.
             self.bps = if self.bps == 0 {

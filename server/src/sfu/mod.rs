@@ -562,7 +562,14 @@ impl RoomMedia {
             };
             let demands: Vec<Demand> = mine.iter().map(|(_, d)| d.clone()).collect();
             // A little under the estimate: headers and retransmissions ride on top.
-            let a = allocate(budget / 20 * 19, &demands);
+            let mut a = allocate(budget / 20 * 19, &demands);
+            // Before the subscriber's first report the estimate is only where it starts:
+            // it limits the layer, it pauses nothing.
+            if !dl.is_live(now) {
+                for cap in &mut a.caps {
+                    cap.get_or_insert(0);
+                }
+            }
             // Probes aim past the cost: an upgrade needs room to spare (and the headroom
             // kept above).
             dl.set_wanted(a.wanted_bps / 4 * 5);
