@@ -127,9 +127,9 @@ pub fn frame(code: FrameCode, pattern: Pattern, size: VideoSize) -> Vec<u8> {
         // and no bandwidth limit would ever bind).
         Pattern::Camera => {
             let line: Vec<u8> = (0..width + 128).map(|i| ((i % 128) + 64) as u8).collect();
-            // Coarse tiles (a 40th of the width) and fine grain (a 320th: averaged away in the
+            // Coarse tiles (a 24th of the width) and fine grain (a 320th: averaged away in the
             // lower simulcast layers, as a scene's fine detail is).
-            let (coarse, fine) = ((width / 40).max(2), (width / 320).max(1));
+            let (coarse, fine) = ((width / 24).max(2), (width / 320).max(1));
             let mut tiles = vec![0u8; width];
             for (row, out) in y.chunks_exact_mut(width).enumerate() {
                 if row % fine == 0 {
@@ -142,7 +142,7 @@ pub fn frame(code: FrameCode, pattern: Pattern, size: VideoSize) -> Vec<u8> {
                         let g = mix(((col / fine) as u32).wrapping_mul(2_654_435_761)
                             ^ fband.wrapping_mul(40_503)
                             ^ code.counter.wrapping_mul(97_531));
-                        *px = (56 + h % 120 + g % 20) as u8;
+                        *px = (56 + h % 110 + g % 34) as u8;
                     }
                 }
                 let off = (row + shift) % 128;

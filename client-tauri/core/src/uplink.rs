@@ -129,14 +129,14 @@ pub fn plan(
             };
         }
     }
-    // What is left lifts a track that sends one layer only, up to twice its rate (in steps,
+    // What is left lifts a track that sends one layer only, up to three times its rate (in steps,
     // so that every change of the estimate does not restart its encoder).
     for &t in &order {
         let Some(first) = lowest[t] else { continue };
         let alone = out[t].iter().filter(|p| p.on).count() == 1;
         if alone && left > 0 {
             let p = &mut out[t][first];
-            let lifted = (p.bps + left as u64).min(2 * tracks[t].1[first].nominal_bps);
+            let lifted = (p.bps + left as u64).min(3 * tracks[t].1[first].nominal_bps);
             let lifted = lifted / 50_000 * 50_000;
             if lifted > p.bps {
                 left -= (lifted - p.bps) as i64;
@@ -352,7 +352,7 @@ mod tests {
     fn camera_layers_cost_what_the_server_expects() {
         assert_eq!(
             layer_rates(TrackKind::Video, 1280, 720, 30, 3),
-            [150_000, 432_000, 1_728_000]
+            [108_000, 432_000, 1_728_000]
         );
         // A 480p camera has no quarter layer narrower than 320 pixels.
         assert_eq!(layer_rates(TrackKind::Video, 640, 480, 30, 3)[0], 0);
@@ -368,7 +368,7 @@ mod tests {
 
     #[test]
     fn layers_drop_from_the_top_then_the_frame_rate() {
-        // 1 Mbit/s: audio, quarter and half (48k + 150k + 432k); the full layer does not fit.
+        // 1 Mbit/s: audio, quarter and half (48k + 108k + 432k); the full layer does not fit.
         let p = plan(1_000_000, true, &[camera()]);
         assert_eq!(on(&p[0]), [true, true, false]);
         // 360 kbit/s (a 400 kbit/s link): the quarter layer only, lifted to full frame rate.

@@ -104,6 +104,8 @@ pub struct SendSideBwe {
     first_sent: Option<Instant>,
     /// (when, bytes) of the last half second's sends.
     recent: VecDeque<(Instant, usize)>,
+    /// Probes started, probes that gave a result, and the last result (for logs).
+    probe_log: (u32, u32, Option<u64>),
 }
 
 impl SendSideBwe {
@@ -131,6 +133,7 @@ impl SendSideBwe {
             sent_total: 0,
             first_sent: None,
             recent: VecDeque::new(),
+            probe_log: (0, 0, None),
         }
     }
 
@@ -195,7 +198,7 @@ impl SendSideBwe {
     /// A one-line account of the estimator's state, for logs.
     pub fn summary(&self, now: Instant) -> String {
         format!(
-            "target={} delay={} loss_bound={:?} acked={:?} loss={:.3} usage={:?} rtt={:?} live={} probing={}",
+            "target={} delay={} loss_bound={:?} acked={:?} loss={:.3} usage={:?} rtt={:?} live={} probing={} probes={:?}",
             self.target(),
             self.aimd.estimate(),
             self.loss.bound(),
@@ -204,7 +207,8 @@ impl SendSideBwe {
             self.delay.usage(),
             self.rtt,
             self.is_live(now),
-            self.probing(now)
+            self.probing(now),
+            self.probe_log
         )
     }
 
@@ -354,6 +358,8 @@ impl SendSideBwe {
         for c in probe_clusters {
             if let Some(result) = self.clusters.get(&c).and_then(ClusterStats::result) {
                 self.clusters.remove(&c);
+                self.probe_log.1 += 1;
+                self.probe_log.2 = Some(result);
                 if self.delay.usage() != Usage::Over {
                     self.aimd.probe_result(result);
                     self.loss.lift(result);
@@ -392,6 +398,7 @@ impl SendSideBwe {
         let calm = self.delay.usage() != Usage::Over && self.last_loss < 0.10;
         let target = self.target();
         if let Some(p) = self.probes.poll(target, self.wanted, calm, now) {
+            self.probe_log.0 += 1;
             self.probe_sent = 0;
             self.probe_padded = 0;
             self.clusters.insert(p.cluster, ClusterStats::default());

@@ -13,6 +13,10 @@ struct Link {
     delay: Duration,
     /// Random loss, per mille (seeded).
     loss_permille: u32,
+    /// Extra delay of up to this, per packet, after the queue (a busy receiver), not
+    /// reordering.
+    jitter: Duration,
+    last_arrival: Instant,
     free_at: Instant,
     rng: u32,
 }
@@ -24,6 +28,8 @@ impl Link {
             max_queue: Duration::from_millis(150),
             delay: Duration::from_millis(20),
             loss_permille: 0,
+            jitter: Duration::ZERO,
+            last_arrival: start,
             free_at: start,
             rng: 0x1234_5678,
         }
@@ -41,7 +47,13 @@ impl Link {
         }
         let tx = Duration::from_secs_f64(size as f64 * 8.0 / self.capacity as f64);
         self.free_at = start + tx;
-        Some(self.free_at + self.delay)
+        self.rng = self.rng.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        let extra = self
+            .jitter
+            .mul_f64(f64::from(self.rng >> 8) / f64::from(1u32 << 24));
+        let at = (self.free_at + self.delay + extra).max(self.last_arrival);
+        self.last_arrival = at;
+        Some(at)
     }
 }
 
@@ -57,6 +69,8 @@ struct Sim {
     wanted: u64,
     /// Bytes the sender put on the wire in the last second (media and padding), by 10 ms slot.
     sent_log: VecDeque<usize>,
+    /// Media goes out as 30 frames a second, each a burst.
+    frames: bool,
 }
 
 impl Sim {
@@ -74,6 +88,7 @@ impl Sim {
             next_feedback: t0 + Duration::from_millis(100),
             wanted,
             sent_log: VecDeque::new(),
+            frames: false,
         }
     }
 
@@ -100,7 +115,9 @@ impl Sim {
             }
             let rate = self.bwe.target().min(self.wanted) as f64;
             credit += rate / 8.0 * 0.01;
-            while credit >= 1200.0 {
+            let frame_due =
+                !self.frames || (self.now.saturating_duration_since(self.t0).as_millis() % 33) < 10;
+            while frame_due && credit >= 1200.0 {
                 credit -= 1200.0;
                 self.send(1200);
             }
@@ -261,4 +278,28 @@ fn feedback_across_the_sequence_wrap_is_matched() {
     assert!(b.is_live(t + Duration::from_millis(200)));
     assert_eq!(b.loss(), 0.0);
     assert!(b.rtt().is_some());
+}
+
+#[test]
+fn zz_trace_means() {
+    for capacity in [250_000u64, 400_000, 600_000, 2_000_000] {
+        let mut s = Sim::new(capacity, 3_000_000);
+        s.frames = true;
+        s.link.jitter = Duration::from_millis(8);
+        s.run(Duration::from_secs(10));
+        let mut sum = 0;
+        let mut sent = 0;
+        for _ in 0..100 {
+            s.run(Duration::from_millis(100));
+            sum += s.bwe.target();
+            sent += s.sent_bps();
+        }
+        eprintln!(
+            "capacity {capacity}: mean target {} ({:.0} %), sent {}  {}",
+            sum / 100,
+            (sum / 100) as f64 * 100.0 / capacity as f64,
+            sent / 100,
+            s.bwe.summary(s.now)
+        );
+    }
 }
