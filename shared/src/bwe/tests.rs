@@ -231,11 +231,13 @@ fn random_loss_alone_does_not_collapse_the_rate() {
         "target {} at 5 % loss",
         s.bwe.target()
     );
-    assert!(
-        (0.02..0.10).contains(&s.bwe.loss()),
-        "loss {}",
-        s.bwe.loss()
-    );
+    // The loss seen, over many windows.
+    let mut sum = 0.0;
+    for _ in 0..50 {
+        s.run(Duration::from_millis(200));
+        sum += s.bwe.loss();
+    }
+    assert!((0.03..0.08).contains(&(sum / 50.0)), "loss {}", sum / 50.0);
 }
 
 #[test]
@@ -281,25 +283,24 @@ fn feedback_across_the_sequence_wrap_is_matched() {
 }
 
 #[test]
-fn zz_trace_means() {
-    for capacity in [250_000u64, 400_000, 600_000, 2_000_000] {
+fn bursts_and_jitter_still_find_the_capacity() {
+    // Media in frame bursts (30 a second) and up to 8 ms of extra delay per packet (a busy
+    // receiver): the estimate still settles near the capacity, and what is sent under it.
+    for capacity in [250_000u64, 600_000, 2_000_000] {
         let mut s = Sim::new(capacity, 3_000_000);
         s.frames = true;
         s.link.jitter = Duration::from_millis(8);
         s.run(Duration::from_secs(10));
-        let mut sum = 0;
-        let mut sent = 0;
+        let (mut target, mut sent) = (0, 0);
         for _ in 0..100 {
             s.run(Duration::from_millis(100));
-            sum += s.bwe.target();
+            target += s.bwe.target();
             sent += s.sent_bps();
         }
-        eprintln!(
-            "capacity {capacity}: mean target {} ({:.0} %), sent {}  {}",
-            sum / 100,
-            (sum / 100) as f64 * 100.0 / capacity as f64,
-            sent / 100,
-            s.bwe.summary(s.now)
+        let (target, sent) = (target / 100, sent / 100);
+        assert!(
+            target * 10 >= capacity * 8 && sent * 100 <= capacity * 105,
+            "capacity {capacity}: mean target {target}, sent {sent}"
         );
     }
 }
