@@ -3,7 +3,7 @@
 # PostgreSQL), then the desktop app's (ui unit tests; the app end to end under Xvfb).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The server and convo-bot as programs: the network test bed runs them in namespaces.
-cargo build --locked -p convo-server -p convo-client --bins
+# (The network test bed runs convo-server and convo-bot as programs: cargo builds a package's
+# binaries for its integration tests, so both are in target/debug before any test runs.)
 cargo test --workspace --locked
 bash tests/desktop.sh

@@ -6,8 +6,8 @@
 //! bed is dropped, also when a test fails.
 //!
 //! Needs root (network namespaces) and `ip`/`tc` (iproute2). The server and `convo-bot` run as
-//! processes from the target directory: build them first (`cargo build -p convo-server -p
-//! convo-client --bins`; `tests/all.sh` does).
+//! processes from the target directory: `cargo test --workspace` builds them (a package's
+//! binaries are built for its integration tests); alone, `cargo build --workspace --bins`.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -52,7 +52,7 @@ fn binary(name: &str) -> PathBuf {
     let bin = dir.join(name);
     assert!(
         bin.exists(),
-        "{} is missing: build it first (cargo build -p convo-server -p convo-client --bins)",
+        "{} is missing: build it first (cargo build --workspace --bins)",
         bin.display()
     );
     bin
