@@ -1,8 +1,9 @@
 //! Sharing one subscriber's downlink among the tracks it receives, sans IO: audio first
 //! (always), then every shown video at its lowest layer, biggest tile first, then upgrades
 //! toward the layer each tile's size asks for, again biggest first, while the estimate
-//! allows. A video that does not fit even at its lowest layer is paused (the app shows the
-//! person's name instead of a frozen picture).
+//! allows (with a tenth to spare). A simulcast video that does not fit even at its lowest
+//! layer is paused (the app shows the person's name instead of a frozen picture); one
+//! without layers is never paused.
 
 use crate::forward::Layer;
 
@@ -79,10 +80,10 @@ pub fn allocate(budget_bps: u64, demands: &[Demand]) -> Allocation {
             wanted += rate(d, want.min(d.layers.len() - 1));
         }
         let r = rate(d, 0) as i64;
-        // A track without layers has nothing to step down to: it stops only when the link
-        // is far short of it (a paused video needs a keyframe to come back).
-        let need = if d.layers.len() == 1 { r / 2 } else { r };
-        if need <= left {
+        // A track without layers (a browser's or OBS's over WHIP) has nothing to step down
+        // to and is never paused: coming back needs a keyframe from a publisher that may not
+        // send one when asked. It still costs what it costs.
+        if r <= left || d.layers.len() == 1 {
             caps[i] = Some(0);
             left -= r;
         }
@@ -210,12 +211,16 @@ mod tests {
     }
 
     #[test]
-    fn a_video_without_layers_is_paused_only_when_far_short() {
+    fn a_video_without_layers_is_never_paused_but_costs_its_rate() {
         let mut d = video(100, 0);
         d.layers.truncate(1);
         d.layers[0].bitrate = 400_000;
-        assert_eq!(allocate(250_000, std::slice::from_ref(&d)).caps, [Some(0)]);
-        assert_eq!(allocate(150_000, &[d]).caps, [None]);
+        let a = allocate(150_000, &[d.clone(), video(10, 0)]);
+        assert_eq!(a.caps, [Some(0), None]);
+        assert_eq!(
+            allocate(1_000_000, &[d, video(10, 0)]).caps,
+            [Some(0), Some(0)]
+        );
     }
 
     #[test]
