@@ -151,7 +151,10 @@ struct BweInterceptor {
     resends: Arc<Mutex<ResendBudget>>,
 }
 
-/// Retransmissions (answers to NACKs) may take a quarter of the estimate. webrtc-rs's NACK
+/// Retransmissions never get less than this.
+const RESEND_FLOOR_BPS: u64 = 100_000;
+
+/// Retransmissions (answers to NACKs) may take a quarter of the estimate (at least 100 kbit/s). webrtc-rs's NACK
 /// generator asks again for every missing packet every 100 ms, without end: on a link that
 /// is already full, unbounded answers are a storm that starves the media.
 #[derive(Debug)]
@@ -162,7 +165,9 @@ struct ResendBudget {
 
 impl ResendBudget {
     fn allow(&mut self, bytes: usize, target_bps: u64, now: Instant) -> bool {
-        let rate = target_bps as f64 / 8.0 / 4.0;
+        // At least 100 kbit/s: when loss itself has brought the estimate down, repairing
+        // that loss must still get through.
+        let rate = (target_bps / 4).max(RESEND_FLOOR_BPS) as f64 / 8.0;
         let elapsed = self
             .at
             .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
