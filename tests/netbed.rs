@@ -12,14 +12,11 @@
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
 use convo_client::api::Api;
 use convo_client::stats::BotReport;
-use convo_shared::auth::RegisterRequest;
-use convo_shared::rooms::{CreateRoomRequest, Privacy};
+use convo_e2e::{PASSWORD, public_room, register, wait_until_serving};
 
-const PASSWORD: &str = "correct horse battery";
 const PORT: u16 = 8080;
 
 /// Runs `cmd args`, panicking with its output when it fails.
@@ -167,18 +164,8 @@ impl Bed {
             .expect("start convo-server");
         bed.children.push(server);
         bed.api = Api::new(&format!("http://{}:{PORT}", bed.control_ip));
-        for _ in 0..300 {
-            if bed
-                .api
-                .login("nobody", "x")
-                .await
-                .is_err_and(|e| !e.to_string().contains("reach"))
-            {
-                return bed;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the server did not come up in its namespace");
+        wait_until_serving(&bed.api).await;
+        bed
     }
 
     /// A new namespace for a bot, linked to the server's: 10.98.<i>.1 (server) and .2 (bot).
@@ -250,35 +237,13 @@ impl Bed {
 
     /// A user with a signed-in account.
     pub async fn user(&self, name: &str) {
-        self.api
-            .register(&RegisterRequest {
-                username: name.into(),
-                email: format!("{name}@example.com"),
-                password: PASSWORD.into(),
-                display_name: None,
-            })
-            .await
-            .unwrap();
+        register(&self.api, name).await;
     }
 
     /// A public room of `owner`'s, without a waiting room.
     pub async fn room(&self, owner: &str) -> String {
         let token = self.api.login(owner, PASSWORD).await.unwrap().access_token;
-        self.api
-            .create_room(
-                &token,
-                &CreateRoomRequest {
-                    name: "Network".into(),
-                    privacy: Privacy::Public,
-                    password: None,
-                    max_participants: None,
-                    expires_at: None,
-                    waiting_room: false,
-                },
-            )
-            .await
-            .unwrap()
-            .id
+        public_room(&self.api, &token, "Network").await
     }
 
     /// Starts `convo-bot` in `link`'s namespace as `user`; its report comes from

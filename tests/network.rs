@@ -10,6 +10,18 @@ use std::time::{Duration, Instant};
 use convo_client::stats::{BotReport, Second, TrackReport};
 use netbed::Bed;
 
+/// A publisher's camera (and microphone) at 1280 × 720, 30 fps.
+const PUBLISH_720P30: [&str; 6] = [
+    "--publish",
+    "audio,video",
+    "--video",
+    "1280x720",
+    "--fps",
+    "30",
+];
+/// A subscriber that publishes nothing and draws every video at 1280 × 720.
+const WATCH_720P: [&str; 4] = ["--publish", "none", "--view", "1280x720"];
+
 /// One scenario at a time: each keeps both cores busy with 720p encoding and decoding.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -101,25 +113,9 @@ async fn each_subscriber_gets_the_layer_its_link_carries() {
         &lp,
         "pub",
         &room,
-        &[
-            "--publish",
-            "audio,video",
-            "--video",
-            "1280x720",
-            "--fps",
-            "30",
-            "--duration",
-            "50s",
-        ],
+        &[&PUBLISH_720P30[..], &["--duration", "50s"]].concat(),
     );
-    let watch = [
-        "--publish",
-        "none",
-        "--view",
-        "1280x720",
-        "--duration",
-        "45s",
-    ];
+    let watch = [&WATCH_720P[..], &["--duration", "45s"]].concat();
     let started = Instant::now();
     let wide = bed.bot(&la, "wide", &room, &watch);
     let mid = bed.bot(&lb, "mid", &room, &watch);
@@ -203,29 +199,13 @@ async fn a_publisher_fits_a_shrinking_uplink() {
         &lp,
         "pub",
         &room,
-        &[
-            "--publish",
-            "audio,video",
-            "--video",
-            "1280x720",
-            "--fps",
-            "30",
-            "--duration",
-            "40s",
-        ],
+        &[&PUBLISH_720P30[..], &["--duration", "40s"]].concat(),
     );
     let sub = bed.bot(
         &ls,
         "sub",
         &room,
-        &[
-            "--publish",
-            "none",
-            "--view",
-            "1280x720",
-            "--duration",
-            "38s",
-        ],
+        &[&WATCH_720P[..], &["--duration", "38s"]].concat(),
     );
     tokio::time::sleep_until((started + Duration::from_secs(15)).into()).await;
     bed.cap_up(&lp, Some(400));

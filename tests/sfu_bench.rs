@@ -16,10 +16,8 @@ use std::time::{Duration, Instant};
 
 use convo_client::api::Api;
 use convo_client::call::{self, CallOptions};
-use convo_shared::auth::RegisterRequest;
+use convo_e2e::{register, wait_until_serving};
 use convo_shared::rooms::{CreateRoomRequest, Privacy};
-
-const PASSWORD: &str = "correct horse battery";
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
@@ -94,28 +92,10 @@ async fn main() {
         });
     let base = format!("http://127.0.0.1:{port}");
     let api = Api::new(&base);
-    for _ in 0..100 {
-        if api
-            .login("nobody", "x")
-            .await
-            .is_err_and(|e| !e.to_string().contains("reach"))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_serving(&api).await;
     let mut tokens = Vec::new();
     for i in 0..publishers + viewers {
-        let name = format!("bench{i}");
-        api.register(&RegisterRequest {
-            username: name.clone(),
-            email: format!("{name}@example.com"),
-            password: PASSWORD.into(),
-            display_name: None,
-        })
-        .await
-        .unwrap();
-        tokens.push(api.login(&name, PASSWORD).await.unwrap().access_token);
+        tokens.push(register(&api, &format!("bench{i}")).await);
     }
     let room = api
         .create_room(

@@ -110,34 +110,11 @@ impl Env {
 
     /// Registers `name` and signs in; the access token.
     pub async fn user(&self, name: &str) -> String {
-        self.api
-            .register(&RegisterRequest {
-                username: name.into(),
-                email: format!("{name}@example.com"),
-                password: PASSWORD.into(),
-                display_name: None,
-            })
-            .await
-            .unwrap();
-        self.api.login(name, PASSWORD).await.unwrap().access_token
+        register(&self.api, name).await
     }
 
     pub async fn room(&self, token: &str, name: &str) -> String {
-        self.api
-            .create_room(
-                token,
-                &CreateRoomRequest {
-                    name: name.into(),
-                    privacy: Privacy::Public,
-                    password: None,
-                    max_participants: None,
-                    expires_at: None,
-                    waiting_room: false,
-                },
-            )
-            .await
-            .unwrap()
-            .id
+        public_room(&self.api, token, name).await
     }
 
     pub async fn stop(mut self) {
@@ -167,6 +144,56 @@ impl Drop for Env {
             });
         })
         .join();
+    }
+}
+
+/// Registers `name` (password [`PASSWORD`]) on the server `api` talks to and signs in; the
+/// access token.
+pub async fn register(api: &Api, name: &str) -> String {
+    api.register(&RegisterRequest {
+        username: name.into(),
+        email: format!("{name}@example.com"),
+        password: PASSWORD.into(),
+        display_name: None,
+    })
+    .await
+    .unwrap();
+    api.login(name, PASSWORD).await.unwrap().access_token
+}
+
+/// A public room without a password or a waiting room, owned by the holder of `token`.
+pub async fn public_room(api: &Api, token: &str, name: &str) -> String {
+    api.create_room(
+        token,
+        &CreateRoomRequest {
+            name: name.into(),
+            privacy: Privacy::Public,
+            password: None,
+            max_participants: None,
+            expires_at: None,
+            waiting_room: false,
+        },
+    )
+    .await
+    .unwrap()
+    .id
+}
+
+/// Waits until a server answers at `api`'s address (any answer of the API, a refusal
+/// included); fails the test after 30 s.
+pub async fn wait_until_serving(api: &Api) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while api
+        .login("nobody", "x")
+        .await
+        .is_err_and(|e| e.to_string().contains("reach"))
+    {
+        assert!(
+            std::time::Instant::now() < end,
+            "no server answered at {} within 30 s",
+            api.base()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
 

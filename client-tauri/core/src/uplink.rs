@@ -176,7 +176,6 @@ type Registered = Mutex<Vec<(TrackKind, Weak<SendControl>)>>;
 
 /// The estimator of the `publish` connection and the tasks that act on it.
 pub struct Uplink {
-    bwe: Bwe,
     tracks: Arc<Registered>,
     timeline: Arc<Mutex<Vec<crate::stats::UplinkSecond>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -245,7 +244,6 @@ impl Uplink {
             })
         };
         Ok(Uplink {
-            bwe,
             tracks,
             timeline,
             tasks: vec![pacer, planner],
@@ -262,12 +260,6 @@ impl Uplink {
     /// What was sent, second by second.
     pub fn timeline(&self) -> Vec<crate::stats::UplinkSecond> {
         lock(&self.timeline).clone()
-    }
-
-    /// The estimate (bps), when the server's feedback is live.
-    pub fn estimate(&self) -> Option<u64> {
-        let b = self.bwe.lock();
-        b.is_live(Instant::now()).then(|| b.target())
     }
 
     fn replan(bwe: &Bwe, tracks: &Registered) {

@@ -47,8 +47,6 @@ struct Layer {
     track: Arc<TrackLocalStaticSample>,
     /// Raised when the server relays a keyframe request for this layer (PLI/FIR).
     keyframe: Arc<AtomicBool>,
-    /// Somebody watches it (the server's `layers_wanted`); everything is wanted until told.
-    wanted: Arc<AtomicBool>,
 }
 
 /// A published video track (camera or screen) and its layers.
@@ -165,9 +163,9 @@ impl VideoOut {
                 rid,
                 track,
                 keyframe,
-                wanted: Arc::new(AtomicBool::new(true)),
             });
         }
+        // Everything is wanted until the server says otherwise.
         let control = Arc::new(SendControl::default());
         for w in &control.wanted {
             w.store(true, Ordering::Relaxed);
@@ -197,14 +195,11 @@ impl VideoOut {
         for (i, l) in self.layers.iter().enumerate() {
             let Some(rid) = l.rid else { continue };
             let on = rids.iter().any(|r| r == rid);
-            if let Some(w) = self.control.wanted.get(i) {
-                w.store(on, Ordering::Relaxed);
-            }
-            if on && !l.wanted.swap(true, Ordering::Relaxed) {
+            let Some(wanted) = self.control.wanted.get(i) else {
+                continue;
+            };
+            if !wanted.swap(on, Ordering::Relaxed) && on {
                 l.keyframe.store(true, Ordering::Relaxed);
-            }
-            if !on {
-                l.wanted.store(false, Ordering::Relaxed);
             }
         }
     }
@@ -227,11 +222,8 @@ impl VideoOut {
         let interval = Duration::from_secs_f64(1.0 / f64::from(fps));
         let kind = self.kind;
         let n = self.layers.len();
-        let controls: Vec<(Arc<AtomicBool>, Arc<AtomicBool>)> = self
-            .layers
-            .iter()
-            .map(|l| (l.keyframe.clone(), l.wanted.clone()))
-            .collect();
+        let keyframes: Vec<Arc<AtomicBool>> =
+            self.layers.iter().map(|l| l.keyframe.clone()).collect();
         let tracks: Vec<Arc<TrackLocalStaticSample>> =
             self.layers.iter().map(|l| l.track.clone()).collect();
         let control = self.control.clone();
@@ -287,7 +279,7 @@ impl VideoOut {
                 // Top layer first, halving on the way down.
                 let mut picture = frame;
                 for layer in (0..n).rev() {
-                    let (keyframe, wanted) = &controls[layer];
+                    let keyframe = &keyframes[layer];
                     let sent = layer == n - 1 || picture.width >= MIN_LAYER_WIDTH;
                     // The uplink has room for it (a single layer always goes, coarser).
                     let room = n == 1 || control.layers[layer].on.load(Ordering::Relaxed);
@@ -297,7 +289,7 @@ impl VideoOut {
                         bps => bps,
                     };
                     let layer_fps = if half { (fps / 2).max(1) } else { fps };
-                    let wanted = wanted.load(Ordering::Relaxed);
+                    let wanted = control.wanted[layer].load(Ordering::Relaxed);
                     // At half the frame rate, every other frame is left out.
                     let skipped = half && frame_no % 2 == 1;
                     if sent && room && wanted && !skipped {

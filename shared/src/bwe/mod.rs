@@ -174,11 +174,6 @@ impl SendSideBwe {
         self.last_loss
     }
 
-    /// What was acknowledged as received lately (bps).
-    pub fn acked_bps(&self) -> Option<u64> {
-        self.acked.rate()
-    }
-
     /// What was sent over the last half second (bps).
     pub fn sent_bps(&self, now: Instant) -> Option<u64> {
         let first = self.first_sent?;
@@ -255,7 +250,6 @@ impl SendSideBwe {
             self.probe_sent += size;
             let stats = self.clusters.entry(c).or_default();
             stats.sent_packets += 1;
-            stats.sent_bytes += size;
         }
         let entry = Sent {
             size,

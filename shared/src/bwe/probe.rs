@@ -30,7 +30,6 @@ impl Probe {
 #[derive(Debug, Default, Clone)]
 pub struct ClusterStats {
     pub sent_packets: u32,
-    pub sent_bytes: usize,
     /// (send, arrival µs, bytes) of received packets.
     pub received: Vec<(Instant, i64, usize)>,
 }

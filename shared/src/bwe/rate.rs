@@ -66,11 +66,6 @@ impl Aimd {
         }
     }
 
-    /// Sets the estimate from outside (loss said less).
-    pub fn cap(&mut self, bps: u64) {
-        self.estimate = self.estimate.min(bps as f64).max(self.min);
-    }
-
     /// One detector verdict. `acked`: what the far end received lately (bps); `sent`: what
     /// was sent lately (bps); `rtt`.
     pub fn update(
