@@ -9,13 +9,12 @@
 //! processes from the target directory: `cargo test --workspace` builds them (a package's
 //! binaries are built for its integration tests); alone, `cargo build --workspace --bins`.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use convo_client::api::Api;
 use convo_client::stats::BotReport;
-use convo_e2e::{PASSWORD, public_room, register, wait_until_serving};
+use convo_e2e::{PASSWORD, binary, public_room, register, wait_until_serving};
 
 const PORT: u16 = 8080;
 
@@ -38,21 +37,6 @@ pub fn run_in(ns: &str, cmd: &str, args: &[&str]) {
     let mut all = vec!["netns", "exec", ns, cmd];
     all.extend_from_slice(args);
     run("ip", &all);
-}
-
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target directory");
-    let bin = dir.join(name);
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first (cargo build --workspace --bins)",
-        bin.display()
-    );
-    bin
 }
 
 /// One bot's link to the server.
@@ -148,6 +132,8 @@ impl Bed {
         let server = Command::new("ip")
             .args(["netns", "exec", &bed.server_ns])
             .arg(binary("convo-server"))
+            // Its namespace holds only the bed's addresses: ICE may use them all.
+            .env_remove("CONVO_ICE_IPS")
             .env("CONVO_DATA_DIR", bed._dir.path())
             .env("CONVO_BIND", format!("0.0.0.0:{PORT}"))
             .env(
@@ -252,6 +238,7 @@ impl Bed {
         let child = Command::new("ip")
             .args(["netns", "exec", &link.ns])
             .arg(binary("convo-bot"))
+            .env_remove("CONVO_ICE_IPS")
             .args([
                 "--server",
                 &format!("http://{}:{PORT}", link.server_ip),
@@ -267,9 +254,81 @@ impl Bed {
                 std::env::var("CONVO_TEST_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start convo-bot");
-        Bot { child: Some(child) }
+        let mut child = child;
+        // Its log goes on to ours; `event` lines (with `--events`) come to `Bot::event`.
+        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+        let stderr = child.stderr.take().expect("piped");
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                match line.strip_prefix("event ") {
+                    Some(json) => {
+                        if let Ok(v) = serde_json::from_str::<serde_json::Value>(json) {
+                            let _ = tx.send(v);
+                        }
+                    }
+                    None => eprintln!("{line}"),
+                }
+            }
+        });
+        Bot {
+            child: Some(child),
+            events,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Gives `link`'s bot a new address (`10.98.<i>.<host>`) in place of its own, as a
+    /// network change would (its connections on the old one are cut).
+    pub fn renumber(&self, link: &Link, host: u8) {
+        let net = link.server_ip.trim_end_matches(".1");
+        // The old one goes first (deleting a primary address takes the subnet's secondary
+        // ones with it).
+        for ip in self.addresses(link) {
+            run_in(&link.ns, "ip", &["addr", "del", &ip, "dev", &link.bot_if]);
+        }
+        run_in(
+            &link.ns,
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("{net}.{host}/24"),
+                "dev",
+                &link.bot_if,
+            ],
+        );
+    }
+
+    /// `link`'s bot's addresses (with their prefix length).
+    fn addresses(&self, link: &Link) -> Vec<String> {
+        let out = Command::new("ip")
+            .args([
+                "-n",
+                &link.ns,
+                "-4",
+                "-o",
+                "addr",
+                "show",
+                "dev",
+                &link.bot_if,
+            ])
+            .output()
+            .expect("ip addr show");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let mut words = l.split_whitespace();
+                words.find(|w| *w == "inet")?;
+                words.next().map(str::to_string)
+            })
+            .collect()
     }
 }
 
@@ -294,11 +353,47 @@ impl Drop for Bed {
 /// A running `convo-bot`.
 pub struct Bot {
     child: Option<Child>,
+    /// Its call's events (`--events`), and those read so far.
+    events: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+    pub seen: Vec<serde_json::Value>,
 }
 
 impl Bot {
+    /// Waits for an event (`--events`) that `matches`; fails the test after `secs` s.
+    pub async fn event(
+        &mut self,
+        secs: u64,
+        what: &str,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let end = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let e = tokio::time::timeout_at(end, self.events.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no {what} within {secs} s; saw {:#?}", self.seen))
+                .unwrap_or_else(|| panic!("the bot ended before {what}; saw {:#?}", self.seen));
+            self.seen.push(e.clone());
+            if matches(&e) {
+                return e;
+            }
+        }
+    }
+
+    /// Every event so far, the ones not read yet included.
+    pub fn events(&mut self) -> &[serde_json::Value] {
+        while let Ok(e) = self.events.try_recv() {
+            self.seen.push(e);
+        }
+        &self.seen
+    }
+
     /// Waits for the bot to finish its call and reads its report.
-    pub async fn report(mut self) -> BotReport {
+    pub async fn report(self) -> BotReport {
+        self.finish().await.0
+    }
+
+    /// [`Bot::report`], and every event the bot told.
+    pub async fn finish(mut self) -> (BotReport, Vec<serde_json::Value>) {
         let child = self.child.take().expect("not read yet");
         let out = tokio::task::spawn_blocking(move || child.wait_with_output())
             .await
@@ -309,7 +404,10 @@ impl Bot {
             "convo-bot failed: {}",
             String::from_utf8_lossy(&out.stdout)
         );
-        serde_json::from_slice(&out.stdout).expect("a JSON report")
+        let report = serde_json::from_slice(&out.stdout).expect("a JSON report");
+        // Its stderr is closed: every event is in the channel.
+        self.events();
+        (report, std::mem::take(&mut self.seen))
     }
 }
 

@@ -244,3 +244,83 @@ async fn a_publisher_fits_a_shrinking_uplink() {
         summary(v)
     );
 }
+
+/// Scenario 5: a subscriber's address changes mid-call (its link renumbered, as when a laptop
+/// moves from Wi-Fi to Ethernet): its call notices, reconnects by itself, has video again
+/// within 2 s, and the others never see it leave.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscriber_whose_address_changes_stays_in_the_call() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut bed = Bed::new().await;
+    for u in ["sender", "mover"] {
+        bed.user(u).await;
+    }
+    let room = bed.room("sender").await;
+    let (ls, lm) = (bed.link(), bed.link());
+    let sender = bed.bot(
+        &ls,
+        "sender",
+        &room,
+        &["--publish", "audio,video", "--duration", "20s", "--events"],
+    );
+    let mut mover = bed.bot(
+        &lm,
+        "mover",
+        &room,
+        &["--publish", "audio", "--duration", "14s", "--events"],
+    );
+    mover
+        .event(60, "the sender's video", |e| {
+            e["type"] == "track_started" && e["kind"] == "video"
+        })
+        .await;
+    // Some call time on the first address (the move happens mid-call, not at its start).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    bed.renumber(&lm, 3);
+    let moved = Instant::now();
+    mover
+        .event(30, "the mover reconnecting", |e| {
+            e["type"] == "connection" && e["reconnecting"] == true
+        })
+        .await;
+    mover
+        .event(30, "the mover back", |e| {
+            e["type"] == "connection" && e["reconnecting"] == false
+        })
+        .await;
+    eprintln!("mover back {:?} after the move", moved.elapsed());
+    let (mover, _) = mover.finish().await;
+    let (sender, sender_saw) = sender.finish().await;
+
+    let video = track(&mover, "video");
+    eprintln!(
+        "mover's video: longest freeze {} ms; {}",
+        video.longest_freeze_ms,
+        summary(video)
+    );
+    assert!(
+        video.longest_freeze_ms <= 2000,
+        "video came back {} ms after it stopped (more than 2 s): {}",
+        video.longest_freeze_ms,
+        summary(video)
+    );
+    // And it went on to the end of the mover's call.
+    let last = video.timeline.last().map_or(0, |s| s.t);
+    let tail = seconds(video, last.saturating_sub(3), last);
+    assert!(
+        tail.iter().all(|s| s.frames > 0),
+        "video stopped after the move: {}",
+        summary(video)
+    );
+    // The sender hears the mover after the move too, and never saw it leave but at its end.
+    let audio = track(&sender, "audio");
+    assert!(audio.markers >= 8 && audio.content_ok, "audio: {audio:?}");
+    let left: Vec<&serde_json::Value> = sender_saw
+        .iter()
+        .filter(|e| e["message"]["type"] == "participant_left")
+        .collect();
+    assert!(
+        left.iter().all(|e| e["message"]["reason"] == "left"),
+        "the sender saw the mover leave before the end: {left:#?}"
+    );
+}

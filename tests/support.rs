@@ -95,6 +95,7 @@ impl Env {
             reconnect_grace_secs: 15,
             udp_ports: None,
             public_ip: None,
+            ice_ips: vec!["127.0.0.1".parse().unwrap()],
         })
         .unwrap();
         let server = Server::start(config).await.unwrap();
@@ -207,4 +208,22 @@ pub async fn until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// A binary of the workspace in the target directory (`convo-server`, `convo-bot`): `cargo
+/// test --workspace` builds them (a package's binaries are built for its integration tests);
+/// alone, `cargo build --workspace --bins`.
+pub fn binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target directory");
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build --workspace --bins)",
+        bin.display()
+    );
+    bin
 }

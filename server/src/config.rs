@@ -84,6 +84,11 @@ pub struct ServerArgs {
     /// Public IP address to announce for media when the server sits behind 1:1 NAT.
     #[arg(long, env = "CONVO_PUBLIC_IP", global = true)]
     pub public_ip: Option<std::net::IpAddr>,
+
+    /// Comma-separated local addresses ICE may offer for media, e.g. 10.0.0.5. Unset: every
+    /// address of the machine (loopback included).
+    #[arg(long, env = "CONVO_ICE_IPS", value_delimiter = ',', global = true)]
+    pub ice_ips: Vec<std::net::IpAddr>,
 }
 
 /// The resolved configuration the server runs with.
@@ -238,6 +243,7 @@ impl Config {
             sfu: crate::sfu::SfuConfig {
                 udp_ports: args.udp_ports.as_deref().map(parse_ports).transpose()?,
                 public_ip: args.public_ip.map(|ip| ip.to_string()),
+                ice_ips: args.ice_ips.clone(),
             },
         })
     }

@@ -61,6 +61,17 @@ pub async fn record_join(db: &Db, room_id: &str, user_id: &str) -> Result<(), sq
     .bind(now)
     .execute(&mut *tx)
     .await?;
+    // The seat: taken when they were let in, unless the leave of an earlier stay, recorded
+    // after that (left and joined again at once), gave it back.
+    sqlx::query(
+        "INSERT INTO room_participants (room_id, user_id, joined_at) VALUES ($1, $2, $3)
+         ON CONFLICT (room_id, user_id) DO NOTHING",
+    )
+    .bind(room_id)
+    .bind(user_id)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await
 }
 

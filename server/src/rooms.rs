@@ -589,6 +589,24 @@ pub(crate) async fn admit(
     password: Option<String>,
     let_in: bool,
 ) -> ApiResult<Participant> {
+    // A leave of the same user still on its way (left, and joined again at once) may take the
+    // seat away between taking it and reading it back: take it again.
+    for _ in 0..3 {
+        if let Some(p) = admit_once(state, id, me, password.clone(), let_in).await? {
+            return Ok(p);
+        }
+    }
+    tracing::error!(room_id = %id, user_id = %me.user_id, "a seat taken three times was gone each time");
+    Err(ApiError::internal())
+}
+
+async fn admit_once(
+    state: &AppState,
+    id: &str,
+    me: &AuthUser,
+    password: Option<String>,
+    let_in: bool,
+) -> ApiResult<Option<Participant>> {
     let room = load_room(state, id)
         .await?
         .ok_or_else(ApiError::room_not_found)?;
@@ -600,7 +618,7 @@ pub(crate) async fn admit(
         .into_iter()
         .find(|p| p.user.id == me.user_id)
     {
-        return Ok(p);
+        return Ok(Some(p));
     }
     let role = my_role(state, &room.id, &me.user_id).await?;
     let privileged = role == Some(RoomRole::Host) || me.is_admin();
@@ -689,12 +707,11 @@ pub(crate) async fn admit(
     }
     tx.commit().await?;
     let mut parts = participants_of(state, &[room.id.as_str()]).await?;
-    parts
+    Ok(parts
         .remove(&room.id)
         .unwrap_or_default()
         .into_iter()
-        .find(|p| p.user.id == me.user_id)
-        .ok_or_else(ApiError::internal)
+        .find(|p| p.user.id == me.user_id))
 }
 
 async fn check_room_password(

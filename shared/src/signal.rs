@@ -230,6 +230,12 @@ pub enum ServerMessage {
         participant_id: String,
         reason: LeaveReason,
     },
+    /// A participant's connection dropped and they are getting it back (`reconnecting`), or
+    /// they are back (`false`). They keep their place meanwhile, for the server's grace.
+    ParticipantReconnecting {
+        participant_id: String,
+        reconnecting: bool,
+    },
     TrackPublished {
         participant_id: String,
         track: TrackInfo,

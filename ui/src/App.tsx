@@ -710,7 +710,7 @@ function Call(props: { room: Room; joinRef: typeof joinRef; onLeft: () => void; 
       )}
       <footer className="controls">
         <span className={`quality ${conn}`} id="quality" title="Connection quality">
-          ● {conn === "connecting" ? "Connecting…" : conn === "good" ? "Good connection" : conn === "fair" ? "Some packet loss" : "Poor connection"} · {props.room.name}
+          ● {state.reconnecting ? "Reconnecting…" : conn === "connecting" ? "Connecting…" : conn === "good" ? "Good connection" : conn === "fair" ? "Some packet loss" : "Poor connection"} · {props.room.name}
         </span>
         <button id="toggle-mic" className={state.micMuted ? "off" : ""} onClick={() => toggle("audio")} title="Ctrl+D">
           {state.micMuted ? "Unmute" : "Mute"}
@@ -892,7 +892,7 @@ function VideoTile({ tile, speaking, off }: { tile: Tile; speaking: boolean; off
     <figure ref={figure} className={`tile ${speaking ? "speaking" : ""} ${tile.kind}`} data-track={tile.trackId}>
       <canvas ref={canvas} data-track={tile.trackId} data-frames="0" />
       {off ? <div className="waiting">Camera off</div> : drawn === 0 && <div className="waiting">{tile.local ? (tile.kind === "screen" ? "Starting to share…" : "Starting camera…") : "Waiting for video…"}</div>}
-      <figcaption>{tile.name}{tile.kind === "screen" ? " (screen)" : ""}</figcaption>
+      <figcaption>{tile.name}{tile.kind === "screen" ? " (screen)" : ""}{tile.reconnecting ? " · reconnecting…" : ""}</figcaption>
     </figure>
   );
 }

@@ -18,6 +18,8 @@ export interface ParticipantInfo {
   tracks: TrackInfo[];
   /** Watching through WHEP (a browser or player), not in the call. */
   viewer?: boolean;
+  /** Their connection dropped; they keep their place while they get it back. */
+  reconnecting?: boolean;
 }
 
 /** A chat message (`ChatMessage` in shared/src/chat.rs). */
@@ -36,6 +38,7 @@ export type CallEvent =
   | { type: "source_failed"; kind: TrackKind; reason: string }
   | { type: "share_ended"; reason: string }
   | { type: "ended"; reason: string }
+  | { type: "connection"; reconnecting: boolean }
   // Not from the engine: the ui's own record that sharing started or stopped, the chat so
   // far (loaded when the call opens), and that the chat panel was read.
   | { type: "local_share"; on: boolean }
@@ -45,6 +48,7 @@ export type CallEvent =
 export type ServerMessage =
   | { type: "participant_joined"; participant: ParticipantInfo }
   | { type: "participant_left"; participant_id: string; reason: string }
+  | { type: "participant_reconnecting"; participant_id: string; reconnecting: boolean }
   | { type: "track_published"; participant_id: string; track: TrackInfo }
   | { type: "track_unpublished"; participant_id: string; track_id: string }
   | { type: "mute_changed"; participant_id: string; kind: TrackKind; muted: boolean }
@@ -66,6 +70,8 @@ export interface Knock {
 export interface Tile {
   participantId: string;
   name: string;
+  /** The participant is reconnecting (their picture may be frozen). */
+  reconnecting?: boolean;
   trackId: string;
   kind: "video" | "screen";
   local: boolean;
@@ -90,6 +96,8 @@ export interface CallState {
   knocks: Knock[];
   ended: string | null;
   notice: string | null;
+  /** My connection to the server dropped and the call is getting it back. */
+  reconnecting: boolean;
 }
 
 export function initialCall(
@@ -101,7 +109,7 @@ export function initialCall(
 ): CallState {
   const map: Record<string, ParticipantInfo> = {};
   for (const p of participants) map[p.participant_id] = p;
-  return { me, myUserId, participants: map, receiving: {}, speaker: null, micMuted, camMuted, sharing: false, chat: [], unread: 0, knocks: [], ended: null, notice: null };
+  return { me, myUserId, participants: map, receiving: {}, speaker: null, micMuted, camMuted, sharing: false, chat: [], unread: 0, knocks: [], ended: null, notice: null, reconnecting: false };
 }
 
 function withParticipant(
@@ -120,6 +128,12 @@ export function reduceCall(s: CallState, e: CallEvent): CallState {
       return { ...s, receiving: { ...s.receiving, [e.track_id]: { participantId: e.participant_id, kind: e.kind } } };
     case "ended":
       return { ...s, ended: e.reason };
+    case "connection":
+      return {
+        ...s,
+        reconnecting: e.reconnecting,
+        notice: e.reconnecting ? "Connection lost. Reconnecting…" : s.reconnecting ? "Reconnected" : s.notice,
+      };
     case "local_share":
       return { ...s, sharing: e.on };
     case "chat_history":
@@ -158,6 +172,10 @@ function reduceSignal(s: CallState, m: ServerMessage): CallState {
         speaker: s.speaker === id ? null : s.speaker,
         notice: name ? `${name} left` : s.notice,
       };
+    }
+    case "participant_reconnecting": {
+      const { participant_id, reconnecting } = m as { participant_id: string; reconnecting: boolean };
+      return withParticipant(s, participant_id, (p) => ({ ...p, reconnecting }));
     }
     case "track_published": {
       const { participant_id, track } = m as { participant_id: string; track: TrackInfo };
@@ -229,6 +247,7 @@ export function tiles(s: CallState): Tile[] {
     out.push({
       participantId: r.participantId,
       name: p?.user.display_name ?? "Guest",
+      reconnecting: p?.reconnecting ?? false,
       trackId,
       kind: r.kind,
       local: false,

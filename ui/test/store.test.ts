@@ -43,6 +43,22 @@ describe("call state", () => {
     expect(s.notice).toBe("Ada left");
   });
 
+  it("shows who is reconnecting, and my own reconnection", () => {
+    let s = initialCall("me", [person("me", "Me"), person("a", "Ada")], false, false);
+    s = reduceCall(s, { type: "track_started", participant_id: "a", track_id: "a:video", kind: "video" });
+    s = reduceCall(s, { type: "signal", message: { type: "participant_reconnecting", participant_id: "a", reconnecting: true } });
+    expect(s.participants.a).toBeDefined();
+    expect(tiles(s)[0]).toMatchObject({ trackId: "a:video", reconnecting: true });
+    s = reduceCall(s, { type: "signal", message: { type: "participant_reconnecting", participant_id: "a", reconnecting: false } });
+    expect(tiles(s)[0].reconnecting).toBe(false);
+    s = reduceCall(s, { type: "connection", reconnecting: true });
+    expect(s.reconnecting).toBe(true);
+    expect(s.notice).toBe("Connection lost. Reconnecting…");
+    s = reduceCall(s, { type: "connection", reconnecting: false });
+    expect(s.reconnecting).toBe(false);
+    expect(s.notice).toBe("Reconnected");
+  });
+
   it("keeps mute state for others and for me", () => {
     let s = initialCall("me", [person("me", "Me"), person("a", "Ada")], false, false);
     s = reduceCall(s, {

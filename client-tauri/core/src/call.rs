@@ -42,6 +42,7 @@ use crate::media::{
     AUDIO_FRAME, AudioSink, AudioSource, Backend, DecodedVideo, MediaBackend, RemoteTrack,
     Synthetic, VideoSink, VideoSource,
 };
+use crate::reconnect::{Action, Seen};
 use crate::signal::Signaling;
 use crate::stats::{BotReport, RoundTrip, TrackStats};
 use crate::synth::{self, MarkerDetector};
@@ -68,6 +69,19 @@ pub struct CallOptions {
     /// The size every remote video is drawn at (the server picks simulcast layers by it);
     /// `None` says nothing, which gets the best layer.
     pub view: Option<(u32, u32)>,
+    /// The local addresses ICE may gather on; empty: all of them. Defaults to
+    /// `CONVO_ICE_IPS` (comma-separated), which tests set to keep media on their own
+    /// addresses.
+    pub ice_ips: Vec<std::net::IpAddr>,
+}
+
+/// The addresses in `CONVO_ICE_IPS` (comma-separated; what does not parse is ignored).
+pub fn ice_ips_from_env() -> Vec<std::net::IpAddr> {
+    std::env::var("CONVO_ICE_IPS")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|ip| ip.trim().parse().ok())
+        .collect()
 }
 
 impl Default for CallOptions {
@@ -85,6 +99,7 @@ impl Default for CallOptions {
             backend: None,
             drop_video_one_in: 0,
             view: None,
+            ice_ips: ice_ips_from_env(),
         }
     }
 }
@@ -117,6 +132,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn webrtc_api(
     loss: Option<crate::loss::DropVideo>,
     publish: Option<convo_shared::bwe::rtc::Bwe>,
+    ice_ips: &[std::net::IpAddr],
 ) -> Result<API, ClientError> {
     let mut registry = Registry::new();
     // The uplink's estimator, closest to the wire: it sees the transport-wide numbers the
@@ -169,6 +185,17 @@ fn webrtc_api(
     let registry = register_default_interceptors(registry, &mut m)?;
     let mut s = SettingEngine::default();
     s.set_include_loopback_candidate(true);
+    // A path that goes quiet is noticed within ~2 s (keepalives every half second), and the
+    // call reconnects (see `reconnect`) rather than wait for ICE to fail.
+    s.set_ice_timeouts(
+        Some(Duration::from_secs(2)),
+        Some(Duration::from_secs(8)),
+        Some(Duration::from_millis(500)),
+    );
+    if !ice_ips.is_empty() {
+        let allowed = ice_ips.to_vec();
+        s.set_ip_filter(Box::new(move |ip| allowed.contains(&ip)));
+    }
     if simulating {
         // Simulated drops happen after SRTP has decrypted the packet: its retransmission
         // would otherwise be refused as a replay.
@@ -225,7 +252,11 @@ pub enum CallEvent {
     /// Our screen share stopped without being asked (the shared window closed, capture
     /// failed); everyone has been told.
     ShareEnded { reason: String },
-    /// The call is over (left, replaced by another device, removed, or the server went away).
+    /// The connection to the server was lost and the call is getting it back
+    /// (`reconnecting`), or has it back: the others saw us as reconnecting, not leaving.
+    Connection { reconnecting: bool },
+    /// The call is over (left, replaced by another device, removed, or the connection could
+    /// not be got back within the server's grace period).
     Ended { reason: String },
 }
 
@@ -325,6 +356,26 @@ impl Outgoing {
             halt: None,
             generation: 0,
         })
+    }
+
+    /// Sends the track on a new `publish` connection (after a reconnection), from the
+    /// source it has; it waits for the server's `publish_ready` again.
+    async fn attach(
+        &mut self,
+        publish: &RTCPeerConnection,
+        rtt: &Arc<RoundTrip>,
+        uplink: &crate::uplink::Uplink,
+    ) -> Result<(), ClientError> {
+        match &self.media {
+            OutMedia::Audio(track) => attach_audio(publish, track, rtt.clone()).await?,
+            OutMedia::Video(v) => {
+                v.attach(publish, rtt.clone()).await?;
+                uplink.register(self.kind, v.control());
+            }
+        }
+        self.ready.store(false, Ordering::Relaxed);
+        self.offered_in = 1;
+        Ok(())
     }
 
     fn video(&self) -> Option<&crate::video_out::VideoOut> {
@@ -490,8 +541,18 @@ impl CallHandle {
 
 /// Joins, publishes, receives for `opts.duration`, leaves, and reports every remote track.
 pub async fn run(base: &str, token: &str, opts: CallOptions) -> Result<BotReport, ClientError> {
+    run_telling(base, token, opts, None).await
+}
+
+/// [`run`], telling `events` what happens.
+pub async fn run_telling(
+    base: &str,
+    token: &str,
+    opts: CallOptions,
+    events: Option<mpsc::UnboundedSender<CallEvent>>,
+) -> Result<BotReport, ClientError> {
     let duration = opts.duration;
-    let call = start(base, token, opts, None).await?;
+    let call = start(base, token, opts, events).await?;
     let deadline = tokio::time::Instant::now() + duration;
     while tokio::time::Instant::now() < deadline && !call.is_finished() {
         tokio::time::sleep(
@@ -524,14 +585,22 @@ pub async fn start(
         audio_muted: !opts.audio,
         video_muted: !opts.video,
     });
-    let (participant_id, participants, ice_servers) = loop {
+    let (participant_id, participants, ice_servers, grace) = loop {
         match sig.recv().await {
             Some(ServerMessage::Joined {
                 participant_id,
                 participants,
                 ice_servers,
+                grace_seconds,
                 ..
-            }) => break (participant_id, participants, ice_servers),
+            }) => {
+                break (
+                    participant_id,
+                    participants,
+                    ice_servers,
+                    Duration::from_secs(grace_seconds.into()),
+                );
+            }
             Some(ServerMessage::Error { code, message }) => {
                 return Err(ClientError::Signal(format!("{code}: {message}")));
             }
@@ -560,9 +629,9 @@ pub async fn start(
         one_in: opts.drop_video_one_in,
         dropped: dropped.clone(),
     });
-    let api = Arc::new(webrtc_api(loss, None)?);
+    let api = Arc::new(webrtc_api(loss, None, &opts.ice_ips)?);
     let uplink_bwe = convo_shared::bwe::rtc::Bwe::new(convo_shared::bwe::Config::default());
-    let publish_api = webrtc_api(None, Some(uplink_bwe.clone()))?;
+    let publish_api = webrtc_api(None, Some(uplink_bwe.clone()), &opts.ice_ips)?;
     let stats: Stats = Arc::default();
     let rtt = Arc::new(RoundTrip::new());
     let handle_rtt = rtt.clone();
@@ -580,6 +649,8 @@ pub async fn start(
     // track out: the call goes on without it, as muted, and the owner hears why.
     let publish = Arc::new(publish_api.new_peer_connection(rtc_config()).await?);
     watch_candidates(&publish, Transport::Publish, sig.sender());
+    let (health_tx, mut health) = mpsc::unbounded_channel::<Health>();
+    watch_health(&publish, 0, 0, &health_tx);
     // Before any track: the probe track rides in the first offer.
     let uplink = Arc::new(
         crate::uplink::Uplink::start(&publish, uplink_bwe, crate::video_out::h264()).await?,
@@ -630,8 +701,21 @@ pub async fn start(
     let handle_participants = participants.clone();
     let (handle_stats, handle_tone) = (stats.clone(), opts.tone_hz);
     let handle_pid = participant_id.clone();
+    let (base, token) = (base.to_string(), token.to_string());
     let task = tokio::spawn(async move {
         let participant_id = handle_pid;
+        let mut publish = publish;
+        // Reconnection: the policy, the connections' generation (events of older ones are
+        // stale), whether the socket is up, and the watch on local addresses.
+        let mut policy = crate::reconnect::Reconnect::new(grace);
+        if publishing {
+            policy.using(0);
+        }
+        let mut generation = 0_u64;
+        let mut sig_alive = true;
+        let mut was_reconnecting = false;
+        let (lost_tx, mut address_lost) = mpsc::unbounded_channel::<()>();
+        let watcher = crate::netwatch::watch(opts.ice_ips.clone(), lost_tx);
         let mut subscribe: Option<Arc<RTCPeerConnection>> = None;
         let mut active_speaker: Option<String> = None;
         // The size remote videos are drawn at, for tracks that start later.
@@ -649,7 +733,107 @@ pub async fn start(
         };
         let outcome: Result<(), ClientError> = async {
             loop {
+                while let Some(action) = policy.poll(Instant::now()) {
+                    match action {
+                        Action::GiveUp => {
+                            ended = "the connection to the server was lost".into();
+                            return Ok(());
+                        }
+                        Action::Reconnect { attempt } => {
+                            tracing::info!(attempt, "reconnecting");
+                            generation += 1;
+                            sig_alive = false;
+                            let (old_pub, old_sub) = (publish.clone(), subscribe.take());
+                            tokio::spawn(async move {
+                                let _ = old_pub.close().await;
+                                if let Some(pc) = old_sub {
+                                    let _ = pc.close().await;
+                                }
+                            });
+                            let muted = |k| muted_kinds.get(&k).copied().unwrap_or(false);
+                            let join = ClientMessage::Join {
+                                room_id: opts.room_id.clone(),
+                                password: opts.room_password.clone(),
+                                audio_muted: !opts.audio || muted(TrackKind::Audio),
+                                video_muted: !opts.video || muted(TrackKind::Video),
+                            };
+                            let attempt = async {
+                                rejoin(&mut sig, &base, &token, join, &participant_id).await?;
+                                sig_alive = true;
+                                let bwe = convo_shared::bwe::rtc::Bwe::new(
+                                    convo_shared::bwe::Config::default(),
+                                );
+                                let api = webrtc_api(None, Some(bwe.clone()), &opts.ice_ips)?;
+                                let pc = Arc::new(api.new_peer_connection(rtc_config()).await?);
+                                watch_candidates(&pc, Transport::Publish, sig.sender());
+                                watch_health(&pc, generation, 0, &health_tx);
+                                let uplink = Arc::new(
+                                    crate::uplink::Uplink::start(&pc, bwe, crate::video_out::h264())
+                                        .await?,
+                                );
+                                for o in &mut outgoing {
+                                    o.attach(&pc, &rtt, &uplink).await?;
+                                }
+                                offers = Offers {
+                                    publish: pc.clone(),
+                                    pending: false,
+                                    again: false,
+                                    rtt: rtt.clone(),
+                                    uplink,
+                                    sent: 0,
+                                    answered: 0,
+                                };
+                                publish = pc;
+                                if !outgoing.is_empty() {
+                                    policy.using(0);
+                                    offers.renegotiate(&sig).await?;
+                                }
+                                Ok::<(), ClientError>(())
+                            };
+                            let seen = match tokio::time::timeout(
+                                crate::reconnect::ATTEMPT_TIMEOUT,
+                                attempt,
+                            )
+                            .await
+                            {
+                                Ok(Ok(())) => Seen::Rejoined,
+                                Ok(Err(e)) => {
+                                    tracing::info!(error = %e, "reconnection failed");
+                                    Seen::AttemptFailed
+                                }
+                                Err(_) => Seen::AttemptFailed,
+                            };
+                            policy.handle(seen, Instant::now());
+                        }
+                    }
+                }
+                if policy.reconnecting() != was_reconnecting {
+                    was_reconnecting = policy.reconnecting();
+                    emit(CallEvent::Connection {
+                        reconnecting: was_reconnecting,
+                    });
+                }
+                let deadline = policy.deadline().map(tokio::time::Instant::from_std);
                 let msg = tokio::select! {
+                    Some((g, pc, state)) = health.recv() => {
+                        use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState as S;
+                        let seen = match state {
+                            S::Connected => Some(Seen::Up(pc)),
+                            S::Disconnected => Some(Seen::Down(pc)),
+                            S::Failed => Some(Seen::Failed(pc)),
+                            _ => None,
+                        };
+                        if let (Some(seen), true) = (seen, g == generation) {
+                            tracing::debug!(?seen, "connection");
+                            policy.handle(seen, Instant::now());
+                        }
+                        continue;
+                    }
+                    Some(()) = address_lost.recv() => {
+                        policy.handle(Seen::AddressLost, Instant::now());
+                        continue;
+                    }
+                    _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => continue,
                     c = ctl.recv() => match c {
                         Some(Control::Share(Some(source))) => {
                             let screen = published(&mut outgoing, TrackKind::Screen, false, &mut offers, &sig, &participant_id).await?;
@@ -736,11 +920,13 @@ pub async fn start(
                         }
                         Some(Control::Leave) | None => break,
                     },
-                    m = sig.recv() => m,
+                    m = sig.recv(), if sig_alive => m,
                 };
                 let Some(msg) = msg else {
-                    ended = "the connection to the server was lost".into();
-                    break;
+                    tracing::info!("the signaling socket closed");
+                    sig_alive = false;
+                    policy.handle(Seen::SignalLost, Instant::now());
+                    continue;
                 };
                 match msg {
                     ServerMessage::Answer {
@@ -774,6 +960,8 @@ pub async fn start(
                             None => {
                                 let pc = Arc::new(api.new_peer_connection(rtc_config()).await?);
                                 watch_candidates(&pc, Transport::Subscribe, sig.sender());
+                                watch_health(&pc, generation, 1, &health_tx);
+                                policy.using(1);
                                 let (views, sig_tx) = (views.clone(), sig.sender());
                                 let stats = stats.clone();
                                 let weak = Arc::downgrade(&pc);
@@ -892,6 +1080,7 @@ pub async fn start(
         }
         .await;
         // Whatever ended the call: stop the media threads and close the connections.
+        watcher.abort();
         for o in &mut outgoing {
             o.stop();
         }
@@ -926,6 +1115,62 @@ pub async fn start(
         tone_hz: handle_tone,
         rtt: handle_rtt,
     })
+}
+
+/// A peer connection's state, with the generation and index (0 publish, 1 subscribe) of the
+/// connection it comes from.
+type Health = (
+    u64,
+    usize,
+    webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState,
+);
+
+fn watch_health(
+    pc: &RTCPeerConnection,
+    generation: u64,
+    index: usize,
+    to: &mpsc::UnboundedSender<Health>,
+) {
+    let to = to.clone();
+    pc.on_peer_connection_state_change(Box::new(move |state| {
+        let _ = to.send((generation, index, state));
+        Box::pin(async {})
+    }));
+}
+
+/// A reconnection's socket and join: the signaling socket re-dialled and the room joined
+/// again, our place taken back (`participant_id`; the others saw us reconnecting).
+async fn rejoin(
+    sig: &mut Signaling,
+    base: &str,
+    token: &str,
+    join: ClientMessage,
+    participant_id: &str,
+) -> Result<(), ClientError> {
+    sig.redial(base, token).await?;
+    sig.send(join);
+    loop {
+        match sig.recv().await {
+            Some(ServerMessage::Joined {
+                participant_id: back,
+                resumed,
+                ..
+            }) => {
+                return if resumed && back == participant_id {
+                    Ok(())
+                } else {
+                    Err(ClientError::Signal(
+                        "our place in the room is gone: joined as someone new".into(),
+                    ))
+                };
+            }
+            Some(ServerMessage::Error { code, message }) => {
+                return Err(ClientError::Signal(format!("{code}: {message}")));
+            }
+            Some(_) => continue,
+            None => return Err(ClientError::Signal("the server closed the socket".into())),
+        }
+    }
 }
 
 /// A new offer on the `publish` connection (at the start, and when a track is added).
@@ -997,6 +1242,16 @@ async fn add_audio_track(
         "audio".to_owned(),
         participant_id.to_owned(),
     ));
+    attach_audio(publish, &track, rtt).await?;
+    Ok(track)
+}
+
+/// Sends the Opus track on `publish`.
+async fn attach_audio(
+    publish: &RTCPeerConnection,
+    track: &Arc<TrackLocalStaticSample>,
+    rtt: Arc<RoundTrip>,
+) -> Result<(), ClientError> {
     let sender = publish
         .add_track(track.clone() as Arc<dyn TrackLocal + Send + Sync>)
         .await?;
@@ -1006,7 +1261,7 @@ async fn add_audio_track(
             rtt.observe(&packets, std::time::SystemTime::now());
         }
     });
-    Ok(track)
+    Ok(())
 }
 
 /// Opus-encodes the source's 20 ms frames on a thread of its own (sources block until their
@@ -1070,13 +1325,10 @@ fn send_audio(
                 level,
                 voice: level < 127,
             });
-            if track
-                .write_sample_with_extensions(&sample, &[level])
-                .await
-                .is_err()
-            {
-                stop.store(true, Ordering::Relaxed);
-                return;
+            // A failed write (a connection closing under a reconnection) loses that frame
+            // only; the feed ends when it is stopped.
+            if let Err(e) = track.write_sample_with_extensions(&sample, &[level]).await {
+                tracing::debug!(error = %e, "an audio frame was not sent");
             }
         }
     });
@@ -1132,6 +1384,8 @@ struct Ordered {
     track_id: String,
     joined_at: Instant,
     clock_rate: u32,
+    /// The track's counts before a reconnection gave it a new receiver.
+    before: crate::jitter::JitterStats,
 }
 
 impl Ordered {
@@ -1139,7 +1393,7 @@ impl Ordered {
     /// taken while the track is still being read has them (not only once it has ended).
     fn publish_stats(&self) {
         if let Some(t) = lock(&self.stats).get_mut(&self.track_id) {
-            t.jitter = self.jb.stats;
+            t.jitter = self.before.plus(self.jb.stats);
         }
     }
 
@@ -1171,7 +1425,7 @@ impl Ordered {
                         .push(packet.header.sequence_number, Instant::now(), packet);
                     if let Some(t) = lock(&self.stats).get_mut(&self.track_id) {
                         t.packet(at_ms, len, ts, self.clock_rate);
-                        t.jitter = self.jb.stats;
+                        t.jitter = self.before.plus(self.jb.stats);
                     }
                 }
                 Err(_) => self.ended = true,
@@ -1199,10 +1453,16 @@ async fn receive(
     let participant = track.stream_id();
     let track_id = track.id();
     let kind = kind_of(&track);
-    lock(&stats).insert(
-        track_id.clone(),
-        TrackStats::new(&participant, &track_id, kind.as_str()),
-    );
+    // A track that comes back after a reconnection goes on with its figures (the gap counts
+    // as a freeze).
+    let resumed = {
+        let mut all = lock(&stats);
+        let t = all
+            .entry(track_id.clone())
+            .or_insert_with(|| TrackStats::new(&participant, &track_id, kind.as_str()));
+        t.ended = false;
+        t.jitter
+    };
     let remote = RemoteTrack {
         participant_id: participant.clone(),
         track_id: track_id.clone(),
@@ -1222,6 +1482,7 @@ async fn receive(
         track_id: track_id.clone(),
         joined_at,
         clock_rate: track.codec().capability.clock_rate,
+        before: resumed,
     };
     if kind == TrackKind::Audio {
         let sink = backend.audio_sink(&remote);
@@ -1230,9 +1491,9 @@ async fn receive(
         let sink = backend.video_sink(&remote);
         receive_video(&mut ordered, sink, since_join, pc).await;
     }
+    ordered.publish_stats();
     if let Some(t) = lock(&stats).get_mut(&track_id) {
         t.ended = true;
-        t.jitter = ordered.jb.stats;
     }
 }
 

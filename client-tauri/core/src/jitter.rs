@@ -26,6 +26,17 @@ pub struct JitterStats {
     pub late_or_duplicate: u64,
 }
 
+impl JitterStats {
+    /// Both counts added (a track's receivers before and after a reconnection).
+    pub fn plus(self, other: JitterStats) -> JitterStats {
+        JitterStats {
+            reordered: self.reordered + other.reordered,
+            lost: self.lost + other.lost,
+            late_or_duplicate: self.late_or_duplicate + other.late_or_duplicate,
+        }
+    }
+}
+
 /// Reorders by extended sequence number; waits at most `max_wait` for a missing packet.
 #[derive(Debug)]
 pub struct JitterBuffer<T> {

@@ -22,8 +22,10 @@ pub mod jitter;
 pub mod loss;
 pub mod media;
 pub mod mixer;
+pub mod netwatch;
 #[cfg(feature = "portal")]
 pub mod portal;
+pub mod reconnect;
 #[cfg(all(feature = "screen", target_os = "linux"))]
 pub mod screen;
 pub mod signal;

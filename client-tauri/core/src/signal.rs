@@ -4,23 +4,54 @@ use convo_shared::signal::{
     BEARER_SUBPROTOCOL_PREFIX, ClientMessage, Envelope, SUBPROTOCOL, ServerMessage,
 };
 use futures_util::{SinkExt, StreamExt};
+use std::sync::{Arc, Mutex, PoisonError};
+
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::ClientError;
 
-/// A connected, authenticated signaling socket.
+/// A connected, authenticated signaling socket; [`Signaling::redial`] replaces the socket and
+/// keeps what was handed out by [`Signaling::sender`].
 #[derive(Debug)]
 pub struct Signaling {
     pub user_id: String,
+    /// Messages to send, whatever the socket (forwarded to the current one; dropped while
+    /// there is none).
     tx: mpsc::UnboundedSender<ClientMessage>,
+    current: Arc<Mutex<Option<mpsc::UnboundedSender<ClientMessage>>>>,
     rx: mpsc::UnboundedReceiver<ServerMessage>,
 }
 
 impl Signaling {
     /// Connects to `<base>/api/ws` with the access token as a subprotocol.
     pub async fn connect(base: &str, token: &str) -> Result<Signaling, ClientError> {
+        let (tx, mut queued) = mpsc::unbounded_channel::<ClientMessage>();
+        let current: Arc<Mutex<Option<mpsc::UnboundedSender<ClientMessage>>>> = Arc::default();
+        let to = current.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = queued.recv().await {
+                let socket = to.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                if let Some(socket) = socket {
+                    let _ = socket.send(msg);
+                }
+            }
+        });
+        let (_, rx) = mpsc::unbounded_channel();
+        let mut sig = Signaling {
+            user_id: String::new(),
+            tx,
+            current,
+            rx,
+        };
+        sig.redial(base, token).await?;
+        Ok(sig)
+    }
+
+    /// A new socket in place of the current one (which is closed).
+    pub async fn redial(&mut self, base: &str, token: &str) -> Result<(), ClientError> {
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = None;
         let url = format!(
             "{}/api/ws",
             base.replacen("http://", "ws://", 1)
@@ -73,11 +104,10 @@ impl Signaling {
             }
             None => return Err(ClientError::Signal("the server closed the socket".into())),
         };
-        Ok(Signaling {
-            user_id,
-            tx: out_tx,
-            rx: in_rx,
-        })
+        self.user_id = user_id;
+        self.rx = in_rx;
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(out_tx);
+        Ok(())
     }
 
     pub fn send(&self, msg: ClientMessage) {

@@ -69,6 +69,7 @@ pub struct TrackStats {
     /// Mean gap between decoded frames (moving average), and the freezes' total length.
     interval_ms: Option<f64>,
     pub freeze_ms: u64,
+    pub longest_freeze_ms: u64,
     timeline: VecDeque<Second>,
 }
 
@@ -142,6 +143,7 @@ impl TrackStats {
                 froze = true;
                 self.freezes += 1;
                 self.freeze_ms += gap as u64;
+                self.longest_freeze_ms = self.longest_freeze_ms.max(gap as u64);
             } else {
                 self.interval_ms = Some(mean * 0.9 + gap * 0.1);
             }
@@ -276,6 +278,7 @@ impl TrackStats {
             jitter_ms: (self.jitter_ms * 10.0).round() / 10.0,
             rtt_ms,
             freeze_ms: self.freeze_ms,
+            longest_freeze_ms: self.longest_freeze_ms,
             timeline: self
                 .timeline
                 .iter()
@@ -341,6 +344,9 @@ pub struct TrackReport {
     /// all, in milliseconds.
     #[serde(default)]
     pub freeze_ms: u64,
+    /// The longest freeze (a reconnection's gap, say), in milliseconds.
+    #[serde(default)]
+    pub longest_freeze_ms: u64,
     /// Second by second since joining: frames, bit rate, size, freezes.
     #[serde(default)]
     pub timeline: Vec<Second>,
@@ -459,6 +465,7 @@ mod tests {
         assert_eq!(r.frames_decoded, 31);
         assert_eq!(r.freezes, 1);
         assert_eq!(r.freeze_ms, 1000);
+        assert_eq!(r.longest_freeze_ms, 1000);
         assert_eq!((r.width, r.height), (640, 360));
         // Seconds 1 to 4 of the timeline: 10 frames a second at 320 × 240, then the freeze.
         let t: Vec<(u64, u32, u32)> = r

@@ -112,23 +112,50 @@ impl VideoOut {
         } else {
             vec![None]
         };
-        let mut layers = Vec::new();
+        let layers = rids
+            .into_iter()
+            .map(|rid| Layer {
+                rid,
+                track: Arc::new(match rid {
+                    Some(rid) => TrackLocalStaticSample::new_with_rid(
+                        h264(),
+                        kind.as_str().to_owned(),
+                        rid.to_owned(),
+                        participant_id.to_owned(),
+                    ),
+                    None => TrackLocalStaticSample::new(
+                        h264(),
+                        kind.as_str().to_owned(),
+                        participant_id.to_owned(),
+                    ),
+                }),
+                keyframe: Arc::new(AtomicBool::new(false)),
+            })
+            .collect();
+        // Everything is wanted until the server says otherwise.
+        let control = Arc::new(SendControl::default());
+        for w in &control.wanted {
+            w.store(true, Ordering::Relaxed);
+        }
+        let out = VideoOut {
+            kind,
+            layers,
+            control,
+        };
+        out.attach(publish, rtt).await?;
+        Ok(out)
+    }
+
+    /// Sends the track on `publish` (a new connection after a reconnection: the encoders and
+    /// their source go on as they were); the caller offers.
+    pub async fn attach(
+        &self,
+        publish: &RTCPeerConnection,
+        rtt: Arc<RoundTrip>,
+    ) -> Result<(), ClientError> {
         let mut sender = None;
-        for rid in rids {
-            let track = Arc::new(match rid {
-                Some(rid) => TrackLocalStaticSample::new_with_rid(
-                    h264(),
-                    kind.as_str().to_owned(),
-                    rid.to_owned(),
-                    participant_id.to_owned(),
-                ),
-                None => TrackLocalStaticSample::new(
-                    h264(),
-                    kind.as_str().to_owned(),
-                    participant_id.to_owned(),
-                ),
-            });
-            let as_local = track.clone() as Arc<dyn TrackLocal + Send + Sync>;
+        for layer in &self.layers {
+            let as_local = layer.track.clone() as Arc<dyn TrackLocal + Send + Sync>;
             let s = match &sender {
                 None => {
                     let s = publish.add_track(as_local).await?;
@@ -140,14 +167,14 @@ impl VideoOut {
                     s.clone()
                 }
             };
-            let keyframe = Arc::new(AtomicBool::new(false));
-            match rid {
+            let keyframe = layer.keyframe.clone();
+            match layer.rid {
                 Some(rid) => watch_rtcp(
                     move || {
                         let s = s.clone();
                         async move { s.read_rtcp_simulcast(rid).await.map(|r| r.0) }
                     },
-                    keyframe.clone(),
+                    keyframe,
                     rtt.clone(),
                 ),
                 None => watch_rtcp(
@@ -155,26 +182,12 @@ impl VideoOut {
                         let s = s.clone();
                         async move { s.read_rtcp().await.map(|r| r.0) }
                     },
-                    keyframe.clone(),
+                    keyframe,
                     rtt.clone(),
                 ),
             }
-            layers.push(Layer {
-                rid,
-                track,
-                keyframe,
-            });
         }
-        // Everything is wanted until the server says otherwise.
-        let control = Arc::new(SendControl::default());
-        for w in &control.wanted {
-            w.store(true, Ordering::Relaxed);
-        }
-        Ok(VideoOut {
-            kind,
-            layers,
-            control,
-        })
+        Ok(())
     }
 
     /// What the uplink allows its layers ([`crate::uplink`]).
@@ -338,13 +351,14 @@ impl VideoOut {
                     uri: FRAME_MARKING_URI.into(),
                     extension: Box::new(FrameMarking(if key { MARK_KEYFRAME } else { 0 })),
                 };
-                if tracks[layer]
+                // A failed write (a connection closing under a reconnection) loses that
+                // frame only: the next goes to the connection that replaced it. The feed ends
+                // when it is stopped.
+                if let Err(e) = tracks[layer]
                     .write_sample_with_extensions(&sample, &[marking])
                     .await
-                    .is_err()
                 {
-                    stop.store(true, Ordering::Relaxed);
-                    return;
+                    tracing::debug!(error = %e, "a video frame was not sent");
                 }
             }
         });

@@ -132,6 +132,10 @@ impl Sfu {
         }
         // Lets participants on the server's own machine (tests, a local bot) connect.
         s.set_include_loopback_candidate(true);
+        if !cfg.ice_ips.is_empty() {
+            let allowed = cfg.ice_ips.clone();
+            s.set_ip_filter(Box::new(move |ip| allowed.contains(&ip)));
+        }
         Ok(APIBuilder::new()
             .with_media_engine(m)
             .with_interceptor_registry(registry)

@@ -64,6 +64,8 @@ pub struct SfuConfig {
     pub udp_ports: Option<(u16, u16)>,
     /// The public address to announce when behind 1:1 NAT.
     pub public_ip: Option<String>,
+    /// The local addresses ICE gathers on; empty: all.
+    pub ice_ips: Vec<std::net::IpAddr>,
 }
 
 pub use api::Sfu;
@@ -745,11 +747,15 @@ impl RoomMedia {
         let Some(local) = self.outgoing_for(pid, track_id) else {
             return false;
         };
+        // A transceiver of its own, always: webrtc-rs 0.17's `add_track` reuses the
+        // transceiver a track of the same id was removed from, and fails there for good
+        // ("new track must have the same envelope") once it had sent — a participant who
+        // reconnected (same track ids) was never seen or heard again.
         let sender = match pc
-            .add_track(local as Arc<dyn TrackLocal + Send + Sync>)
+            .add_transceiver_from_track(local as Arc<dyn TrackLocal + Send + Sync>, None)
             .await
         {
-            Ok(s) => s,
+            Ok(t) => t.sender().await,
             Err(e) => {
                 tracing::warn!(error = %e, "adding a track to a subscriber failed");
                 return false;

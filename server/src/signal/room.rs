@@ -171,6 +171,7 @@ impl RoomState {
         let (pid, resumed) = match existing {
             Some(pid) => {
                 let m = self.members.get_mut(&pid).expect("found by user");
+                let was_away = m.conn.is_none();
                 if let Some(old) = m.conn.take()
                     && old != j.conn
                 {
@@ -183,6 +184,16 @@ impl RoomState {
                 }
                 m.conn = Some(j.conn);
                 m.epoch += 1;
+                if was_away {
+                    self.broadcast(
+                        &pid,
+                        &ServerMessage::ParticipantReconnecting {
+                            participant_id: pid.clone(),
+                            reconnecting: false,
+                        },
+                        &mut out,
+                    );
+                }
                 out.push(Output::Arrived {
                     participant_id: pid.clone(),
                     resumed: true,
@@ -251,10 +262,19 @@ impl RoomState {
             Some(m) if m.conn == Some(conn) => {
                 m.conn = None;
                 m.epoch += 1;
-                vec![Output::StartGrace {
+                let mut out = vec![Output::StartGrace {
                     participant_id: pid.to_string(),
                     epoch: m.epoch,
-                }]
+                }];
+                self.broadcast(
+                    pid,
+                    &ServerMessage::ParticipantReconnecting {
+                        participant_id: pid.to_string(),
+                        reconnecting: true,
+                    },
+                    &mut out,
+                );
+                out
             }
             _ => Vec::new(),
         }
@@ -774,6 +794,7 @@ async fn run(
                     participant_id,
                     resumed,
                 } => {
+                    tracing::debug!(%participant_id, resumed, "arrived");
                     if resumed {
                         // A new connection brings new peer connections: start its media afresh.
                         outgoing.extend(media.left(&participant_id).await);
@@ -968,22 +989,48 @@ mod tests {
     }
 
     #[test]
-    fn reconnect_within_grace_resumes_silently() {
+    fn reconnect_within_grace_is_seen_as_reconnecting_not_leaving() {
         let mut r = RoomState::default();
         r.join(joiner(1, "a"), "pa".into(), "room", G, vec![]);
         r.join(joiner(2, "b"), "pb".into(), "room", G, vec![]);
         let out = r.disconnected(2, "pb");
         assert_eq!(
-            out,
-            vec![Output::StartGrace {
+            out[0],
+            Output::StartGrace {
                 participant_id: "pb".into(),
                 epoch: 1
-            }]
+            }
         );
-        // b comes back on connection 3 before the timer fires.
+        let reconnecting = |on: bool| ServerMessage::ParticipantReconnecting {
+            participant_id: "pb".into(),
+            reconnecting: on,
+        };
+        assert_eq!(sends_to(&out, 1), vec![&reconnecting(true)]);
+        // b comes back on connection 3 before the timer fires: a hears it is back.
         let (pid, out) = r.join(joiner(3, "b"), "ignored".into(), "room", G, vec![]);
         assert_eq!(pid, "pb");
-        assert!(sends_to(&out, 1).is_empty(), "a sees nothing: {out:?}");
+        assert_eq!(sends_to(&out, 1), vec![&reconnecting(false)], "{out:?}");
+        // A new connection taking over a live one (another device) is not a reconnection.
+        let (_, out) = r.join(joiner(4, "b"), "ignored".into(), "room", G, vec![]);
+        assert!(sends_to(&out, 1).is_empty(), "{out:?}");
+        let (_, out) = r.join(joiner(3, "b"), "ignored".into(), "room", G, vec![]);
+        assert!(matches!(
+            sends_to(&out, 3)[..],
+            [ServerMessage::Joined { resumed: true, .. }]
+        ));
+        // The stale timer does nothing.
+        assert!(r.grace_expired("pb", 1).is_empty());
+        assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn a_dropped_connection_is_resumed_by_the_next_join() {
+        let mut r = RoomState::default();
+        r.join(joiner(1, "a"), "pa".into(), "room", G, vec![]);
+        r.join(joiner(2, "b"), "pb".into(), "room", G, vec![]);
+        r.disconnected(2, "pb");
+        let (pid, out) = r.join(joiner(3, "b"), "ignored".into(), "room", G, vec![]);
+        assert_eq!(pid, "pb");
         assert!(matches!(
             sends_to(&out, 3)[..],
             [ServerMessage::Joined { resumed: true, .. }]

@@ -121,6 +121,7 @@ impl TestEnv {
             turn_credential: None,
             udp_ports: None,
             public_ip: None,
+            ice_ips: vec!["127.0.0.1".parse().expect("loopback")],
             reconnect_grace_secs: self.grace_secs,
         };
         Config::from_args(&args).expect("config")

@@ -49,6 +49,10 @@ struct Cli {
     /// layer that fits); without it, the best layer.
     #[arg(long, value_parser = VideoSize::parse)]
     view: Option<VideoSize>,
+    /// Print what happens in the call (participants, tracks, reconnections) on stderr as it
+    /// happens, one `event <JSON>` line each.
+    #[arg(long)]
+    events: bool,
     /// Report format.
     #[arg(long, default_value = "json", value_parser = ["json", "text"])]
     report: String,
@@ -95,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
         backend: None,
         drop_video_one_in: cli.drop_video_one_in,
         view: cli.view.map(|v| (v.width as u32, v.height as u32)),
+        ice_ips: call::ice_ips_from_env(),
     };
     for part in cli
         .publish
@@ -115,7 +120,18 @@ async fn main() -> anyhow::Result<()> {
         .login(&cli.user, &cli.password)
         .await
         .context("signing in")?;
-    let report = call::run(api.base(), &tokens.access_token, opts)
+    let events = cli.events.then(|| {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<call::CallEvent>();
+        tokio::spawn(async move {
+            while let Some(e) = rx.recv().await {
+                if let Ok(line) = serde_json::to_string(&e) {
+                    eprintln!("event {line}");
+                }
+            }
+        });
+        tx
+    });
+    let report = call::run_telling(api.base(), &tokens.access_token, opts, events)
         .await
         .context("the call")?;
     if cli.report == "json" {
