@@ -18,6 +18,17 @@ use convo_e2e::{PASSWORD, binary, public_room, register, wait_until_serving};
 
 const PORT: u16 = 8080;
 
+/// The TURN server of [`Bed::turn_link`]: where a relay-only bot reaches it (and the API).
+const TURN_IP: &str = "10.99.2.1";
+const TURN_USER: &str = "convo";
+const TURN_PASSWORD: &str = "turn-secret";
+/// The server's settings that hand the bed's TURN server out.
+pub const TURN_ENV: [(&str, &str); 3] = [
+    ("CONVO_ICE_SERVERS", "turn:10.99.2.1:3478?transport=udp"),
+    ("CONVO_TURN_USERNAME", TURN_USER),
+    ("CONVO_TURN_CREDENTIAL", TURN_PASSWORD),
+];
+
 /// Runs `cmd args`, panicking with its output when it fails.
 pub fn run(cmd: &str, args: &[&str]) {
     let out = Command::new(cmd)
@@ -55,6 +66,8 @@ pub struct Bed {
     host_if: String,
     control_ip: String,
     links: Vec<Link>,
+    /// Namespaces of the bed's own services (the TURN server).
+    others: Vec<String>,
     children: Vec<Child>,
     _dir: tempfile::TempDir,
     pub api: Api,
@@ -80,6 +93,11 @@ fn tbf_args(dev: &str, kbit: Option<u32>) -> Vec<String> {
 impl Bed {
     /// The server's namespace with the server running in it.
     pub async fn new() -> Bed {
+        Bed::with_server_env(&[]).await
+    }
+
+    /// [`Bed::new`], the server started with these extra settings.
+    pub async fn with_server_env(env: &[(&str, &str)]) -> Bed {
         let n = BEDS.fetch_add(1, Ordering::Relaxed);
         // Short (interface names have 15 characters at most) and unique per test process.
         let id = format!("{:x}{n}", std::process::id() % 0xFFFF);
@@ -93,6 +111,7 @@ impl Bed {
             id,
             server_ns,
             links: Vec::new(),
+            others: Vec::new(),
             children: Vec::new(),
             _dir: dir,
             api: Api::new("http://127.0.0.1:1"),
@@ -134,6 +153,7 @@ impl Bed {
             .arg(binary("convo-server"))
             // Its namespace holds only the bed's addresses: ICE may use them all.
             .env_remove("CONVO_ICE_IPS")
+            .envs(env.iter().copied())
             .env("CONVO_DATA_DIR", bed._dir.path())
             .env("CONVO_BIND", format!("0.0.0.0:{PORT}"))
             .env(
@@ -200,10 +220,186 @@ impl Bed {
         link
     }
 
+    /// A bot's namespace that reaches nothing but a TURN server (coturn, in a namespace of its
+    /// own between the bot and the server, which relays to the server's media address) and,
+    /// through a TCP relay beside it, the server's API: a client behind a firewall that lets
+    /// only its TURN server through. Start the bed with [`TURN_ENV`] so that the server hands
+    /// the TURN server out. `turn_log` is coturn's log.
+    pub fn turn_link(&mut self) -> Link {
+        let t = format!("cv{}t", self.id);
+        let ns = format!("cv{}r", self.id);
+        run("ip", &["netns", "add", &t]);
+        self.others.push(t.clone());
+        run("ip", &["netns", "add", &ns]);
+        let link = Link {
+            ns: ns.clone(),
+            bot_if: format!("cv{}rb", self.id),
+            srv_if: format!("cv{}rt", self.id),
+            server_ip: TURN_IP.to_string(),
+        };
+        self.links.push(link.clone());
+        for n in [&t, &ns] {
+            run_in(n, "ip", &["link", "set", "lo", "up"]);
+        }
+        // The TURN namespace and the server's: 10.99.1.2 (coturn's relay address) and .1.
+        let (ts, tt) = (format!("cv{}ts", self.id), format!("cv{}tt", self.id));
+        run_in(
+            &t,
+            "ip",
+            &[
+                "link",
+                "add",
+                &tt,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &ts,
+                "netns",
+                &self.server_ns,
+            ],
+        );
+        run_in(&t, "ip", &["addr", "add", "10.99.1.2/24", "dev", &tt]);
+        run_in(&t, "ip", &["link", "set", &tt, "up"]);
+        run_in(
+            &self.server_ns,
+            "ip",
+            &["addr", "add", "10.99.1.1/24", "dev", &ts],
+        );
+        run_in(&self.server_ns, "ip", &["link", "set", &ts, "up"]);
+        // coturn's way to everything else goes by the server's namespace (which forwards
+        // nothing): a relay that cannot send at all (an unroutable candidate of the server's)
+        // makes coturn drop the whole allocation.
+        run_in(&t, "ip", &["route", "add", "default", "via", "10.99.1.1"]);
+        // The bot and the TURN namespace: 10.99.2.2 and 10.99.2.1 (where coturn listens).
+        run_in(
+            &ns,
+            "ip",
+            &[
+                "link",
+                "add",
+                &link.bot_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &link.srv_if,
+                "netns",
+                &t,
+            ],
+        );
+        run_in(
+            &ns,
+            "ip",
+            &["addr", "add", "10.99.2.2/24", "dev", &link.bot_if],
+        );
+        run_in(&ns, "ip", &["link", "set", &link.bot_if, "up"]);
+        run_in(
+            &t,
+            "ip",
+            &["addr", "add", &format!("{TURN_IP}/24"), "dev", &link.srv_if],
+        );
+        run_in(&t, "ip", &["link", "set", &link.srv_if, "up"]);
+        // Nothing is forwarded between the two sides (a new namespace does not route).
+        let log = self._dir.path().join("turn.log");
+        let turn = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &t,
+                "turnserver",
+                "-n",
+                "--no-cli",
+                "--no-tls",
+                "--no-dtls",
+            ])
+            .args([
+                "-L",
+                TURN_IP,
+                "-L",
+                "10.99.1.2",
+                "-E",
+                "10.99.1.2",
+                "--listening-port",
+                "3478",
+            ])
+            .args([
+                "-a",
+                "-r",
+                "convo",
+                "-u",
+                &format!("{TURN_USER}:{TURN_PASSWORD}"),
+            ])
+            .args([
+                "--min-port",
+                "49152",
+                "--max-port",
+                "49407",
+                "--allowed-peer-ip",
+                "10.99.1.1",
+            ])
+            .arg("--log-file")
+            .arg(&log)
+            .args(["--simple-log", "--no-stdout-log", "-v"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start turnserver (coturn)");
+        self.children.push(turn);
+        let api = Command::new("ip")
+            .args(["netns", "exec", &t, "socat"])
+            .arg(format!("TCP-LISTEN:{PORT},bind={TURN_IP},fork,reuseaddr"))
+            .arg(format!("TCP:10.99.1.1:{PORT}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start socat");
+        self.children.push(api);
+        // Both listen before any bot starts.
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let udp = Command::new("ip")
+                .args([
+                    "netns", "exec", &t, "ss", "-H", "-uln", "sport", "=", ":3478",
+                ])
+                .output()
+                .expect("ss");
+            let tcp = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &t,
+                    "ss",
+                    "-H",
+                    "-tln",
+                    "sport",
+                    "=",
+                    &format!(":{PORT}"),
+                ])
+                .output()
+                .expect("ss");
+            if !udp.stdout.is_empty() && !tcp.stdout.is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "coturn or socat did not start within 30 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        link
+    }
+
+    /// coturn's log so far (see [`Bed::turn_link`]).
+    pub fn turn_log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("turn.log")).unwrap_or_default()
+    }
+
     /// The namespaces it made.
     pub fn namespaces(&self) -> Vec<String> {
         let mut all: Vec<String> = self.links.iter().map(|l| l.ns.clone()).collect();
         all.push(self.server_ns.clone());
+        all.extend(self.others.iter().cloned());
         all
     }
 
@@ -338,8 +534,8 @@ impl Drop for Bed {
             let _ = c.kill();
             let _ = c.wait();
         }
-        for l in &self.links {
-            let _ = Command::new("ip").args(["netns", "del", &l.ns]).status();
+        for ns in self.links.iter().map(|l| &l.ns).chain(&self.others) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
         let _ = Command::new("ip")
             .args(["link", "del", &self.host_if])

@@ -324,3 +324,44 @@ async fn a_subscriber_whose_address_changes_stays_in_the_call() {
         "the sender saw the mover leave before the end: {left:#?}"
     );
 }
+
+/// Scenario 6: a client whose network lets nothing through but its TURN server (coturn, from
+/// `CONVO_ICE_SERVERS`) sends and receives through the relay.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_reaches_only_the_turn_server_sends_and_receives() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut bed = Bed::with_server_env(&netbed::TURN_ENV).await;
+    for u in ["open", "relayed"] {
+        bed.user(u).await;
+    }
+    let room = bed.room("open").await;
+    let (lo, lr) = (bed.link(), bed.turn_link());
+    let args = ["--publish", "audio,video", "--duration", "10s"];
+    let (open, relayed) = (
+        bed.bot(&lo, "open", &room, &args),
+        bed.bot(&lr, "relayed", &room, &args),
+    );
+    let (open, relayed) = (open.report().await, relayed.report().await);
+    let log = bed.turn_log();
+    let tail = &log[log.len().saturating_sub(4000)..];
+    let track = |r: &BotReport, kind: &str| -> TrackReport {
+        r.tracks
+            .iter()
+            .find(|t| t.kind == kind)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {kind} track in {r:#?}\ncoturn's log ends: {tail}"))
+    };
+    for (who, r) in [("open", &open), ("relayed", &relayed)] {
+        let (a, v) = (track(r, "audio"), track(r, "video"));
+        assert!(a.markers >= 4 && a.content_ok, "{who} hears: {a:?}");
+        assert!(
+            v.frames_decoded >= 45 && v.content_ok,
+            "{who} sees: {}",
+            summary(&v)
+        );
+    }
+    assert!(
+        log.contains("ALLOCATE processed, success"),
+        "the relayed client's media did not go through coturn: {log}"
+    );
+}
