@@ -166,12 +166,20 @@ async fn a_thousand_joins_and_leaves_leave_the_server_as_it_was() {
         *samples.last().unwrap()
     };
     let before = settle().await;
+    // The clients' side (the engine the app runs) lives in this process: shown, not bounded
+    // (the test's own allocations come and go with it).
+    let me = std::process::id();
+    let clients_before = rss_kib(me);
     let measured = Instant::now();
     let cycles = cycles();
     run_cycles(&base, &tokens, &room, cycles).await;
     let after = settle().await;
+    let clients_after = rss_kib(me);
     let per_cycle = measured.elapsed() / u32::try_from(cycles).unwrap();
     let grown = after.saturating_sub(before);
+    eprintln!(
+        "leak: clients' process RSS {clients_before} KiB before the measured cycles, {clients_after} KiB after"
+    );
     eprintln!(
         "leak: server RSS {before} KiB after {WARM_UP} warm-up cycles, {after} KiB after {cycles} more \
          (+{grown} KiB, {:.1} KiB per cycle of 2 peer connections); {per_cycle:?} per cycle, {:?} in all",
