@@ -22,6 +22,16 @@ const PORT: u16 = 8080;
 const TURN_IP: &str = "10.99.2.1";
 const TURN_USER: &str = "convo";
 const TURN_PASSWORD: &str = "turn-secret";
+/// The media ports of a server started with [`IMPAIRED_ENV`], and the relay's address it
+/// announces beside its own.
+const MEDIA_PORTS: &str = "40000-40299";
+const IMPAIRED_IP: &str = "10.99.4.1";
+/// The server's settings for [`Bed::impaired_link`].
+pub const IMPAIRED_ENV: [(&str, &str); 3] = [
+    ("CONVO_UDP_PORTS", MEDIA_PORTS),
+    ("CONVO_PUBLIC_IP", IMPAIRED_IP),
+    ("CONVO_PUBLIC_IP_ALONGSIDE", "true"),
+];
 /// The server's settings that hand the bed's TURN server out.
 pub const TURN_ENV: [(&str, &str); 3] = [
     ("CONVO_ICE_SERVERS", "turn:10.99.2.1:3478?transport=udp"),
@@ -220,58 +230,64 @@ impl Bed {
         link
     }
 
-    /// A bot's namespace that reaches nothing but a TURN server (coturn, in a namespace of its
-    /// own between the bot and the server, which relays to the server's media address) and,
-    /// through a TCP relay beside it, the server's API: a client behind a firewall that lets
-    /// only its TURN server through. Start the bed with [`TURN_ENV`] so that the server hands
-    /// the TURN server out. `turn_log` is coturn's log.
-    pub fn turn_link(&mut self) -> Link {
-        let t = format!("cv{}t", self.id);
-        let ns = format!("cv{}r", self.id);
-        run("ip", &["netns", "add", &t]);
-        self.others.push(t.clone());
+    /// A bot's namespace behind a namespace of the bed's own, `m`, between it and the server:
+    /// 10.99.<srv>.1 (server) – 10.99.<srv>.2 (`m`), and 10.99.<bot>.1 (`m`) – 10.99.<bot>.2
+    /// (the bot). `m` forwards nothing; the bot reaches the API through a TCP relay in `m`
+    /// (socat) at 10.99.<bot>.1, and the media through whatever the caller starts in `m`.
+    fn behind(&mut self, tag: char, srv: u8, bot: u8) -> (String, Link) {
+        let m = format!("cv{}{tag}", self.id);
+        let ns = format!("cv{}{tag}b", self.id);
+        run("ip", &["netns", "add", &m]);
+        self.others.push(m.clone());
         run("ip", &["netns", "add", &ns]);
         let link = Link {
             ns: ns.clone(),
-            bot_if: format!("cv{}rb", self.id),
-            srv_if: format!("cv{}rt", self.id),
-            server_ip: TURN_IP.to_string(),
+            bot_if: format!("cv{}{tag}b", self.id),
+            srv_if: format!("cv{}{tag}m", self.id),
+            server_ip: format!("10.99.{bot}.1"),
         };
         self.links.push(link.clone());
-        for n in [&t, &ns] {
+        for n in [&m, &ns] {
             run_in(n, "ip", &["link", "set", "lo", "up"]);
         }
-        // The TURN namespace and the server's: 10.99.1.2 (coturn's relay address) and .1.
-        let (ts, tt) = (format!("cv{}ts", self.id), format!("cv{}tt", self.id));
+        let (ms, mm) = (
+            format!("cv{}{tag}s", self.id),
+            format!("cv{}{tag}n", self.id),
+        );
         run_in(
-            &t,
+            &m,
             "ip",
             &[
                 "link",
                 "add",
-                &tt,
+                &mm,
                 "type",
                 "veth",
                 "peer",
                 "name",
-                &ts,
+                &ms,
                 "netns",
                 &self.server_ns,
             ],
         );
-        run_in(&t, "ip", &["addr", "add", "10.99.1.2/24", "dev", &tt]);
-        run_in(&t, "ip", &["link", "set", &tt, "up"]);
+        run_in(
+            &m,
+            "ip",
+            &["addr", "add", &format!("10.99.{srv}.2/24"), "dev", &mm],
+        );
+        run_in(&m, "ip", &["link", "set", &mm, "up"]);
         run_in(
             &self.server_ns,
             "ip",
-            &["addr", "add", "10.99.1.1/24", "dev", &ts],
+            &["addr", "add", &format!("10.99.{srv}.1/24"), "dev", &ms],
         );
-        run_in(&self.server_ns, "ip", &["link", "set", &ts, "up"]);
-        // coturn's way to everything else goes by the server's namespace (which forwards
-        // nothing): a relay that cannot send at all (an unroutable candidate of the server's)
-        // makes coturn drop the whole allocation.
-        run_in(&t, "ip", &["route", "add", "default", "via", "10.99.1.1"]);
-        // The bot and the TURN namespace: 10.99.2.2 and 10.99.2.1 (where coturn listens).
+        run_in(&self.server_ns, "ip", &["link", "set", &ms, "up"]);
+        // Whatever `m` sends elsewhere goes by the server's namespace (which forwards nothing).
+        run_in(
+            &m,
+            "ip",
+            &["route", "add", "default", "via", &format!("10.99.{srv}.1")],
+        );
         run_in(
             &ns,
             "ip",
@@ -285,28 +301,89 @@ impl Bed {
                 "name",
                 &link.srv_if,
                 "netns",
-                &t,
+                &m,
             ],
         );
         run_in(
             &ns,
             "ip",
-            &["addr", "add", "10.99.2.2/24", "dev", &link.bot_if],
+            &[
+                "addr",
+                "add",
+                &format!("10.99.{bot}.2/24"),
+                "dev",
+                &link.bot_if,
+            ],
         );
         run_in(&ns, "ip", &["link", "set", &link.bot_if, "up"]);
         run_in(
-            &t,
+            &m,
             "ip",
-            &["addr", "add", &format!("{TURN_IP}/24"), "dev", &link.srv_if],
+            &[
+                "addr",
+                "add",
+                &format!("10.99.{bot}.1/24"),
+                "dev",
+                &link.srv_if,
+            ],
         );
-        run_in(&t, "ip", &["link", "set", &link.srv_if, "up"]);
-        // Nothing is forwarded between the two sides (a new namespace does not route).
+        run_in(&m, "ip", &["link", "set", &link.srv_if, "up"]);
+        let api = Command::new("ip")
+            .args(["netns", "exec", &m, "socat"])
+            .arg(format!(
+                "TCP-LISTEN:{PORT},bind=10.99.{bot}.1,fork,reuseaddr"
+            ))
+            .arg(format!("TCP:10.99.{srv}.1:{PORT}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start socat");
+        self.children.push(api);
+        (m, link)
+    }
+
+    /// Waits until something listens in namespace `ns` on `proto` (`-u`, `-t`) port `port`.
+    fn listening(ns: &str, proto: &str, port: &str) {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let out = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    ns,
+                    "ss",
+                    "-H",
+                    &format!("{proto}ln"),
+                    "sport",
+                    "=",
+                    port,
+                ])
+                .output()
+                .expect("ss");
+            if !out.stdout.is_empty() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "nothing listens on {proto} {port} in {ns} after 30 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// A bot's namespace that reaches nothing but a TURN server (coturn, in the namespace
+    /// between it and the server, relaying from 10.99.1.2) and, beside it, the server's API: a
+    /// client behind a firewall that lets only its TURN server through. Start the bed with
+    /// [`TURN_ENV`] so that the server hands the TURN server out; [`Bed::turn_log`] is
+    /// coturn's log.
+    pub fn turn_link(&mut self) -> Link {
+        let (m, link) = self.behind('t', 1, 2);
         let log = self._dir.path().join("turn.log");
         let turn = Command::new("ip")
             .args([
                 "netns",
                 "exec",
-                &t,
+                &m,
                 "turnserver",
                 "-n",
                 "--no-cli",
@@ -330,14 +407,7 @@ impl Bed {
                 "-u",
                 &format!("{TURN_USER}:{TURN_PASSWORD}"),
             ])
-            .args([
-                "--min-port",
-                "49152",
-                "--max-port",
-                "49407",
-                "--allowed-peer-ip",
-                "10.99.1.1",
-            ])
+            .args(["--min-port", "49152", "--max-port", "49407"])
             .arg("--log-file")
             .arg(&log)
             .args(["--simple-log", "--no-stdout-log", "-v"])
@@ -346,47 +416,42 @@ impl Bed {
             .spawn()
             .expect("start turnserver (coturn)");
         self.children.push(turn);
-        let api = Command::new("ip")
-            .args(["netns", "exec", &t, "socat"])
-            .arg(format!("TCP-LISTEN:{PORT},bind={TURN_IP},fork,reuseaddr"))
-            .arg(format!("TCP:10.99.1.1:{PORT}"))
+        Bed::listening(&m, "-u", ":3478");
+        Bed::listening(&m, "-t", &format!(":{PORT}"));
+        link
+    }
+
+    /// A bot's namespace whose media to and from the server passes `impair-relay` (in the
+    /// namespace between them): `loss` of the packets dropped and the rest delayed by
+    /// `delay_ms` ± `jitter_ms`, each way, from `seed`. Start the bed with [`IMPAIRED_ENV`]:
+    /// the server then announces the relay's address beside its own.
+    pub fn impaired_link(&mut self, delay_ms: u32, jitter_ms: u32, loss: f64, seed: u64) -> Link {
+        let (m, link) = self.behind('i', 3, 4);
+        let relay = Command::new("ip")
+            .args(["netns", "exec", &m])
+            .arg(binary("impair-relay"))
+            .args([
+                "--listen",
+                IMPAIRED_IP,
+                "--server",
+                "10.99.3.1",
+                "--ports",
+                MEDIA_PORTS,
+            ])
+            .args([
+                "--delay-ms",
+                &delay_ms.to_string(),
+                "--jitter-ms",
+                &jitter_ms.to_string(),
+            ])
+            .args(["--loss", &loss.to_string(), "--seed", &seed.to_string()])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
-            .expect("start socat");
-        self.children.push(api);
-        // Both listen before any bot starts.
-        let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            let udp = Command::new("ip")
-                .args([
-                    "netns", "exec", &t, "ss", "-H", "-uln", "sport", "=", ":3478",
-                ])
-                .output()
-                .expect("ss");
-            let tcp = Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &t,
-                    "ss",
-                    "-H",
-                    "-tln",
-                    "sport",
-                    "=",
-                    &format!(":{PORT}"),
-                ])
-                .output()
-                .expect("ss");
-            if !udp.stdout.is_empty() && !tcp.stdout.is_empty() {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < end,
-                "coturn or socat did not start within 30 s"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+            .expect("start impair-relay");
+        self.children.push(relay);
+        let last = MEDIA_PORTS.rsplit('-').next().expect("a range");
+        Bed::listening(&m, "-u", &format!(":{last}"));
+        Bed::listening(&m, "-t", &format!(":{PORT}"));
         link
     }
 

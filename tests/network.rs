@@ -1,6 +1,8 @@
 //! Calls on networks built on this machine (see `netbed.rs`): a 720p simulcast publisher and
-//! subscribers behind bandwidth caps, a cap lifted mid-call, a publisher whose uplink drops.
-//! Each scenario asserts what a person in that call would see. Needs root.
+//! subscribers behind bandwidth caps, a cap lifted mid-call, a publisher whose uplink drops, a
+//! lossy and jittery path (through `impair-relay`), a subscriber whose address changes, a
+//! client that reaches only its TURN server. Each scenario asserts what a person in that call
+//! would see. Needs root.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod netbed;
@@ -97,8 +99,8 @@ fn summary(t: &TrackReport) -> String {
 /// that draw it at 1280 × 720: one uncapped, one behind 600 kbit/s (lifted after 22 s), one
 /// behind 250 kbit/s.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "does not pass yet: the synthetic camera costs ~150 kbit/s at 720p, so no cap binds; \
-            with grain that costs a camera's rate, OpenH264 overshoots its targets (README)"]
+#[ignore = "does not pass yet: the downlink estimate settles at a third to two thirds of a \
+            capped link, so capped subscribers get lower layers at too few frames (README)"]
 async fn each_subscriber_gets_the_layer_its_link_carries() {
     let _one = ONE_AT_A_TIME.lock().await;
     let mut bed = Bed::new().await;
@@ -363,5 +365,55 @@ async fn a_client_that_reaches_only_the_turn_server_sends_and_receives() {
     assert!(
         log.contains("ALLOCATE processed, success"),
         "the relayed client's media did not go through coturn: {log}"
+    );
+}
+
+/// Scenario 4: a subscriber whose path to the server drops 5 % of the packets and delays the
+/// rest by 40 ± 20 ms, each way (the seeded `impair-relay`): 720p at ≥ 25 fps, and under 5 %
+/// of its audio frames concealed. Does not pass yet (see the README's figures).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "does not pass yet: the estimate falls to the lower layers under jitter, and audio has no FEC"]
+async fn a_lossy_jittery_path_keeps_720p_smooth_and_audio_whole() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut bed = Bed::with_server_env(&netbed::IMPAIRED_ENV).await;
+    for u in ["publisher", "listener"] {
+        bed.user(u).await;
+    }
+    let room = bed.room("publisher").await;
+    let (lp, ll) = (bed.link(), bed.impaired_link(40, 20, 0.05, 7));
+    let publisher = bed.bot(
+        &lp,
+        "publisher",
+        &room,
+        &[&PUBLISH_720P30[..], &["--duration", "24s"]].concat(),
+    );
+    let listener = bed.bot(
+        &ll,
+        "listener",
+        &room,
+        &[&WATCH_720P[..], &["--duration", "22s"]].concat(),
+    );
+    let (_, listener) = (publisher.report().await, listener.report().await);
+    let (video, audio) = (track(&listener, "video"), track(&listener, "audio"));
+    eprintln!(
+        "video: {}\naudio: {} frames, {} concealed, {} lost packets",
+        summary(video),
+        audio.frames_decoded,
+        audio.concealed_frames,
+        audio.lost_packets
+    );
+    let steady = seconds(video, 8, 20);
+    let frames: u32 = steady.iter().map(|s| s.frames).sum();
+    let fps = f64::from(frames) / steady.len().max(1) as f64;
+    assert!(
+        fps >= 25.0 && steady.iter().all(|s| s.width == 1280),
+        "720p at {fps:.1} fps (wants ≥ 25): {}",
+        summary(video)
+    );
+    let concealed = audio.concealed_frames as f64 / audio.frames_decoded.max(1) as f64;
+    assert!(
+        concealed < 0.05,
+        "{:.1} % of the audio concealed (wants < 5 %)",
+        concealed * 100.0
     );
 }

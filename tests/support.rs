@@ -95,6 +95,7 @@ impl Env {
             reconnect_grace_secs: 15,
             udp_ports: None,
             public_ip: None,
+            public_ip_alongside: false,
             ice_ips: vec!["127.0.0.1".parse().unwrap()],
         })
         .unwrap();

@@ -101,6 +101,7 @@ async fn main() {
         turn_credential: None,
         udp_ports: None,
         public_ip: None,
+        public_ip_alongside: false,
         ice_ips: vec![],
         reconnect_grace_secs: 15,
     })

@@ -85,6 +85,12 @@ pub struct ServerArgs {
     #[arg(long, env = "CONVO_PUBLIC_IP", global = true)]
     pub public_ip: Option<std::net::IpAddr>,
 
+    /// Announce CONVO_PUBLIC_IP beside the server's own addresses (as a server-reflexive
+    /// candidate), so clients on the server's network still reach it directly; unset: in
+    /// their place.
+    #[arg(long, env = "CONVO_PUBLIC_IP_ALONGSIDE", global = true)]
+    pub public_ip_alongside: bool,
+
     /// Comma-separated local addresses ICE may offer for media, e.g. 10.0.0.5. Unset: every
     /// address of the machine (loopback included).
     #[arg(long, env = "CONVO_ICE_IPS", value_delimiter = ',', global = true)]
@@ -243,6 +249,7 @@ impl Config {
             sfu: crate::sfu::SfuConfig {
                 udp_ports: args.udp_ports.as_deref().map(parse_ports).transpose()?,
                 public_ip: args.public_ip.map(|ip| ip.to_string()),
+                public_ip_alongside: args.public_ip_alongside,
                 ice_ips: args.ice_ips.clone(),
             },
         })

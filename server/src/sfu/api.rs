@@ -128,7 +128,12 @@ impl Sfu {
             s.set_udp_network(UDPNetwork::Ephemeral(EphemeralUDP::new(lo, hi)?));
         }
         if let Some(ip) = &cfg.public_ip {
-            s.set_nat_1to1_ips(vec![ip.clone()], RTCIceCandidateType::Host);
+            let kind = if cfg.public_ip_alongside {
+                RTCIceCandidateType::Srflx
+            } else {
+                RTCIceCandidateType::Host
+            };
+            s.set_nat_1to1_ips(vec![ip.clone()], kind);
         }
         // Lets participants on the server's own machine (tests, a local bot) connect.
         s.set_include_loopback_candidate(true);

@@ -64,6 +64,8 @@ pub struct SfuConfig {
     pub udp_ports: Option<(u16, u16)>,
     /// The public address to announce when behind 1:1 NAT.
     pub public_ip: Option<String>,
+    /// `public_ip` as a server-reflexive candidate beside the host ones (else in their place).
+    pub public_ip_alongside: bool,
     /// The local addresses ICE gathers on; empty: all.
     pub ice_ips: Vec<std::net::IpAddr>,
 }

@@ -121,6 +121,7 @@ impl TestEnv {
             turn_credential: None,
             udp_ports: None,
             public_ip: None,
+            public_ip_alongside: false,
             ice_ips: vec!["127.0.0.1".parse().expect("loopback")],
             reconnect_grace_secs: self.grace_secs,
         };
