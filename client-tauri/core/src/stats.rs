@@ -52,6 +52,8 @@ pub struct TrackStats {
     /// Audio frames made up for lost packets; video frames not decoded while waiting for a
     /// keyframe.
     pub concealed_frames: u64,
+    /// Audio frames rebuilt from the next packet's in-band FEC in place of lost ones.
+    pub recovered_frames: u64,
     pub frames_skipped: u64,
     /// What the jitter buffer saw.
     pub jitter: crate::jitter::JitterStats,
@@ -264,6 +266,7 @@ impl TrackStats {
             lost_packets: self.jitter.lost,
             reordered_packets: self.jitter.reordered,
             concealed_frames: self.concealed_frames,
+            recovered_frames: self.recovered_frames,
             frames_skipped: self.frames_skipped,
             ended: self.ended,
             width: self.width,
@@ -314,6 +317,9 @@ pub struct TrackReport {
     pub reordered_packets: u64,
     /// Audio frames concealed (packet loss concealment) in place of lost packets.
     pub concealed_frames: u64,
+    /// Audio frames rebuilt from in-band FEC (Opus) in place of lost packets.
+    #[serde(default)]
+    pub recovered_frames: u64,
     /// Video frames not decoded while waiting for a keyframe (after a loss, or at the start).
     pub frames_skipped: u64,
     pub ended: bool,

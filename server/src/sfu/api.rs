@@ -122,7 +122,7 @@ impl Sfu {
             bwe.clone(),
         )));
         let registry = configure_twcc_sender_only(registry, &mut m)?;
-        let registry = register_default_interceptors(registry, &mut m)?;
+        let registry = convo_shared::bwe::rtc::register_media_interceptors(registry, &mut m)?;
         let mut s = SettingEngine::default();
         if let Some((lo, hi)) = cfg.udp_ports {
             s.set_udp_network(UDPNetwork::Ephemeral(EphemeralUDP::new(lo, hi)?));

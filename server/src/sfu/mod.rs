@@ -20,9 +20,7 @@ use convo_shared::bwe::rtc::{self as bwe_rtc, Bwe};
 use convo_shared::signal::{
     IceCandidate, IceServer, ServerMessage, TrackInfo, TrackKind, Transport,
 };
-use webrtc::api::interceptor_registry::{
-    configure_twcc_sender_only, register_default_interceptors,
-};
+use webrtc::api::interceptor_registry::configure_twcc_sender_only;
 use webrtc::api::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine};
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::{API, APIBuilder};

@@ -47,6 +47,41 @@ impl Bwe {
     }
 }
 
+/// Packets of each sent video stream kept for retransmission: 512 (2^9), 2 s at 2 Mbit/s,
+/// 17 s at the lowest layer. webrtc-rs keeps 8 192 by default, allocated up front: ~1 MiB per
+/// stream from its first packet, and ~10 MiB once full — the SFU's memory per forwarded
+/// video (a retransmission older than a second or two is of no use to anyone).
+pub const NACK_HISTORY_LOG2: u8 = 9;
+
+/// webrtc-rs's default interceptors (NACK generator and responder, RTCP reports, transport-cc
+/// receiver), with a retransmission history of [`NACK_HISTORY_LOG2`] instead of webrtc-rs's.
+/// Registered after [`builder`] and webrtc-rs's `configure_twcc_sender_only` where they are
+/// used.
+pub fn register_media_interceptors(
+    mut registry: webrtc::interceptor::registry::Registry,
+    media_engine: &mut webrtc::api::media_engine::MediaEngine,
+) -> Result<webrtc::interceptor::registry::Registry, webrtc::Error> {
+    use webrtc::api::interceptor_registry::{configure_rtcp_reports, configure_twcc_receiver_only};
+    use webrtc::interceptor::nack::{generator::Generator, responder::Responder};
+    use webrtc::rtp_transceiver::RTCPFeedback;
+    use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
+    for parameter in ["", "pli"] {
+        media_engine.register_feedback(
+            RTCPFeedback {
+                typ: "nack".to_owned(),
+                parameter: parameter.to_owned(),
+            },
+            RTPCodecType::Video,
+        );
+    }
+    registry.add(Box::new(
+        Responder::builder().with_log2_size(NACK_HISTORY_LOG2),
+    ));
+    registry.add(Box::new(Generator::builder()));
+    let registry = configure_rtcp_reports(registry);
+    configure_twcc_receiver_only(registry, media_engine)
+}
+
 /// The transport-cc feedback of one report, as arrivals per sequence number (µs).
 pub fn feedback_of(tcc: &TransportLayerCc) -> Feedback {
     let count = usize::from(tcc.packet_status_count);

@@ -12,9 +12,7 @@ use convo_shared::signal::TrackKind;
 use convo_shared::signal::{ClientMessage, IceCandidate, ServerMessage, Transport};
 use openh264::formats::YUVSource;
 use tokio::sync::mpsc;
-use webrtc::api::interceptor_registry::{
-    configure_twcc_sender_only, register_default_interceptors,
-};
+use webrtc::api::interceptor_registry::configure_twcc_sender_only;
 use webrtc::api::media_engine::{MIME_TYPE_OPUS, MediaEngine};
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::{API, APIBuilder};
@@ -46,6 +44,14 @@ use crate::reconnect::{Action, Seen};
 use crate::signal::Signaling;
 use crate::stats::{BotReport, RoundTrip, TrackStats};
 use crate::synth::{self, MarkerDetector};
+
+mod publish;
+mod receive;
+
+pub use publish::audio_level;
+use publish::*;
+pub(crate) use receive::has_idr;
+use receive::*;
 
 /// What to publish and for how long.
 #[derive(Debug, Clone)]
@@ -108,19 +114,6 @@ type Stats = Arc<Mutex<HashMap<String, TrackStats>>>;
 
 const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
-/// RFC 6464 level of a frame: −dBov, 0 loudest, 127 silent.
-pub fn audio_level(pcm: &[i16]) -> u8 {
-    if pcm.is_empty() {
-        return 127;
-    }
-    let mean_sq = pcm.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / pcm.len() as f64;
-    let rms = mean_sq.sqrt() / 32768.0;
-    if rms <= 0.0 {
-        return 127;
-    }
-    (-20.0 * rms.log10()).clamp(0.0, 127.0) as u8
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -182,7 +175,7 @@ fn webrtc_api(
     if publish.is_some() {
         registry = configure_twcc_sender_only(registry, &mut m)?;
     }
-    let registry = register_default_interceptors(registry, &mut m)?;
+    let registry = convo_shared::bwe::rtc::register_media_interceptors(registry, &mut m)?;
     let mut s = SettingEngine::default();
     s.set_include_loopback_candidate(true);
     // A path that goes quiet is noticed within ~2 s (keepalives every half second), and the
@@ -301,157 +294,6 @@ impl std::fmt::Debug for Control {
             Control::Leave => f.write_str("Leave"),
         }
     }
-}
-
-/// A track we publish, kept for the whole call once added: another device replaces its
-/// source, a share that stops leaves it muted without one, and the publish connection is
-/// renegotiated only when a kind is published for the first time.
-struct Outgoing {
-    kind: TrackKind,
-    media: OutMedia,
-    muted: Arc<AtomicBool>,
-    /// The server's receivers are open for it (`publish_ready`): until then nothing is sent.
-    ready: Arc<AtomicBool>,
-    /// The first publish offer that carries it.
-    offered_in: u64,
-    /// Raised to stop the current source's thread; `None` while no source runs.
-    halt: Option<Arc<AtomicBool>>,
-    /// Which source is the current one (a failure reported by an older one is ignored).
-    generation: u64,
-}
-
-/// What carries a published track.
-enum OutMedia {
-    Audio(Arc<TrackLocalStaticSample>),
-    Video(crate::video_out::VideoOut),
-}
-
-impl Outgoing {
-    /// Adds a track of `kind` to `publish`; the caller offers.
-    async fn add(
-        publish: &RTCPeerConnection,
-        kind: TrackKind,
-        participant_id: &str,
-        muted: bool,
-        rtt: &Arc<RoundTrip>,
-        uplink: &crate::uplink::Uplink,
-    ) -> Result<Outgoing, ClientError> {
-        let media = match kind {
-            TrackKind::Audio => {
-                OutMedia::Audio(add_audio_track(publish, participant_id, rtt.clone()).await?)
-            }
-            TrackKind::Video | TrackKind::Screen => {
-                let v = crate::video_out::VideoOut::add(publish, kind, participant_id, rtt.clone())
-                    .await?;
-                uplink.register(kind, v.control());
-                OutMedia::Video(v)
-            }
-        };
-        Ok(Outgoing {
-            kind,
-            media,
-            muted: Arc::new(AtomicBool::new(muted)),
-            ready: Arc::new(AtomicBool::new(false)),
-            offered_in: 1,
-            halt: None,
-            generation: 0,
-        })
-    }
-
-    /// Sends the track on a new `publish` connection (after a reconnection), from the
-    /// source it has; it waits for the server's `publish_ready` again.
-    async fn attach(
-        &mut self,
-        publish: &RTCPeerConnection,
-        rtt: &Arc<RoundTrip>,
-        uplink: &crate::uplink::Uplink,
-    ) -> Result<(), ClientError> {
-        match &self.media {
-            OutMedia::Audio(track) => attach_audio(publish, track, rtt.clone()).await?,
-            OutMedia::Video(v) => {
-                v.attach(publish, rtt.clone()).await?;
-                uplink.register(self.kind, v.control());
-            }
-        }
-        self.ready.store(false, Ordering::Relaxed);
-        self.offered_in = 1;
-        Ok(())
-    }
-
-    fn video(&self) -> Option<&crate::video_out::VideoOut> {
-        match &self.media {
-            OutMedia::Video(v) => Some(v),
-            OutMedia::Audio(_) => None,
-        }
-    }
-
-    /// Stops the current source, if one runs.
-    fn stop(&mut self) {
-        if let Some(halt) = self.halt.take() {
-            halt.store(true, Ordering::Relaxed);
-        }
-        self.generation += 1;
-    }
-
-    /// Feeds the track from `source` instead of the current one; `ctl` hears if it stops
-    /// by itself, `sig` the picture's size.
-    fn feed(
-        &mut self,
-        source: Source,
-        ctl: mpsc::WeakUnboundedSender<Control>,
-        sig: mpsc::UnboundedSender<ClientMessage>,
-    ) {
-        self.stop();
-        let halt = Arc::new(AtomicBool::new(false));
-        self.halt = Some(halt.clone());
-        let (kind, generation) = (self.kind, self.generation);
-        let on_end: Box<dyn FnOnce(String) + Send> = Box::new(move |why| {
-            if let Some(tx) = ctl.upgrade() {
-                let _ = tx.send(Control::SourceEnded(kind, generation, why));
-            }
-        });
-        let (muted, ready) = (self.muted.clone(), self.ready.clone());
-        match (&self.media, source) {
-            (OutMedia::Audio(track), Source::Audio(source)) => {
-                send_audio(track.clone(), source, muted, ready, halt, on_end);
-            }
-            (OutMedia::Video(v), Source::Video(source)) => {
-                v.request_keyframe();
-                v.feed(source, muted, ready, halt, sig, on_end);
-            }
-            _ => tracing::error!(kind = ?self.kind, "a source of the wrong kind"),
-        }
-    }
-}
-
-/// The published track of `kind`, added (and offered) if there is none yet.
-async fn published<'a>(
-    outgoing: &'a mut Vec<Outgoing>,
-    kind: TrackKind,
-    muted: bool,
-    offers: &mut Offers,
-    sig: &Signaling,
-    participant_id: &str,
-) -> Result<&'a mut Outgoing, ClientError> {
-    let i = match outgoing.iter().position(|o| o.kind == kind) {
-        Some(i) => i,
-        None => {
-            let mut o = Outgoing::add(
-                &offers.publish,
-                kind,
-                participant_id,
-                muted,
-                &offers.rtt,
-                &offers.uplink,
-            )
-            .await?;
-            o.offered_in = offers.next();
-            outgoing.push(o);
-            offers.renegotiate(sig).await?;
-            outgoing.len() - 1
-        }
-    };
-    Ok(&mut outgoing[i])
 }
 
 /// A running call.
@@ -720,6 +562,8 @@ pub async fn start(
         let mut active_speaker: Option<String> = None;
         // The size remote videos are drawn at, for tracks that start later.
         let views: Arc<Mutex<Option<(u32, u32)>>> = Arc::new(Mutex::new(opts.view));
+        // Every remote track's receiving task.
+        let receivers: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
         let emit = Arc::new(emit);
         let mut ended = "left".to_string();
         let mut offers = Offers {
@@ -967,6 +811,7 @@ pub async fn start(
                                 let weak = Arc::downgrade(&pc);
                                 let backend = backend.clone();
                                 let emit = emit.clone();
+                                let receivers = receivers.clone();
                                 pc.on_track(Box::new(move |track, _, _| {
                                     // The server's probe padding: read (so that it is
                                     // acknowledged) and dropped.
@@ -993,9 +838,12 @@ pub async fn start(
                                         track_id: track.id(),
                                         kind: kind_of(&track),
                                     });
-                                    tokio::spawn(async move {
+                                    let task = tokio::spawn(async move {
                                         receive(track, stats, joined_at, pc, backend).await;
                                     });
+                                    let mut all = lock(&receivers);
+                                    all.retain(|t| !t.is_finished());
+                                    all.push(task);
                                     Box::pin(async {})
                                 }));
                                 subscribe = Some(pc.clone());
@@ -1089,6 +937,12 @@ pub async fn start(
         if let Some(pc) = subscribe {
             let _ = pc.close().await;
         }
+        // The report once every receiver has put its last frame through: its counts and
+        // what the sinks were given agree.
+        let tasks: Vec<_> = lock(&receivers).drain(..).collect();
+        for task in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
         let tracks = reports(&stats, opts.tone_hz, &rtt);
         if let Err(e) = outcome {
             emit(CallEvent::Ended {
@@ -1173,167 +1027,6 @@ async fn rejoin(
     }
 }
 
-/// A new offer on the `publish` connection (at the start, and when a track is added).
-async fn send_offer(publish: &RTCPeerConnection, sig: &Signaling) -> Result<(), ClientError> {
-    let offer = publish.create_offer(None).await?;
-    publish.set_local_description(offer.clone()).await?;
-    sig.send(ClientMessage::Offer {
-        target: Transport::Publish,
-        sdp: offer.sdp,
-    });
-    Ok(())
-}
-
-/// Offers on `publish` after the first: one at a time, the next once the last is answered.
-struct Offers {
-    publish: Arc<RTCPeerConnection>,
-    /// An offer is waiting for its answer.
-    pending: bool,
-    /// Tracks changed meanwhile: offer again after the answer.
-    again: bool,
-    /// Where every published track's RTCP reader puts the round trip it measures.
-    rtt: Arc<RoundTrip>,
-    /// The uplink's estimate and the plan that keeps the tracks within it.
-    uplink: Arc<crate::uplink::Uplink>,
-    /// Offers sent, and the last one answered.
-    sent: u64,
-    answered: u64,
-}
-
-impl Offers {
-    async fn renegotiate(&mut self, sig: &Signaling) -> Result<(), ClientError> {
-        if self.pending {
-            self.again = true;
-            return Ok(());
-        }
-        self.pending = true;
-        self.sent += 1;
-        send_offer(&self.publish, sig).await
-    }
-
-    /// The number of the first offer a track added now goes out in.
-    fn next(&self) -> u64 {
-        self.sent + 1
-    }
-
-    async fn answered(&mut self, sig: &Signaling) -> Result<(), ClientError> {
-        self.pending = false;
-        self.answered = self.sent;
-        if std::mem::take(&mut self.again) {
-            self.renegotiate(sig).await?;
-        }
-        Ok(())
-    }
-}
-
-/// Adds the Opus track to `publish`.
-async fn add_audio_track(
-    publish: &RTCPeerConnection,
-    participant_id: &str,
-    rtt: Arc<RoundTrip>,
-) -> Result<Arc<TrackLocalStaticSample>, ClientError> {
-    let track = Arc::new(TrackLocalStaticSample::new(
-        RTCRtpCodecCapability {
-            mime_type: MIME_TYPE_OPUS.to_owned(),
-            clock_rate: 48_000,
-            channels: 2,
-            ..Default::default()
-        },
-        "audio".to_owned(),
-        participant_id.to_owned(),
-    ));
-    attach_audio(publish, &track, rtt).await?;
-    Ok(track)
-}
-
-/// Sends the Opus track on `publish`.
-async fn attach_audio(
-    publish: &RTCPeerConnection,
-    track: &Arc<TrackLocalStaticSample>,
-    rtt: Arc<RoundTrip>,
-) -> Result<(), ClientError> {
-    let sender = publish
-        .add_track(track.clone() as Arc<dyn TrackLocal + Send + Sync>)
-        .await?;
-    // The server's receiver reports tell the round trip.
-    tokio::spawn(async move {
-        while let Ok((packets, _)) = sender.read_rtcp().await {
-            rtt.observe(&packets, std::time::SystemTime::now());
-        }
-    });
-    Ok(())
-}
-
-/// Opus-encodes the source's 20 ms frames on a thread of its own (sources block until their
-/// next frame is captured) and hands them, with their RFC 6464 level, to an async writer,
-/// until `stop` is raised. `on_end` hears why, if the source stops by itself.
-fn send_audio(
-    track: Arc<TrackLocalStaticSample>,
-    mut source: Box<dyn AudioSource>,
-    muted: Arc<AtomicBool>,
-    ready: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    on_end: Box<dyn FnOnce(String) + Send>,
-) {
-    let (tx, mut rx) = mpsc::channel::<(Vec<u8>, u8)>(16);
-    let stop2 = stop.clone();
-    std::thread::spawn(move || {
-        let Ok(mut enc) = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip)
-        else {
-            tracing::error!("Opus encoder unavailable");
-            return;
-        };
-        let mut buf = vec![0u8; 4000];
-        while !stop2.load(Ordering::Relaxed) {
-            let pcm = match source.read() {
-                Ok(pcm) => pcm,
-                Err(e) => {
-                    tracing::warn!(error = %e, "microphone stopped");
-                    if !stop2.load(Ordering::Relaxed) {
-                        on_end(e.to_string());
-                    }
-                    return;
-                }
-            };
-            // Replaced while it waited for the frame: the next source's frames follow. Nothing
-            // is encoded before the server can receive it.
-            if muted.load(Ordering::Relaxed)
-                || stop2.load(Ordering::Relaxed)
-                || !ready.load(Ordering::Relaxed)
-            {
-                continue;
-            }
-            let Ok(len) = enc.encode(&pcm, &mut buf) else {
-                continue;
-            };
-            if tx
-                .blocking_send((buf[..len].to_vec(), audio_level(&pcm)))
-                .is_err()
-            {
-                return;
-            }
-        }
-    });
-    tokio::spawn(async move {
-        while let Some((data, level)) = rx.recv().await {
-            let sample = Sample {
-                data: Bytes::from(data),
-                duration: Duration::from_millis(20),
-                ..Default::default()
-            };
-            let level = HeaderExtension::AudioLevel(AudioLevelExtension {
-                level,
-                voice: level < 127,
-            });
-            // A failed write (a connection closing under a reconnection) loses that frame
-            // only; the feed ends when it is stopped.
-            if let Err(e) = track.write_sample_with_extensions(&sample, &[level]).await {
-                tracing::debug!(error = %e, "an audio frame was not sent");
-            }
-        }
-    });
-}
-
 /// Whether every receiving transceiver of `pc` has its receiver started (its tracks made):
 /// packets that arrive before are taken by webrtc-rs for an unknown stream and lost.
 async fn receivers_open(pc: &RTCPeerConnection) -> bool {
@@ -1368,286 +1061,6 @@ fn reports(stats: &Stats, tone_hz: f64, rtt: &RoundTrip) -> Vec<crate::stats::Tr
 /// Media goes out this long after the server answered an offer if it has not said
 /// `publish_ready` by then.
 const PUBLISH_READY_FALLBACK: Duration = Duration::from_secs(3);
-
-/// How long a gap may hold up the packets after it (a NACK retransmission on a good network
-/// takes one round trip), and how many packets the buffer holds at most.
-const AUDIO_JITTER: (Duration, usize) = (Duration::from_millis(60), 50);
-const VIDEO_JITTER: (Duration, usize) = (Duration::from_millis(150), 600);
-
-/// The RTP packets of a track in sequence order, through a jitter buffer; `None` when the
-/// track has ended and everything held has been released.
-struct Ordered {
-    track: Arc<TrackRemote>,
-    jb: JitterBuffer<webrtc::rtp::packet::Packet>,
-    ended: bool,
-    stats: Stats,
-    track_id: String,
-    joined_at: Instant,
-    clock_rate: u32,
-    /// The track's counts before a reconnection gave it a new receiver.
-    before: crate::jitter::JitterStats,
-}
-
-impl Ordered {
-    /// The jitter buffer's counters into the track's stats as they change, so that a report
-    /// taken while the track is still being read has them (not only once it has ended).
-    fn publish_stats(&self) {
-        if let Some(t) = lock(&self.stats).get_mut(&self.track_id) {
-            t.jitter = self.before.plus(self.jb.stats);
-        }
-    }
-
-    async fn next(&mut self) -> Option<Released<webrtc::rtp::packet::Packet>> {
-        loop {
-            if let Some(r) = self.jb.pop(Instant::now()) {
-                if matches!(r, Released::Lost(_)) {
-                    self.publish_stats();
-                }
-                return Some(r);
-            }
-            if self.ended {
-                // Release what is left, gaps and all.
-                return self.jb.pop(Instant::now() + Duration::from_secs(3600));
-            }
-            let read = self.track.read_rtp();
-            let got = match self.jb.deadline() {
-                Some(d) => match tokio::time::timeout_at(d.into(), read).await {
-                    Ok(r) => r,
-                    Err(_) => continue,
-                },
-                None => read.await,
-            };
-            match got {
-                Ok((packet, _)) => {
-                    let at_ms = self.joined_at.elapsed().as_millis() as u64;
-                    let (len, ts) = (packet.payload.len(), packet.header.timestamp);
-                    self.jb
-                        .push(packet.header.sequence_number, Instant::now(), packet);
-                    if let Some(t) = lock(&self.stats).get_mut(&self.track_id) {
-                        t.packet(at_ms, len, ts, self.clock_rate);
-                        t.jitter = self.before.plus(self.jb.stats);
-                    }
-                }
-                Err(_) => self.ended = true,
-            }
-        }
-    }
-}
-
-/// Whether an Annex-B access unit holds an IDR picture (decodable on its own).
-pub(crate) fn has_idr(annex_b: &[u8]) -> bool {
-    annex_b
-        .windows(4)
-        .any(|w| w[0] == 0 && w[1] == 0 && w[2] == 1 && w[3] & 0x1F == 5)
-}
-
-/// Receives one remote track until it ends: orders its packets, conceals or skips what was
-/// lost, decodes, checks the content, and hands the media to the backend's sink.
-async fn receive(
-    track: Arc<TrackRemote>,
-    stats: Stats,
-    joined_at: Instant,
-    pc: std::sync::Weak<RTCPeerConnection>,
-    backend: Arc<dyn MediaBackend>,
-) {
-    let participant = track.stream_id();
-    let track_id = track.id();
-    let kind = kind_of(&track);
-    // A track that comes back after a reconnection goes on with its figures (the gap counts
-    // as a freeze).
-    let resumed = {
-        let mut all = lock(&stats);
-        let t = all
-            .entry(track_id.clone())
-            .or_insert_with(|| TrackStats::new(&participant, &track_id, kind.as_str()));
-        t.ended = false;
-        t.jitter
-    };
-    let remote = RemoteTrack {
-        participant_id: participant.clone(),
-        track_id: track_id.clone(),
-        kind,
-    };
-    let since_join = move || joined_at.elapsed().as_millis() as u64;
-    let (wait, capacity) = if kind == TrackKind::Audio {
-        AUDIO_JITTER
-    } else {
-        VIDEO_JITTER
-    };
-    let mut ordered = Ordered {
-        track: track.clone(),
-        jb: JitterBuffer::new(wait, capacity),
-        ended: false,
-        stats: stats.clone(),
-        track_id: track_id.clone(),
-        joined_at,
-        clock_rate: track.codec().capability.clock_rate,
-        before: resumed,
-    };
-    if kind == TrackKind::Audio {
-        let sink = backend.audio_sink(&remote);
-        receive_audio(&mut ordered, sink, since_join).await;
-    } else {
-        let sink = backend.video_sink(&remote);
-        receive_video(&mut ordered, sink, since_join, pc).await;
-    }
-    ordered.publish_stats();
-    if let Some(t) = lock(&stats).get_mut(&track_id) {
-        t.ended = true;
-    }
-}
-
-async fn receive_audio(
-    ordered: &mut Ordered,
-    mut sink: Option<Box<dyn AudioSink>>,
-    since_join: impl Fn() -> u64,
-) {
-    let Ok(mut dec) = opus::Decoder::new(48_000, opus::Channels::Mono) else {
-        return;
-    };
-    let mut pcm = vec![0i16; 5760];
-    let mut pitch_meter = synth::PitchMeter::default();
-    let mut markers = MarkerDetector::default();
-    while let Some(released) = ordered.next().await {
-        // A lost packet is concealed (up to 100 ms; longer gaps are silence to the sink).
-        let (frames, concealed) = match released {
-            Released::Packet(p) => match dec.decode(&p.payload, &mut pcm, false) {
-                Ok(n) => (vec![pcm[..n].to_vec()], false),
-                Err(_) => continue,
-            },
-            Released::Lost(k) => {
-                let mut out = Vec::new();
-                for _ in 0..k.min(5) {
-                    // Empty input: concealment, as long as the buffer it is given.
-                    if let Ok(n) = dec.decode(&[], &mut pcm[..AUDIO_FRAME], false) {
-                        out.push(pcm[..n].to_vec());
-                    }
-                }
-                (out, true)
-            }
-        };
-        for frame in frames {
-            if let Some(sink) = sink.as_mut() {
-                sink.play(&frame);
-            }
-            let onset = markers.feed(&frame);
-            // The pitch of the tone, markers left out.
-            let pitch = if MarkerDetector::is_marker(&frame) || concealed {
-                pitch_meter.gap();
-                None
-            } else {
-                pitch_meter.feed(&frame)
-            };
-            let now_ms = synth::now_ms64();
-            let mut s = lock(&ordered.stats);
-            if let Some(t) = s.get_mut(&ordered.track_id) {
-                if concealed {
-                    t.concealed_frames += 1;
-                } else {
-                    t.audio_frame(since_join(), pitch);
-                }
-                if onset {
-                    t.audio_marker(now_ms, synth::marker_latency_ms(now_ms));
-                }
-            }
-        }
-    }
-}
-
-async fn receive_video(
-    ordered: &mut Ordered,
-    mut sink: Option<Box<dyn VideoSink>>,
-    since_join: impl Fn() -> u64 + Send + 'static,
-    pc: std::sync::Weak<RTCPeerConnection>,
-) {
-    // Decoding on a thread of its own (the decoder is not `Send`).
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    let (stats, tid) = (ordered.stats.clone(), ordered.track_id.clone());
-    std::thread::spawn(move || {
-        let Ok(mut dec) = openh264::decoder::Decoder::new() else {
-            return;
-        };
-        while let Ok(frame) = rx.recv() {
-            let yuv = match dec.decode(&frame) {
-                Ok(Some(yuv)) => yuv,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::debug!(error = %e, "frame not decoded");
-                    continue;
-                }
-            };
-            let (w, h) = yuv.dimensions();
-            let code = synth::read_code(yuv.y(), yuv.strides().0, w, h);
-            let latency = code.map(|c| synth::elapsed_ms(c.capture_ms, synth::now_ms32()));
-            if let Some(t) = lock(&stats).get_mut(&tid) {
-                t.video_frame(code, since_join(), latency, (w as u32, h as u32));
-            }
-            if let Some(sink) = sink.as_mut() {
-                sink.frame(&DecodedVideo {
-                    width: w,
-                    height: h,
-                    y: yuv.y(),
-                    u: yuv.u(),
-                    v: yuv.v(),
-                    strides: yuv.strides(),
-                });
-            }
-        }
-    });
-    // Until a keyframe arrives (at the start, and after a loss the jitter buffer gave up on),
-    // ask for one every half second; frames that depend on what was lost are not decoded.
-    let need_keyframe = Arc::new(AtomicBool::new(true));
-    let media_ssrc = ordered.track.ssrc();
-    let (want, done) = (need_keyframe.clone(), Arc::new(AtomicBool::new(false)));
-    let done2 = done.clone();
-    tokio::spawn(async move {
-        while !done2.load(Ordering::Relaxed) {
-            if want.load(Ordering::Relaxed) {
-                let Some(pc) = pc.upgrade() else { return };
-                let pli = PictureLossIndication {
-                    sender_ssrc: 0,
-                    media_ssrc,
-                };
-                if pc.write_rtcp(&[Box::new(pli)]).await.is_err() {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    });
-    let mut depacketizer = H264Packet::default();
-    let mut frame = BytesMut::new();
-    while let Some(released) = ordered.next().await {
-        let packet = match released {
-            Released::Packet(p) => p,
-            Released::Lost(_) => {
-                frame.clear();
-                // The depacketizer may hold part of a fragmented NAL unit; it would glue the
-                // next fragments to it (it does not look at the start bit).
-                depacketizer = H264Packet::default();
-                need_keyframe.store(true, Ordering::Relaxed);
-                continue;
-            }
-        };
-        if let Ok(nals) = depacketizer.depacketize(&packet.payload) {
-            frame.extend_from_slice(&nals);
-        }
-        if packet.header.marker && !frame.is_empty() {
-            let unit = frame.split();
-            if need_keyframe.load(Ordering::Relaxed) {
-                if !has_idr(&unit) {
-                    if let Some(t) = lock(&ordered.stats).get_mut(&ordered.track_id) {
-                        t.frames_skipped += 1;
-                    }
-                    continue;
-                }
-                need_keyframe.store(false, Ordering::Relaxed);
-            }
-            let _ = tx.send(unit.to_vec());
-        }
-    }
-    done.store(true, Ordering::Relaxed);
-}
 
 #[cfg(test)]
 mod tests {
