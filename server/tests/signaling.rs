@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 on_both_databases!(
     authenticates_by_subprotocol_or_first_message,
     presence_mute_and_leave,
-    reconnect_within_grace_is_invisible,
+    reconnect_within_grace_shows_reconnecting_never_a_leave,
     join_follows_the_room_rules,
     malformed_messages_get_errors_and_the_connection_stays,
     meeting_logs_record_who_was_there,
@@ -178,7 +178,15 @@ async fn presence_mute_and_leave(backend: Backend) {
     srv.stop().await;
 }
 
-async fn reconnect_within_grace_is_invisible(backend: Backend) {
+/// `c` hears that someone's connection dropped and they are getting it back (`on`), or that
+/// they are back.
+async fn expect_reconnecting(c: &mut Client, pid: &str, on: bool) {
+    let v = c.expect("participant_reconnecting").await;
+    assert_eq!(v["participant_id"], pid, "{v}");
+    assert_eq!(v["reconnecting"], on, "{v}");
+}
+
+async fn reconnect_within_grace_shows_reconnecting_never_a_leave(backend: Backend) {
     let mut env = TestEnv::new(backend).await;
     env.grace_secs = 2;
     let srv = env.start().await;
@@ -193,13 +201,16 @@ async fn reconnect_within_grace_is_invisible(backend: Backend) {
         .to_string();
     ca.expect("participant_joined").await;
 
-    // B's connection drops without a leave, and comes back on a new socket.
+    // B's connection drops without a leave (A sees B reconnecting), and comes back on a new
+    // socket (A sees B back, and no leave).
     drop(cb);
+    expect_reconnecting(&mut ca, &pb, true).await;
     let mut cb = Client::connect(&srv, &b).await;
     let j = cb.join(&id).await;
     assert_eq!(j["resumed"], true);
     assert_eq!(j["participant_id"], pb.as_str());
-    // A saw nothing. (That the old connection's grace timer does nothing later is proven
+    expect_reconnecting(&mut ca, &pb, false).await;
+    // Nothing else. (That the old connection's grace timer does nothing later is proven
     // with a simulated clock in `signal::room`'s unit tests.)
     ca.expect_quiet().await;
 
@@ -209,8 +220,10 @@ async fn reconnect_within_grace_is_invisible(backend: Backend) {
     assert_eq!(cb.expect("left").await["reason"], "replaced");
     ca.expect_quiet().await;
 
-    // Dropped for good: after the grace period, A sees B leave as disconnected.
+    // Dropped for good: B is reconnecting, then after the grace period A sees B leave as
+    // disconnected.
     drop(cb2);
+    expect_reconnecting(&mut ca, &pb, true).await;
     let l = ca.expect("participant_left").await;
     assert_eq!(l["participant_id"], pb.as_str());
     assert_eq!(l["reason"], "disconnected");
@@ -299,10 +312,15 @@ async fn join_follows_the_room_rules(backend: Backend) {
     cc.send(json!({"v": 1, "type": "join", "room_id": small}))
         .await;
     cc.expect_error("room_locked").await;
-    // Someone already inside comes back through the lock.
+    // Someone already inside comes back through the lock (the others saw them reconnecting).
     drop(cb);
+    let pb = ca.expect("participant_reconnecting").await["participant_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let mut cb = Client::connect(&srv, &b).await;
     assert_eq!(cb.join(&small).await["resumed"], true);
+    expect_reconnecting(&mut ca, &pb, false).await;
     ca.expect_quiet().await;
     srv.stop().await;
 }
