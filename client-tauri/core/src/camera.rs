@@ -2,10 +2,11 @@
 //! AVFoundation on macOS.
 //!
 //! A camera is opened and read on a thread of its own (nokhwa's camera is not `Send`); frames
-//! cross to the encoder's thread through a short channel, the newest winning. Frames are asked
-//! for uncompressed (YUYV, else NV12) near 640 × 480 at 30 fps and converted to I420 here;
-//! cameras that only offer MJPEG are reported as unsupported rather than decoded (that needs a
-//! C JPEG library in the build).
+//! cross to the encoder's thread through a short channel, the newest winning. The mode is the
+//! best the camera offers ([`pick`]): 1280 × 720, else 640 × 480 or 640 × 360, else smaller, at
+//! 24 fps or more if it can; uncompressed (YUYV, NV12) rather than MJPEG at the same size and
+//! rate, MJPEG (what most USB 2 cameras give at 720p30) decoded here in pure Rust (zune-jpeg).
+//! Every picture is converted to I420.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +17,7 @@ use nokhwa::utils::{
     ApiBackend, CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType,
 };
 
-use crate::convert::{nv12_to_i420, yuyv_to_i420};
+use crate::convert::{nv12_to_i420, rgb_to_i420, yuyv_to_i420};
 use crate::media::{DeviceInfo, MediaError, VideoFrame, VideoSource};
 
 /// How long a camera may go without a frame before it counts as stopped.
@@ -131,8 +132,59 @@ fn resolve(id: Option<&str>) -> Result<u32, MediaError> {
         .ok_or_else(|| unavailable(format!("the camera “{id}” is not connected")))
 }
 
-/// Opens the camera in an uncompressed format: YUYV or NV12, the first size that works.
+/// The formats frames can be read in.
+const READABLE: [FrameFormat; 3] = [FrameFormat::YUYV, FrameFormat::NV12, FrameFormat::MJPEG];
+
+/// The best of the modes a camera offers for a call: 720p, else 480p/360p, else smaller (none
+/// wider than 1280: more costs the encoder and no layer uses it), at ≥ 24 fps when it can;
+/// uncompressed before MJPEG at the same size and rate (no decoding), then the higher rate.
+pub fn pick(offered: &[CameraFormat]) -> Option<CameraFormat> {
+    let size_class = |f: &CameraFormat| match (f.width(), f.height()) {
+        (1280, 720) => 3,
+        (w, h) if (640..1280).contains(&w) && (360..=720).contains(&h) => 2,
+        (w, _) if (320..640).contains(&w) => 1,
+        _ => 0,
+    };
+    offered
+        .iter()
+        .filter(|f| READABLE.contains(&f.format()) && f.width() <= 1280 && f.frame_rate() > 0)
+        .max_by_key(|f| {
+            (
+                f.frame_rate() >= 24,
+                size_class(f),
+                f.format() != FrameFormat::MJPEG,
+                f.frame_rate().min(30),
+                f.width(),
+            )
+        })
+        .copied()
+}
+
+/// Opens the camera in the mode [`pick`] chooses from what it offers; when it cannot say what
+/// it offers, the first of YUYV and NV12 near 640 × 480, 1280 × 720, 320 × 240 that opens.
 fn open_camera(index: u32) -> Result<nokhwa::Camera, MediaError> {
+    let any = RequestedFormat::with_formats(RequestedFormatType::None, &READABLE);
+    if let Ok(mut probe) = nokhwa::Camera::new(CameraIndex::Index(index), any)
+        && let Some(best) = probe
+            .compatible_camera_formats()
+            .ok()
+            .as_deref()
+            .and_then(pick)
+    {
+        drop(probe);
+        let formats = [best.format()];
+        let wanted = RequestedFormat::with_formats(RequestedFormatType::Exact(best), &formats);
+        match nokhwa::Camera::new(CameraIndex::Index(index), wanted) {
+            Ok(mut cam) => match cam.open_stream() {
+                Ok(()) => {
+                    tracing::info!(mode = %best, "camera open");
+                    return Ok(cam);
+                }
+                Err(e) => tracing::debug!(error = %e, mode = %best, "camera mode refused"),
+            },
+            Err(e) => tracing::debug!(error = %e, mode = %best, "camera mode refused"),
+        }
+    }
     let mut last = String::from("no mode tried");
     for format in [FrameFormat::YUYV, FrameFormat::NV12] {
         for (w, h) in [(640, 480), (1280, 720), (320, 240)] {
@@ -155,12 +207,21 @@ fn open_camera(index: u32) -> Result<nokhwa::Camera, MediaError> {
     )))
 }
 
+/// A JPEG picture (a camera's MJPEG frame) in I420.
+pub fn mjpeg_to_i420(jpeg: &[u8]) -> Option<VideoFrame> {
+    let mut decoder = zune_jpeg::JpegDecoder::new(jpeg);
+    let rgb = decoder.decode().ok()?;
+    let (w, h) = decoder.dimensions()?;
+    rgb_to_i420(&rgb, w, h)
+}
+
 fn convert(buf: &nokhwa::Buffer) -> Option<VideoFrame> {
     let res = buf.resolution();
     let (w, h) = (res.width() as usize, res.height() as usize);
     match buf.source_frame_format() {
         FrameFormat::YUYV => yuyv_to_i420(buf.buffer(), w, h),
         FrameFormat::NV12 => nv12_to_i420(buf.buffer(), w, h),
+        FrameFormat::MJPEG => mjpeg_to_i420(buf.buffer()),
         _ => None,
     }
 }
@@ -286,5 +347,70 @@ mod tests {
             let e = Camera::open(None).err().expect("no camera");
             assert!(e.to_string().contains("no camera is connected"), "{e}");
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod modes {
+    use super::*;
+    use nokhwa::utils::Resolution;
+
+    fn mode(w: u32, h: u32, format: FrameFormat, fps: u32) -> CameraFormat {
+        CameraFormat::new(Resolution::new(w, h), format, fps)
+    }
+
+    #[test]
+    fn the_best_mode_for_a_call_is_picked() {
+        use FrameFormat::{MJPEG, NV12, YUYV};
+        // A typical USB 2 camera: 720p30 only as MJPEG, uncompressed 720p at 10 fps.
+        let usb2 = [
+            mode(640, 480, YUYV, 30),
+            mode(1280, 720, YUYV, 10),
+            mode(1280, 720, MJPEG, 30),
+            mode(1920, 1080, MJPEG, 30),
+            mode(320, 240, YUYV, 30),
+        ];
+        assert_eq!(pick(&usb2), Some(mode(1280, 720, MJPEG, 30)));
+        // Uncompressed 720p30 beats MJPEG at the same size and rate.
+        let usb3 = [mode(1280, 720, MJPEG, 30), mode(1280, 720, NV12, 30)];
+        assert_eq!(pick(&usb3), Some(mode(1280, 720, NV12, 30)));
+        // Without 720p at 24 fps or more: 480p at 30 rather than 720p at 10.
+        let old = [mode(1280, 720, YUYV, 10), mode(640, 480, YUYV, 30)];
+        assert_eq!(pick(&old), Some(mode(640, 480, YUYV, 30)));
+        // 360p when that is the best, and something rather than nothing.
+        let small = [mode(640, 360, YUYV, 30), mode(320, 180, YUYV, 30)];
+        assert_eq!(pick(&small), Some(mode(640, 360, YUYV, 30)));
+        assert_eq!(
+            pick(&[mode(1280, 720, YUYV, 5)]),
+            Some(mode(1280, 720, YUYV, 5))
+        );
+        assert_eq!(pick(&[mode(1920, 1080, MJPEG, 30)]), None);
+    }
+
+    #[test]
+    fn mjpeg_frames_become_i420() {
+        let (w, h) = (64usize, 48usize);
+        let rgb: Vec<u8> = (0..w * h)
+            .flat_map(|i| {
+                let (x, y) = (i % w, i / w);
+                [(x * 4) as u8, (y * 5) as u8, 128]
+            })
+            .collect();
+        let mut jpeg = Vec::new();
+        jpeg_encoder::Encoder::new(&mut jpeg, 95)
+            .encode(&rgb, w as u16, h as u16, jpeg_encoder::ColorType::Rgb)
+            .unwrap();
+        let got = mjpeg_to_i420(&jpeg).unwrap();
+        let want = rgb_to_i420(&rgb, w, h).unwrap();
+        assert_eq!((got.width, got.height), (w, h));
+        let diff = got.i420[..w * h]
+            .iter()
+            .zip(&want.i420[..w * h])
+            .map(|(a, b)| u32::from(a.abs_diff(*b)))
+            .sum::<u32>() as f64
+            / (w * h) as f64;
+        assert!(diff < 3.0, "mean luma difference {diff}");
+        assert!(mjpeg_to_i420(b"not a jpeg").is_none());
     }
 }
