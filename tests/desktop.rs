@@ -289,6 +289,22 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
     d.screenshot("chat").await;
     d.click("#toggle-chat").await;
 
+    // The bot sees the shared window (a still window sends few frames: wait for three)
+    // before it is closed.
+    let end = Instant::now() + Duration::from_secs(30);
+    while !bot
+        .reports()
+        .iter()
+        .any(|t| t.kind == "screen" && t.frames_decoded >= 3)
+    {
+        assert!(
+            Instant::now() < end,
+            "the bot got no frames of the shared window: {:#?}",
+            bot.reports()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // Closing the shared window ends the share, with a message.
     window.close();
     let end = Instant::now() + Duration::from_secs(20);

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use convo_client::api::Api;
 use convo_client::call::{self, CallOptions};
-use convo_e2e::{binary, public_room, register, until, wait_until_serving};
+use convo_e2e::webdriver::free_port;
+use convo_e2e::{binary, proc_usage, public_room, register, until, wait_until_serving};
 
 /// Join/leave cycles measured, after [`WARM_UP`] cycles that fill caches and pools
 /// (`CONVO_LEAK_CYCLES` runs another number, to look at the figures).
@@ -40,20 +41,7 @@ impl Drop for Server {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/<pid>/status")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    proc_usage(pid).1
 }
 
 /// One participant's join → first audio and video from the host → leave, `n` times.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use convo_client::api::Api;
 use convo_client::call::{self, CallOptions};
-use convo_e2e::{register, wait_until_serving};
+use convo_e2e::{proc_usage, register, wait_until_serving};
 use convo_shared::rooms::{CreateRoomRequest, Privacy};
 
 fn arg(name: &str, default: u64) -> u64 {
@@ -26,31 +26,6 @@ fn arg(name: &str, default: u64) -> u64 {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// (CPU seconds used, resident memory in KiB) of a process.
-fn proc_usage(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    // utime and stime are fields 14 and 15 of stat; after the ")" they are 12th and 13th.
-    let ticks: f64 = fields
-        .get(11)
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
-        .unwrap_or(0);
-    (ticks / 100.0, rss)
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {

@@ -28,7 +28,9 @@ use bytes::Bytes;
 use clap::Parser;
 use convo_client::api::Api;
 use convo_client::synth::{self, FrameCode, Pattern, VideoSize};
-use convo_e2e::{register, wait_until_serving};
+use convo_client::video_out::h264;
+use convo_e2e::webdriver::free_port;
+use convo_e2e::{proc_usage, register, wait_until_serving};
 use convo_shared::rooms::{CreateRoomRequest, Privacy};
 use openh264::OpenH264API;
 use openh264::encoder::{BitRate, Encoder, EncoderConfig, FrameRate, IntraFramePeriod};
@@ -37,7 +39,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Mutex, mpsc};
 use webrtc::api::APIBuilder;
 use webrtc::api::interceptor_registry::register_default_interceptors;
-use webrtc::api::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine};
+use webrtc::api::media_engine::{MIME_TYPE_OPUS, MediaEngine};
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::ice_transport::ice_candidate::RTCIceCandidateInit;
 use webrtc::interceptor::registry::Registry;
@@ -124,16 +126,6 @@ const INSIDE: &str = "SFU_COMPARE_NETNS";
 
 fn media_ip() -> std::net::IpAddr {
     MEDIA_IP.parse().expect("an address")
-}
-
-fn h264() -> RTCRtpCodecCapability {
-    RTCRtpCodecCapability {
-        mime_type: MIME_TYPE_H264.to_owned(),
-        clock_rate: 90_000,
-        sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
-            .to_owned(),
-        ..Default::default()
-    }
 }
 
 fn opus_codec() -> RTCRtpCodecCapability {
@@ -265,34 +257,6 @@ async fn viewer(api: &webrtc::api::API, received: &Arc<Received>) -> Arc<RTCPeer
     }
     count_into(&pc, received);
     pc
-}
-
-/// (CPU seconds, RSS in KiB) of a process.
-fn proc_usage(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<f64>().ok()))
-        .sum();
-    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
-        .unwrap_or(0);
-    (ticks / 100.0, rss)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A server process, killed when dropped.

@@ -178,12 +178,14 @@ fn webrtc_api(
     let registry = convo_shared::bwe::rtc::register_media_interceptors(registry, &mut m)?;
     let mut s = SettingEngine::default();
     s.set_include_loopback_candidate(true);
-    // A path that goes quiet is noticed within ~2 s (keepalives every half second), and the
-    // call reconnects (see `reconnect`) rather than wait for ICE to fail.
+    // A path that goes quiet is noticed within ~3 s (keepalives every second; a machine
+    // too busy to answer for a second or two is not a lost path), and the call reconnects
+    // (see `reconnect`) rather than wait for ICE to fail. A vanished address is noticed at
+    // once (`netwatch`).
     s.set_ice_timeouts(
-        Some(Duration::from_secs(2)),
+        Some(Duration::from_secs(3)),
         Some(Duration::from_secs(8)),
-        Some(Duration::from_millis(500)),
+        Some(Duration::from_secs(1)),
     );
     if !ice_ips.is_empty() {
         let allowed = ice_ips.to_vec();
@@ -584,7 +586,7 @@ pub async fn start(
                             return Ok(());
                         }
                         Action::Reconnect { attempt } => {
-                            tracing::info!(attempt, "reconnecting");
+                            tracing::warn!(attempt, "the connection was lost: reconnecting");
                             generation += 1;
                             sig_alive = false;
                             let (old_pub, old_sub) = (publish.clone(), subscribe.take());
