@@ -8,13 +8,15 @@
 //! `cargo build --workspace --bins`), so its RSS is its own; ICE gathers loopback only.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use convo_client::api::Api;
 use convo_client::call::{self, CallOptions};
 use convo_e2e::webdriver::free_port;
-use convo_e2e::{binary, proc_usage, public_room, register, until, wait_until_serving};
+use convo_e2e::{
+    binary, proc_usage, public_room, register, test_logging, until, wait_until_serving,
+};
 
 /// Join/leave cycles measured, after [`WARM_UP`] cycles that fill caches and pools
 /// (`CONVO_LEAK_CYCLES` runs another number, to look at the figures).
@@ -97,21 +99,14 @@ async fn run_cycles(base: &str, tokens: &[String], room: &str, total: usize) {
 async fn a_thousand_joins_and_leaves_leave_the_server_as_it_was() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let child = Command::new(binary("convo-server"))
-        .env("CONVO_DATA_DIR", dir.path())
-        .env("CONVO_BIND", format!("127.0.0.1:{port}"))
-        .env("CONVO_ICE_IPS", "127.0.0.1")
-        .env(
-            "CONVO_LOG",
-            std::env::var("CONVO_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdout(if std::env::var_os("CONVO_TEST_LOG").is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
-        .spawn()
-        .expect("start convo-server");
+    let child = test_logging(
+        Command::new(binary("convo-server"))
+            .env("CONVO_DATA_DIR", dir.path())
+            .env("CONVO_BIND", format!("127.0.0.1:{port}"))
+            .env("CONVO_ICE_IPS", "127.0.0.1"),
+    )
+    .spawn()
+    .expect("start convo-server");
     let server = Server(child);
     let base = format!("http://127.0.0.1:{port}");
     let api = Api::new(&base);

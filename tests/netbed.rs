@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use convo_client::api::Api;
 use convo_client::stats::BotReport;
-use convo_e2e::{PASSWORD, binary, public_room, register, wait_until_serving};
+use convo_e2e::{PASSWORD, binary, public_room, register, test_logging, wait_until_serving};
 
 const PORT: u16 = 8080;
 
@@ -158,26 +158,18 @@ impl Bed {
         );
         run_in(&bed.server_ns, "ip", &["link", "set", &peer, "up"]);
         bed.control_ip = srv_ip;
-        let server = Command::new("ip")
-            .args(["netns", "exec", &bed.server_ns])
-            .arg(binary("convo-server"))
-            // Its namespace holds only the bed's addresses: ICE may use them all.
-            .env_remove("CONVO_ICE_IPS")
-            .envs(env.iter().copied())
-            .env("CONVO_DATA_DIR", bed._dir.path())
-            .env("CONVO_BIND", format!("0.0.0.0:{PORT}"))
-            .env(
-                "CONVO_LOG",
-                std::env::var("CONVO_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            // Its log, when asked for (CONVO_TEST_LOG), with the test's output.
-            .stdout(if std::env::var_os("CONVO_TEST_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .spawn()
-            .expect("start convo-server");
+        let server = test_logging(
+            Command::new("ip")
+                .args(["netns", "exec", &bed.server_ns])
+                .arg(binary("convo-server"))
+                // Its namespace holds only the bed's addresses: ICE may use them all.
+                .env_remove("CONVO_ICE_IPS")
+                .envs(env.iter().copied())
+                .env("CONVO_DATA_DIR", bed._dir.path())
+                .env("CONVO_BIND", format!("0.0.0.0:{PORT}")),
+        )
+        .spawn()
+        .expect("start convo-server");
         bed.children.push(server);
         bed.api = Api::new(&format!("http://{}:{PORT}", bed.control_ip));
         wait_until_serving(&bed.api).await;

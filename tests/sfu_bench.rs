@@ -16,8 +16,7 @@ use std::time::{Duration, Instant};
 
 use convo_client::api::Api;
 use convo_client::call::{self, CallOptions};
-use convo_e2e::{proc_usage, register, wait_until_serving};
-use convo_shared::rooms::{CreateRoomRequest, Privacy};
+use convo_e2e::{bench_room, proc_usage, register, wait_until_serving};
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
@@ -72,21 +71,7 @@ async fn main() {
     for i in 0..publishers + viewers {
         tokens.push(register(&api, &format!("bench{i}")).await);
     }
-    let room = api
-        .create_room(
-            &tokens[0],
-            &CreateRoomRequest {
-                name: "bench".into(),
-                privacy: Privacy::Public,
-                password: None,
-                max_participants: Some(500),
-                expires_at: None,
-                waiting_room: false,
-            },
-        )
-        .await
-        .unwrap()
-        .id;
+    let room = bench_room(&api, &tokens[0]).await;
     let idle = proc_usage(server.id());
     let mut tasks = Vec::new();
     for (i, token) in tokens.into_iter().enumerate() {

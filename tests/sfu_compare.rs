@@ -30,8 +30,7 @@ use convo_client::api::Api;
 use convo_client::synth::{self, FrameCode, Pattern, VideoSize};
 use convo_client::video_out::h264;
 use convo_e2e::webdriver::free_port;
-use convo_e2e::{proc_usage, register, wait_until_serving};
-use convo_shared::rooms::{CreateRoomRequest, Privacy};
+use convo_e2e::{bench_room, proc_usage, register, wait_until_serving};
 use openh264::OpenH264API;
 use openh264::encoder::{BitRate, Encoder, EncoderConfig, FrameRate, IntraFramePeriod};
 use openh264::formats::YUVSlices;
@@ -388,21 +387,7 @@ async fn run_convo(cli: &Cli, clip: &Arc<Clip>) -> Figures {
     let api = Api::new(&base);
     wait_until_serving(&api).await;
     let host = register(&api, "host").await;
-    let room = api
-        .create_room(
-            &host,
-            &CreateRoomRequest {
-                name: "bench".into(),
-                privacy: Privacy::Public,
-                password: None,
-                max_participants: Some(500),
-                expires_at: None,
-                waiting_room: false,
-            },
-        )
-        .await
-        .unwrap()
-        .id;
+    let room = bench_room(&api, &host).await;
     let http = reqwest::Client::new();
     // One account per session: a user may watch a room at most 4 times at once.
     let mut tokens = Vec::new();
@@ -767,7 +752,6 @@ async fn run_janus(cli: &Cli, clip: &Arc<Clip>) -> Figures {
 }
 
 fn print(f: &Figures, cli: &Cli) {
-    let streams = cli.publishers * cli.viewers;
     let expected = f.sent_video_packets * cli.viewers as u64;
     println!(
         "{:<6} {:>8.1} {:>10.0} {:>9.2} {:>8} {:>8} {:>9.1} %",
@@ -779,7 +763,6 @@ fn print(f: &Figures, cli: &Cli) {
         f.idle_rss_kib / 1024,
         f.video_packets as f64 / expected.max(1) as f64 * 100.0,
     );
-    let _ = streams;
 }
 
 /// Runs `cmd args`, failing with its output.

@@ -181,6 +181,37 @@ pub async fn public_room(api: &Api, token: &str, name: &str) -> String {
     .id
 }
 
+/// A public room for up to 500 participants (the benches' load), owned by the holder of
+/// `token`.
+pub async fn bench_room(api: &Api, token: &str) -> String {
+    api.create_room(
+        token,
+        &CreateRoomRequest {
+            name: "bench".into(),
+            privacy: Privacy::Public,
+            password: None,
+            max_participants: Some(500),
+            expires_at: None,
+            waiting_room: false,
+        },
+    )
+    .await
+    .unwrap()
+    .id
+}
+
+/// Sets the logging of a server process a test starts: `CONVO_TEST_LOG`'s filter, to the
+/// test's output, when it is set; warnings, to nowhere, otherwise.
+pub fn test_logging(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    let filter = std::env::var("CONVO_TEST_LOG").ok();
+    cmd.env("CONVO_LOG", filter.as_deref().unwrap_or("warn"))
+        .stdout(if filter.is_some() {
+            std::process::Stdio::inherit()
+        } else {
+            std::process::Stdio::null()
+        })
+}
+
 /// Waits until a server answers at `api`'s address (any answer of the API, a refusal
 /// included); fails the test after 30 s.
 pub async fn wait_until_serving(api: &Api) {

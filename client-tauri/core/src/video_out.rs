@@ -242,7 +242,6 @@ impl VideoOut {
         let control = self.control.clone();
         // (layer, picture, frames since that layer's previous picture)
         let (tx, mut rx) = mpsc::channel::<(usize, Vec<u8>, u32)>(8 * n);
-        let stop2 = stop.clone();
         std::thread::spawn(move || {
             let mut encoders: Vec<Option<LayerEncoder>> = (0..n).map(|_| None).collect();
             let mut told: Option<(usize, usize)> = None;
@@ -251,19 +250,19 @@ impl VideoOut {
             // for (left out at half rate, or skipped by the encoder), so timestamps keep
             // pace with the clock.
             let mut last_sent: Vec<Option<u64>> = vec![None; n];
-            while !stop2.load(Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 let frame = match source.next_frame() {
                     Ok(f) => f,
                     Err(e) => {
                         tracing::warn!(error = %e, "video source stopped");
-                        if !stop2.load(Ordering::Relaxed) {
+                        if !stop.load(Ordering::Relaxed) {
                             on_end(e.to_string());
                         }
                         return;
                     }
                 };
                 // Replaced while it waited for the frame: the next source's frames follow.
-                if muted.load(Ordering::Relaxed) || stop2.load(Ordering::Relaxed) {
+                if muted.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
                     continue;
                 }
                 if frame.width % 2 != 0 || frame.height % 2 != 0 {

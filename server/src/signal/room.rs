@@ -1024,23 +1024,6 @@ mod tests {
     }
 
     #[test]
-    fn a_dropped_connection_is_resumed_by_the_next_join() {
-        let mut r = RoomState::default();
-        r.join(joiner(1, "a"), "pa".into(), "room", G, vec![]);
-        r.join(joiner(2, "b"), "pb".into(), "room", G, vec![]);
-        r.disconnected(2, "pb");
-        let (pid, out) = r.join(joiner(3, "b"), "ignored".into(), "room", G, vec![]);
-        assert_eq!(pid, "pb");
-        assert!(matches!(
-            sends_to(&out, 3)[..],
-            [ServerMessage::Joined { resumed: true, .. }]
-        ));
-        // The stale timer does nothing.
-        assert!(r.grace_expired("pb", 1).is_empty());
-        assert_eq!(r.len(), 2);
-    }
-
-    #[test]
     fn grace_expiry_removes_and_announces() {
         let mut r = RoomState::default();
         r.join(joiner(1, "a"), "pa".into(), "room", G, vec![]);

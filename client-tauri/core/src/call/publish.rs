@@ -274,7 +274,6 @@ pub(super) fn send_audio(
     on_end: Box<dyn FnOnce(String) + Send>,
 ) {
     let (tx, mut rx) = mpsc::channel::<(Vec<u8>, u8)>(16);
-    let stop2 = stop.clone();
     std::thread::spawn(move || {
         let Ok(mut enc) = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip)
         else {
@@ -286,12 +285,12 @@ pub(super) fn send_audio(
         let _ = enc.set_inband_fec(true);
         let _ = enc.set_packet_loss_perc(OPUS_EXPECTED_LOSS_PERCENT);
         let mut buf = vec![0u8; 4000];
-        while !stop2.load(Ordering::Relaxed) {
+        while !stop.load(Ordering::Relaxed) {
             let pcm = match source.read() {
                 Ok(pcm) => pcm,
                 Err(e) => {
                     tracing::warn!(error = %e, "microphone stopped");
-                    if !stop2.load(Ordering::Relaxed) {
+                    if !stop.load(Ordering::Relaxed) {
                         on_end(e.to_string());
                     }
                     return;
@@ -300,7 +299,7 @@ pub(super) fn send_audio(
             // Replaced while it waited for the frame: the next source's frames follow. Nothing
             // is encoded before the server can receive it.
             if muted.load(Ordering::Relaxed)
-                || stop2.load(Ordering::Relaxed)
+                || stop.load(Ordering::Relaxed)
                 || !ready.load(Ordering::Relaxed)
             {
                 continue;
