@@ -672,3 +672,86 @@ impl Drop for Bot {
         }
     }
 }
+
+impl Bed {
+    /// Opens `page` (a file of `tests/interop/`, its `#fragment` included) in headless Chromium
+    /// (Debian's package) in `link`'s namespace, with a fake camera and microphone at 30 fps.
+    /// What the page says with `whip-result <json>` on its console comes to
+    /// [`Browser::said`].
+    pub fn chromium(&self, link: &Link, page: &str) -> Browser {
+        use std::os::unix::process::CommandExt;
+        let profile = tempfile::tempdir().expect("a profile directory");
+        let url = format!("file://{}/interop/{page}", env!("CARGO_MANIFEST_DIR"));
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &link.ns, "chromium"])
+            .args([
+                "--headless=new",
+                // Root in a test: no setuid sandbox to be had.
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--use-fake-device-for-media-stream=fps=30",
+                "--use-fake-ui-for-media-stream",
+                // A file:// page posts to the server: no CORS between them.
+                "--disable-web-security",
+                "--enable-logging=stderr",
+                "--v=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            // Its own process group: the browser's helpers go with it.
+            .process_group(0)
+            .spawn()
+            .expect("start chromium (apt-get install chromium)");
+        let (tx, said) = tokio::sync::mpsc::unbounded_channel();
+        let stderr = child.stderr.take().expect("piped");
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                // `[…:INFO:CONSOLE:12] "whip-result {…}", source: file:///… (12)`
+                let Some((_, rest)) = line.split_once("\"whip-result ") else {
+                    continue;
+                };
+                let json = rest.rsplit_once("\", source:").map_or(rest, |(j, _)| j);
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(json) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        Browser {
+            child,
+            said,
+            _profile: profile,
+        }
+    }
+}
+
+/// A running Chromium; stopped with its helpers when dropped.
+pub struct Browser {
+    child: Child,
+    said: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// The next thing the page said; fails the test after `secs` s.
+    pub async fn said(&mut self, secs: u64, what: &str) -> serde_json::Value {
+        tokio::time::timeout(std::time::Duration::from_secs(secs), self.said.recv())
+            .await
+            .unwrap_or_else(|_| panic!("the page said nothing ({what}) within {secs} s"))
+            .unwrap_or_else(|| panic!("chromium ended before the page said {what}"))
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}

@@ -418,3 +418,74 @@ async fn a_lossy_jittery_path_keeps_720p_smooth_and_audio_whole() {
         concealed * 100.0
     );
 }
+
+/// Scenario 7: Chromium (Debian's package, headless, fake camera at 1280 × 720, 30 fps)
+/// publishes three simulcast layers by WHIP, standard SDP (RIDs); the SFU gives an uncapped
+/// bot the full layer and one behind 600 kbit/s a lower one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_browser_publishes_simulcast_by_whip_and_each_viewer_gets_its_layer() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut bed = Bed::new().await;
+    for u in ["browser", "wide", "capped"] {
+        bed.user(u).await;
+    }
+    let room = bed.room("browser").await;
+    let (lb, lw, lc) = (bed.link(), bed.link(), bed.link());
+    bed.cap_down(&lc, Some(600));
+    let watch = [&WATCH_720P[..], &["--duration", "40s"]].concat();
+    let wide = bed.bot(&lw, "wide", &room, &watch);
+    let capped = bed.bot(&lc, "capped", &room, &watch);
+    let token = bed
+        .api
+        .login("browser", convo_e2e::PASSWORD)
+        .await
+        .unwrap()
+        .access_token;
+    let whip = format!("http://{}:8080/api/rooms/{room}/whip", lb.server_ip);
+    let mut browser = bed.chromium(
+        &lb,
+        &format!("whip_simulcast.html#url={whip}&token={token}&seconds=30&width=1280&height=720&fps=30"),
+    );
+    let publishing = browser.said(60, "that it publishes").await;
+    assert_eq!(publishing["state"], "publishing", "{publishing}");
+    assert_eq!(publishing["simulcast_offered"], true, "{publishing}");
+    assert_eq!(publishing["simulcast_answered"], true, "{publishing}");
+    let done = browser.said(90, "what it sent").await;
+    assert_eq!(done["state"], "done", "{done}");
+    drop(browser);
+    let (wide, capped) = (wide.report().await, capped.report().await);
+    eprintln!("chromium sent: {}", done["layers"]);
+    for (name, r) in [("uncapped", &wide), ("600k", &capped)] {
+        eprintln!("{name}: {}", summary(track(r, "video")));
+    }
+
+    // The browser sent all three layers, each at its own size.
+    let layers = done["layers"].as_array().expect("layers");
+    let mut widths: Vec<u64> = layers
+        .iter()
+        .filter(|l| l["frames"].as_u64() > Some(100))
+        .map(|l| l["width"].as_u64().unwrap_or(0))
+        .collect();
+    widths.sort_unstable();
+    assert_eq!(widths, [320, 640, 1280], "layers sent: {layers:?}");
+
+    // Uncapped: the full layer once the browser's estimate lets it send it. (Chromium's fake
+    // camera carries none of the bots' frame codes: what is checked is what arrives.)
+    let v = track(&wide, "video");
+    let full = v.timeline.iter().filter(|s| s.width == 1280).count();
+    assert!(full >= 5, "uncapped: {}", summary(v));
+
+    // 600 kbit/s: once settled (10 s on), on a lower layer at 20 fps or more in four seconds
+    // of five.
+    let v = track(&capped, "video");
+    let settled = seconds(v, 10, 28);
+    let lower = settled
+        .iter()
+        .filter(|s| s.width > 0 && s.width < 1280 && s.frames >= 20)
+        .count();
+    assert!(
+        !settled.is_empty() && lower * 5 >= settled.len() * 4,
+        "600 kbit/s: {}",
+        summary(v)
+    );
+}
