@@ -10,6 +10,12 @@ use crate::forward::Layer;
 /// A layer must fit with this much room to spare before a subscriber is moved up to it, so
 /// that an estimate hovering around a layer's rate does not flip the picture back and forth.
 const UPGRADE_MARGIN: f64 = 1.1;
+/// The layer being forwarded is kept while the estimate dips below its rate by less than
+/// this: the keyframe a switch up sends queues on a link that carries the new layer well,
+/// the delay estimate reads the queue as overuse and dips for a moment — stepping back down
+/// at once would flip the picture every few seconds. A real drop goes on (with loss, further
+/// overuse) and takes the layer down.
+const KEEP_MARGIN: f64 = 0.85;
 /// Audio not measured yet (Opus voice with headers).
 const AUDIO_NOMINAL: u64 = 48_000;
 
@@ -103,7 +109,7 @@ pub fn allocate(budget_bps: u64, demands: &[Demand]) -> Allocation {
             let margin = if d.current.is_none_or(|c| next > c) {
                 UPGRADE_MARGIN
             } else {
-                1.0
+                KEEP_MARGIN
             };
             let extra = (rate(d, next) as f64 * margin) as i64 - rate(d, cap) as i64;
             if extra <= left {
@@ -208,6 +214,27 @@ mod tests {
         assert_eq!(allocate(530_000, std::slice::from_ref(&d)).caps, [Some(0)]);
         d.current = Some(1);
         assert_eq!(allocate(530_000, &[d]).caps, [Some(1)]);
+    }
+
+    #[test]
+    fn a_dip_after_a_switch_keeps_the_layer_a_drop_does_not() {
+        // Audio 40k, lowest 150k, half 365k (a browser's): moved up at 600k of budget.
+        let mut d = video(100, 1);
+        d.layers[0].bitrate = 150_000;
+        d.layers[1].bitrate = 365_000;
+        d.current = Some(1);
+        // The switch's keyframe made the estimate dip to 363k: the half layer stays.
+        assert_eq!(
+            allocate(363_000, &[audio(), d.clone()]).caps,
+            [Some(0), Some(1)]
+        );
+        // A real drop (to 300k) takes it down; not moved up again at 363k.
+        assert_eq!(
+            allocate(300_000, &[audio(), d.clone()]).caps,
+            [Some(0), Some(0)]
+        );
+        d.current = Some(0);
+        assert_eq!(allocate(363_000, &[audio(), d]).caps, [Some(0), Some(0)]);
     }
 
     #[test]

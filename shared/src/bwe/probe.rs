@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 /// How long one probe lasts at least.
 pub const PROBE_DURATION: Duration = Duration::from_millis(40);
-/// A probe carries at least this many bytes (five padding packets: fewer say nothing).
-pub const PROBE_MIN_BYTES: u64 = 5 * 1000;
+/// A probe carries at least this many bytes (ten padding packets: its rate is read over the
+/// later half of them).
+pub const PROBE_MIN_BYTES: u64 = 10 * 1000;
 /// Probes while the app wants more than the estimate, at most this often.
 const PROBE_EVERY: Duration = Duration::from_secs(4);
 
@@ -44,22 +45,26 @@ impl ClusterStats {
         }
         let first_send = self.received.iter().map(|r| r.0).min()?;
         let last_send = self.received.iter().map(|r| r.0).max()?;
-        let first_arr = self.received.iter().map(|r| r.1).min()?;
-        let last_arr = self.received.iter().map(|r| r.1).max()?;
         let send_s = last_send
             .saturating_duration_since(first_send)
             .as_secs_f64();
-        let recv_s = (last_arr - first_arr) as f64 / 1e6;
+        // The receive rate is read over the later half of the arrivals: a token bucket on
+        // the way (a policer, `tbf`) lets the first packets of a burst through at once, and
+        // only those after them come at the link's own rate.
+        let mut arrivals: Vec<(i64, usize)> = self.received.iter().map(|r| (r.1, r.2)).collect();
+        arrivals.sort_unstable_by_key(|a| a.0);
+        let from = (n - 1) / 2;
+        let recv_s = (arrivals[n - 1].0 - arrivals[from].0) as f64 / 1e6;
         if send_s <= 0.0 || recv_s <= 0.0 || send_s > 1.0 || recv_s > 1.0 {
             return None;
         }
         let bytes: usize = self.received.iter().map(|r| r.2).sum();
-        // Exclude the last packet sent from the send rate, the first arrived from the receive
-        // rate (each interval spans n - 1 packets).
+        // Exclude the last packet sent from the send rate (the interval spans n - 1 packets),
+        // and from the receive rate the packets up to the half's first.
         let last_size = self.received.iter().max_by_key(|r| r.0).map_or(0, |r| r.2);
-        let first_size = self.received.iter().min_by_key(|r| r.1).map_or(0, |r| r.2);
+        let recv_bytes: usize = arrivals[from + 1..].iter().map(|a| a.1).sum();
         let send_rate = (bytes - last_size) as f64 * 8.0 / send_s;
-        let recv_rate = (bytes - first_size) as f64 * 8.0 / recv_s;
+        let recv_rate = recv_bytes as f64 * 8.0 / recv_s;
         if recv_rate > 2.0 * send_rate {
             return None;
         }

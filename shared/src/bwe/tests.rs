@@ -16,6 +16,10 @@ struct Link {
     /// Extra delay of up to this, per packet, after the queue (a busy receiver), not
     /// reordering.
     jitter: Duration,
+    /// A token bucket's depth (bytes), as `tbf`'s burst: that much passes at once after a
+    /// quiet moment. 0: a plain FIFO at `capacity`.
+    burst: f64,
+    tokens: f64,
     last_arrival: Instant,
     free_at: Instant,
     rng: u32,
@@ -29,6 +33,8 @@ impl Link {
             delay: Duration::from_millis(20),
             loss_permille: 0,
             jitter: Duration::ZERO,
+            burst: 0.0,
+            tokens: 0.0,
             last_arrival: start,
             free_at: start,
             rng: 0x1234_5678,
@@ -45,7 +51,19 @@ impl Link {
         if start.saturating_duration_since(now) > self.max_queue {
             return None;
         }
-        let tx = Duration::from_secs_f64(size as f64 * 8.0 / self.capacity as f64);
+        // Tokens gathered since the link was last busy, up to the bucket's depth.
+        let bytes_per_s = self.capacity as f64 / 8.0;
+        let idle = start.saturating_duration_since(self.free_at).as_secs_f64();
+        self.tokens = (self.tokens + idle * bytes_per_s).min(self.burst);
+        let size = size as f64;
+        let tx = if self.tokens >= size {
+            self.tokens -= size;
+            Duration::ZERO
+        } else {
+            let wait = (size - self.tokens) / bytes_per_s;
+            self.tokens = 0.0;
+            Duration::from_secs_f64(wait)
+        };
         self.free_at = start + tx;
         self.rng = self.rng.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
         let extra = self
@@ -195,6 +213,27 @@ fn the_estimate_settles_under_a_bottleneck() {
             s.sent_bps() as f64 <= 1.15 * capacity as f64,
             "capacity {capacity}: sending {}",
             s.sent_bps()
+        );
+    }
+}
+
+/// A token bucket lets a short probe through faster than the link's rate (the first few
+/// packets at once): the probe must not be taken for the link's capacity. `tbf` with the
+/// smallest burst it takes (two full packets) at 600 kbit/s, as in the network bed.
+#[test]
+fn a_token_buckets_burst_is_not_taken_for_capacity() {
+    for capacity in [600_000u64, 1_000_000] {
+        let mut s = Sim::new(capacity, 3_000_000);
+        s.link.burst = 3000.0;
+        s.run(Duration::from_secs(10));
+        let mut hi = 0;
+        for _ in 0..200 {
+            s.run(Duration::from_millis(100));
+            hi = hi.max(s.bwe.target());
+        }
+        assert!(
+            hi as f64 <= 1.2 * capacity as f64,
+            "capacity {capacity}: target up to {hi}"
         );
     }
 }
