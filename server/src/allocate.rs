@@ -20,9 +20,9 @@ const KEEP_MARGIN: f64 = 0.85;
 const AUDIO_NOMINAL: u64 = 48_000;
 
 /// What a layer costs before it was measured (the rate our clients encode a camera at:
-/// ~0.06 bits per pixel at 30 fps, at least 100 kbit/s).
+/// ~0.06 bits per pixel at 30 fps, at least 130 kbit/s).
 pub fn nominal_bps(l: &Layer) -> u64 {
-    (u64::from(l.width) * u64::from(l.height) * 30 / 16).clamp(100_000, 2_500_000)
+    (u64::from(l.width) * u64::from(l.height) * 30 / 16).clamp(130_000, 2_500_000)
 }
 
 /// What a layer costs: measured while it is sent, else its nominal rate.
@@ -134,7 +134,7 @@ pub fn allocate(budget_bps: u64, demands: &[Demand]) -> Allocation {
 mod tests {
     use super::*;
 
-    /// A 720p camera's three layers as our clients send them (q 108k, h 432k, f 1.73M).
+    /// A 720p camera's three layers as our clients send them (q 130k, h 432k, f 1.73M).
     fn camera(active: bool) -> Vec<Layer> {
         [(320, 180), (640, 360), (1280, 720)]
             .into_iter()
@@ -176,7 +176,7 @@ mod tests {
     fn a_wide_link_gets_what_the_tiles_ask_for() {
         let a = allocate(10_000_000, &[audio(), video(100, 2), video(10, 0)]);
         assert_eq!(a.caps, [Some(0), Some(2), Some(0)]);
-        assert_eq!(a.wanted_bps, 40_000 + 1_728_000 + 108_000);
+        assert_eq!(a.wanted_bps, 40_000 + 1_728_000 + 130_000);
     }
 
     #[test]
@@ -256,6 +256,6 @@ mod tests {
         hidden.desired = None;
         let a = allocate(200_000, &[hidden, video(5, 0)]);
         assert_eq!(a.caps, [None, Some(0)]);
-        assert_eq!(a.wanted_bps, 108_000);
+        assert_eq!(a.wanted_bps, 130_000);
     }
 }

@@ -19,8 +19,8 @@ use crate::video_out::{MIN_LAYER_WIDTH, start_bitrate};
 pub const AUDIO_BPS: u64 = 48_000;
 /// Below this a layer is not worth sending at all.
 const MIN_LAYER_BPS: u64 = 80_000;
-/// A camera layer runs at its full frame rate from this rate up (at less, each frame would
-/// be too coarse: it sends every other frame instead).
+/// A camera layer sent alone runs at its full frame rate from this rate up (at less, each
+/// frame would be too coarse: it sends every other frame instead).
 const FULL_FPS_MIN_BPS: u64 = 250_000;
 /// How often the plan is made again.
 const PLAN_EVERY: Duration = Duration::from_millis(250);
@@ -148,8 +148,12 @@ pub fn plan(
         if *kind == TrackKind::Screen {
             continue;
         }
+        // Only a layer sent alone (a narrow uplink) trades frames for sharpness: beside
+        // others, the lowest one is what small tiles and narrow downlinks get, and they want
+        // motion as smooth as everyone's (browsers send it at the full frame rate too).
+        let alone = out[t].iter().filter(|p| p.on).count() == 1;
         for p in out[t].iter_mut().filter(|p| p.on) {
-            p.half_fps = p.bps < FULL_FPS_MIN_BPS;
+            p.half_fps = alone && p.bps < FULL_FPS_MIN_BPS;
         }
     }
     out
@@ -344,7 +348,7 @@ mod tests {
     fn camera_layers_cost_what_the_server_expects() {
         assert_eq!(
             layer_rates(TrackKind::Video, 1280, 720, 30, 3),
-            [108_000, 432_000, 1_728_000]
+            [130_000, 432_000, 1_728_000]
         );
         // A 480p camera has no quarter layer narrower than 320 pixels.
         assert_eq!(layer_rates(TrackKind::Video, 640, 480, 30, 3)[0], 0);
@@ -354,13 +358,14 @@ mod tests {
     fn a_wide_uplink_sends_every_layer() {
         let p = plan(5_000_000, true, &[camera()]);
         assert_eq!(on(&p[0]), [true, true, true]);
-        // The lowest layer alone would be coarse at full rate: it sends every other frame.
-        assert!(p[0][0].half_fps && !p[0][1].half_fps && !p[0][2].half_fps);
+        // Every layer at the full frame rate, the lowest one too (small tiles and narrow
+        // downlinks get it).
+        assert!(p[0].iter().all(|l| !l.half_fps));
     }
 
     #[test]
     fn layers_drop_from_the_top_then_the_frame_rate() {
-        // 1 Mbit/s: audio, quarter and half (48k + 108k + 432k); the full layer does not fit.
+        // 1 Mbit/s: audio, quarter and half (48k + 130k + 432k); the full layer does not fit.
         let p = plan(1_000_000, true, &[camera()]);
         assert_eq!(on(&p[0]), [true, true, false]);
         // 360 kbit/s (a 400 kbit/s link): the quarter layer only, lifted to full frame rate.

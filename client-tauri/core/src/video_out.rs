@@ -453,15 +453,15 @@ impl LayerEncoder {
 }
 
 /// The encoder's nominal bit rate for a picture: a camera gets about 0.06 bits per pixel
-/// (1280 × 720 at 30 fps ~1.7 Mbit/s, 640 × 360 ~430 kbit/s, 320 × 180 ~110 kbit/s), and at
-/// least 100 kbit/s (the lowest layer: the uplink sends it at half the frame rate, see
-/// [`crate::uplink`], so that each frame stays sharp enough to read); a screen, mostly
-/// still and full of text, twice that per pixel at its low frame rate.
+/// (1280 × 720 at 30 fps ~1.7 Mbit/s, 640 × 360 ~430 kbit/s), and at least 130 kbit/s (the
+/// lowest layer, 320 × 180: with less, OpenH264 drops frames to hold the rate of a real
+/// picture, and that layer is what small tiles and narrow downlinks see — at the full frame
+/// rate); a screen, mostly still and full of text, twice that per pixel at its low frame rate.
 pub fn start_bitrate(kind: TrackKind, width: usize, height: usize, fps: u32) -> u32 {
     let pixels = (width * height) as u64 * u64::from(fps);
     let bps = match kind {
         TrackKind::Screen => (pixels / 8).clamp(300_000, 2_500_000),
-        _ => (pixels / 16).clamp(100_000, 2_500_000),
+        _ => (pixels / 16).clamp(130_000, 2_500_000),
     };
     bps as u32
 }
@@ -474,7 +474,7 @@ mod tests {
     fn bit_rates_follow_the_picture() {
         assert_eq!(start_bitrate(TrackKind::Video, 1280, 720, 30), 1_728_000);
         assert_eq!(start_bitrate(TrackKind::Video, 640, 360, 30), 432_000);
-        assert_eq!(start_bitrate(TrackKind::Video, 320, 180, 30), 108_000);
+        assert_eq!(start_bitrate(TrackKind::Video, 320, 180, 30), 130_000);
         assert_eq!(start_bitrate(TrackKind::Video, 3840, 2160, 60), 2_500_000);
         assert_eq!(start_bitrate(TrackKind::Screen, 1920, 1080, 5), 1_296_000);
     }
