@@ -444,7 +444,9 @@ async fn a_browser_publishes_simulcast_by_whip_and_each_viewer_gets_its_layer() 
     let whip = format!("http://{}:8080/api/rooms/{room}/whip", lb.server_ip);
     let mut browser = bed.chromium(
         &lb,
-        &format!("whip_simulcast.html#url={whip}&token={token}&seconds=30&width=1280&height=720&fps=30"),
+        &format!(
+            "whip_simulcast.html#url={whip}&token={token}&seconds=30&width=1280&height=720&fps=30"
+        ),
     );
     let publishing = browser.said(60, "that it publishes").await;
     assert_eq!(publishing["state"], "publishing", "{publishing}");

@@ -19,8 +19,8 @@ use crate::video_out::{MIN_LAYER_WIDTH, start_bitrate};
 pub const AUDIO_BPS: u64 = 48_000;
 /// Below this a layer is not worth sending at all.
 const MIN_LAYER_BPS: u64 = 80_000;
-/// A camera layer sent alone runs at its full frame rate from this rate up (at less, each
-/// frame would be too coarse: it sends every other frame instead).
+/// A camera layer sent alone runs at its full frame rate from its nominal rate or this one up
+/// (at less, each frame would be too coarse: it sends every other frame instead).
 const FULL_FPS_MIN_BPS: u64 = 250_000;
 /// How often the plan is made again.
 const PLAN_EVERY: Duration = Duration::from_millis(250);
@@ -34,6 +34,8 @@ pub struct LayerControl {
     pub bps: AtomicU32,
     /// Send every other frame.
     pub half_fps: AtomicBool,
+    /// Sent though nobody asked for it, in place of a wanted layer the uplink cannot carry.
+    pub stand_in: AtomicBool,
 }
 
 impl Default for LayerControl {
@@ -42,6 +44,7 @@ impl Default for LayerControl {
             on: AtomicBool::new(true),
             bps: AtomicU32::new(0),
             half_fps: AtomicBool::new(false),
+            stand_in: AtomicBool::new(false),
         }
     }
 }
@@ -99,6 +102,21 @@ pub fn plan(
         let Some(first) = layers.iter().position(|l| l.wanted) else {
             continue;
         };
+        // When the lowest layer anybody wants does not fit, a smaller picture that does is
+        // sent in its place (the server forwards the nearest layer there is): resolution
+        // gives way before the frame rate, and a 720p encoder squeezed to a tenth of its rate
+        // sends keyframes bigger than the link. The smallest when none fits.
+        let sized = |i: &usize| layers[*i].nominal_bps > 0;
+        let first = if layers[first].nominal_bps as i64 <= left {
+            first
+        } else {
+            (0..first)
+                .rev()
+                .filter(sized)
+                .find(|&i| layers[i].nominal_bps as i64 <= left)
+                .or_else(|| (0..first).find(sized))
+                .unwrap_or(first)
+        };
         let bps = layers[first]
             .nominal_bps
             .min(left.max(0) as u64)
@@ -152,8 +170,8 @@ pub fn plan(
         // others, the lowest one is what small tiles and narrow downlinks get, and they want
         // motion as smooth as everyone's (browsers send it at the full frame rate too).
         let alone = out[t].iter().filter(|p| p.on).count() == 1;
-        for p in out[t].iter_mut().filter(|p| p.on) {
-            p.half_fps = alone && p.bps < FULL_FPS_MIN_BPS;
+        for (p, need) in out[t].iter_mut().zip(&tracks[t].1).filter(|(p, _)| p.on) {
+            p.half_fps = alone && p.bps < need.nominal_bps.min(FULL_FPS_MIN_BPS);
         }
     }
     out
@@ -297,16 +315,28 @@ impl Uplink {
                 .iter()
                 .flat_map(|(_, l)| l.iter().filter(|l| l.wanted).map(|l| l.nominal_bps))
                 .sum::<u64>();
-        let budget = {
+        let (budget, summary) = {
             let mut b = bwe.lock();
             // Past the cost: the plan keeps a tenth in hand.
             b.set_wanted(wanted / 4 * 5);
-            b.budget(Instant::now())
+            let now = Instant::now();
+            (b.budget(now), b.summary(now))
         };
         // Without feedback nothing is limited: every wanted layer at its nominal rate.
         let plans = plan(budget.map_or(u64::MAX / 4, |b| b / 10 * 9), true, &needs);
-        for ((_, c), p) in live.iter().zip(plans) {
-            for (l, p) in c.layers.iter().zip(p) {
+        tracing::debug!(
+            ?budget,
+            plan = ?plans
+                .iter()
+                .map(|p| p.iter().map(|l| if l.on { l.bps / 1000 } else { 0 }).collect::<Vec<_>>())
+                .collect::<Vec<_>>(),
+            bwe = summary,
+            "uplink plan"
+        );
+        for (((_, c), p), (_, need)) in live.iter().zip(plans).zip(&needs) {
+            for ((l, p), need) in c.layers.iter().zip(p).zip(need) {
+                l.stand_in
+                    .store(budget.is_some() && p.on && !need.wanted, Ordering::Relaxed);
                 l.on.store(p.on || budget.is_none(), Ordering::Relaxed);
                 l.bps.store(
                     if budget.is_none() {
@@ -393,6 +423,25 @@ mod tests {
         assert!(p[1][0].bps >= 1_296_000);
         assert_eq!(on(&p[0]), [true, false, false]);
         assert!(!p[1][0].half_fps);
+    }
+
+    #[test]
+    fn a_smaller_picture_replaces_a_wanted_layer_that_does_not_fit() {
+        // Only the full layer is watched; the uplink falls to 400 kbit/s (a 360k budget).
+        let (kind, mut layers) = camera();
+        layers[0].wanted = false;
+        layers[1].wanted = false;
+        let p = plan(360_000, true, &[(kind, layers.clone())]);
+        // The quarter layer instead, lifted, at the full frame rate.
+        assert_eq!(on(&p[0]), [true, false, false]);
+        assert_eq!(p[0][0].bps, 300_000);
+        assert!(!p[0][0].half_fps);
+        // 700 kbit/s: the half layer fits and is sent instead.
+        let p = plan(700_000, true, &[(kind, layers.clone())]);
+        assert_eq!(on(&p[0]), [false, true, false]);
+        // Room for it: the full layer itself.
+        let p = plan(3_000_000, true, &[(kind, layers)]);
+        assert_eq!(on(&p[0]), [false, false, true]);
     }
 
     #[test]

@@ -301,7 +301,8 @@ impl VideoOut {
                         bps => bps,
                     };
                     let layer_fps = if half { (fps / 2).max(1) } else { fps };
-                    let wanted = control.wanted[layer].load(Ordering::Relaxed);
+                    let wanted = control.wanted[layer].load(Ordering::Relaxed)
+                        || control.layers[layer].stand_in.load(Ordering::Relaxed);
                     // At half the frame rate, every other frame is left out.
                     let skipped = half && frame_no % 2 == 1;
                     if sent && room && wanted && !skipped {

@@ -62,7 +62,8 @@ fn encode(halvings: u32, bps: u32, fps: u32, skip: bool) -> (u64, f64) {
 fn every_layer_costs_its_rate() {
     // (halvings, frame rate, rate): the full layer, the half, the quarter at its own rate at
     // full and half frame rate (a narrow uplink), and lifted (the only layer sent).
-    let nominal = |halvings: u32| start_bitrate(TrackKind::Video, 1280 >> halvings, 720 >> halvings, 30);
+    let nominal =
+        |halvings: u32| start_bitrate(TrackKind::Video, 1280 >> halvings, 720 >> halvings, 30);
     for (halvings, fps, bps) in [
         (0, 30, nominal(0)),
         (1, 30, nominal(1)),
@@ -84,4 +85,3 @@ fn every_layer_costs_its_rate() {
         );
     }
 }
-
