@@ -395,7 +395,13 @@ impl SendSideBwe {
             self.probe_log.0 += 1;
             self.probe_sent = 0;
             self.probe_padded = 0;
-            self.clusters.insert(p.cluster, ClusterStats::default());
+            self.clusters.insert(
+                p.cluster,
+                ClusterStats {
+                    probed_bps: p.bps,
+                    ..ClusterStats::default()
+                },
+            );
             if self.clusters.len() > CLUSTERS
                 && let Some(&oldest) = self.clusters.keys().min()
             {

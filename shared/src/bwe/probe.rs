@@ -30,17 +30,22 @@ impl Probe {
 /// Sends of one cluster and their arrivals, for the rate they show.
 #[derive(Debug, Default, Clone)]
 pub struct ClusterStats {
+    /// The rate the probe was sent at: it proves no more than that (0: unknown).
+    pub probed_bps: u64,
     pub sent_packets: u32,
     /// (send, arrival µs, bytes) of received packets.
     pub received: Vec<(Instant, i64, usize)>,
 }
 
 impl ClusterStats {
-    /// The rate the probe proved (bps), once enough of it arrived; libwebrtc's rules: at least
-    /// four packets and 80 % of them; the slower of send and receive rate.
+    /// The rate the probe proved (bps), once enough of it arrived; libwebrtc's rules: 80 % of
+    /// its packets; the slower of send and receive rate. At least six packets (the receive
+    /// rate is read over the later half), and never more than the rate probed: a burst of
+    /// media that went out in the probe's time (a keyframe's packets back to back) shows a
+    /// send rate of the machine's, not of the path's.
     pub fn result(&self) -> Option<u64> {
         let n = self.received.len();
-        if n < 4 || (n as f64) < 0.8 * f64::from(self.sent_packets) {
+        if n < 6 || (n as f64) < 0.8 * f64::from(self.sent_packets) {
             return None;
         }
         let first_send = self.received.iter().map(|r| r.0).min()?;
@@ -73,7 +78,12 @@ impl ClusterStats {
         } else {
             send_rate.min(recv_rate)
         };
-        Some(r as u64)
+        let r = r as u64;
+        Some(if self.probed_bps > 0 {
+            r.min(self.probed_bps)
+        } else {
+            r
+        })
     }
 }
 
@@ -147,5 +157,54 @@ impl ProbeControl {
         {
             self.last_probe = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` packets of `size` bytes, sent `send_gap` apart and arriving `arrival_gap` apart.
+    fn cluster(
+        probed_bps: u64,
+        n: u32,
+        size: usize,
+        send_gap: Duration,
+        arrival_gap: i64,
+    ) -> ClusterStats {
+        let t0 = Instant::now();
+        ClusterStats {
+            probed_bps,
+            sent_packets: n,
+            received: (0..n)
+                .map(|i| (t0 + send_gap * i, i64::from(i) * arrival_gap, size))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_probe_proves_the_slower_of_its_send_and_arrival_rates() {
+        // 10 × 1000 B sent over 90 ms (~0.8 Mbit/s), arriving at 600 kbit/s (13.3 ms apart).
+        let r = cluster(800_000, 10, 1000, Duration::from_millis(10), 13_333)
+            .result()
+            .unwrap();
+        assert!((540_000..=600_000).contains(&r), "{r}");
+    }
+
+    #[test]
+    fn media_sent_back_to_back_proves_no_more_than_the_rate_probed() {
+        // A keyframe's packets inside the probe's time: out and in at 10 Mbit/s.
+        let r = cluster(800_000, 10, 1200, Duration::from_micros(900), 960)
+            .result()
+            .unwrap();
+        assert_eq!(r, 800_000);
+    }
+
+    #[test]
+    fn too_few_packets_prove_nothing() {
+        assert_eq!(
+            cluster(800_000, 5, 1000, Duration::from_millis(10), 10_000).result(),
+            None
+        );
     }
 }
