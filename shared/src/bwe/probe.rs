@@ -185,19 +185,15 @@ mod tests {
     #[test]
     fn a_probe_proves_the_slower_of_its_send_and_arrival_rates() {
         // 10 × 1000 B sent over 90 ms (~0.8 Mbit/s), arriving at 600 kbit/s (13.3 ms apart).
-        let r = cluster(800_000, 10, 1000, Duration::from_millis(10), 13_333)
-            .result()
-            .unwrap();
-        assert!((540_000..=600_000).contains(&r), "{r}");
+        let r = cluster(800_000, 10, 1000, Duration::from_millis(10), 13_333).result();
+        assert!(r.is_some_and(|r| (540_000..=600_000).contains(&r)), "{r:?}");
     }
 
     #[test]
     fn media_sent_back_to_back_proves_no_more_than_the_rate_probed() {
         // A keyframe's packets inside the probe's time: out and in at 10 Mbit/s.
-        let r = cluster(800_000, 10, 1200, Duration::from_micros(900), 960)
-            .result()
-            .unwrap();
-        assert_eq!(r, 800_000);
+        let r = cluster(800_000, 10, 1200, Duration::from_micros(900), 960).result();
+        assert_eq!(r, Some(800_000));
     }
 
     #[test]
