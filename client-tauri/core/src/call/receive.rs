@@ -70,9 +70,20 @@ impl Ordered {
 
 /// Whether an Annex-B access unit holds an IDR picture (decodable on its own).
 pub(crate) fn has_idr(annex_b: &[u8]) -> bool {
+    has_nal(annex_b, 5)
+}
+
+/// Whether an Annex B access unit holds a NAL unit of type `t`.
+fn has_nal(annex_b: &[u8], t: u8) -> bool {
     annex_b
         .windows(4)
-        .any(|w| w[0] == 0 && w[1] == 0 && w[2] == 1 && w[3] & 0x1F == 5)
+        .any(|w| w[0] == 0 && w[1] == 0 && w[2] == 1 && w[3] & 0x1F == t)
+}
+
+/// Whether a decoder can start from this access unit: an IDR with its parameter sets (an IDR
+/// whose SPS/PPS packet was lost decodes to nothing, and so does everything after it).
+fn starts_decoding(annex_b: &[u8]) -> bool {
+    has_nal(annex_b, 5) && has_nal(annex_b, 7) && has_nal(annex_b, 8)
 }
 
 /// Receives one remote track until it ends: orders its packets, conceals or skips what was
@@ -232,9 +243,14 @@ pub(super) async fn receive_video(
     since_join: impl Fn() -> u64 + Send + 'static,
     pc: std::sync::Weak<RTCPeerConnection>,
 ) {
+    // Until a keyframe arrives (at the start, after a loss the jitter buffer gave up on, and
+    // after a frame the decoder could not decode), ask for one every half second; frames that
+    // depend on what was lost are not decoded.
+    let need_keyframe = Arc::new(AtomicBool::new(true));
     // Decoding on a thread of its own (the decoder is not `Send`).
     let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
     let (stats, tid) = (ordered.stats.clone(), ordered.track_id.clone());
+    let undecodable = need_keyframe.clone();
     std::thread::spawn(move || {
         let Ok(mut dec) = openh264::decoder::Decoder::new() else {
             return;
@@ -245,6 +261,7 @@ pub(super) async fn receive_video(
                 Ok(None) => continue,
                 Err(e) => {
                     tracing::debug!(error = %e, "frame not decoded");
+                    undecodable.store(true, Ordering::Relaxed);
                     continue;
                 }
             };
@@ -266,9 +283,6 @@ pub(super) async fn receive_video(
             }
         }
     });
-    // Until a keyframe arrives (at the start, and after a loss the jitter buffer gave up on),
-    // ask for one every half second; frames that depend on what was lost are not decoded.
-    let need_keyframe = Arc::new(AtomicBool::new(true));
     let media_ssrc = ordered.track.ssrc();
     let (want, done) = (need_keyframe.clone(), Arc::new(AtomicBool::new(false)));
     let done2 = done.clone();
@@ -307,7 +321,7 @@ pub(super) async fn receive_video(
         if packet.header.marker && !frame.is_empty() {
             let unit = frame.split();
             if need_keyframe.load(Ordering::Relaxed) {
-                if !has_idr(&unit) {
+                if !starts_decoding(&unit) {
                     if let Some(t) = lock(&ordered.stats).get_mut(&ordered.track_id) {
                         t.frames_skipped += 1;
                     }
@@ -325,6 +339,16 @@ pub(super) async fn receive_video(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_idr_with_its_parameter_sets_restarts_decoding() {
+        let nal = |t: u8| [0u8, 0, 0, 1, 0x60 | t, 0xAA];
+        let unit = |types: &[u8]| types.iter().flat_map(|&t| nal(t)).collect::<Vec<u8>>();
+        assert!(starts_decoding(&unit(&[7, 8, 5])));
+        // The STAP-A with SPS and PPS was lost: the IDR's slices alone decode to nothing.
+        assert!(has_idr(&unit(&[5, 5])) && !starts_decoding(&unit(&[5, 5])));
+        assert!(!starts_decoding(&unit(&[7, 8, 1])));
+    }
 
     /// Mean squared difference of two frames.
     pub(super) fn error(a: &[i16], b: &[i16]) -> f64 {
