@@ -148,21 +148,37 @@ async fn a_thousand_joins_and_leaves_leave_the_server_as_it_was() {
         .await;
         *samples.last().unwrap()
     };
-    let before = settle().await;
+    // RSS after every tenth of the cycles: the allocator holds on to freed memory now and
+    // then (a few MiB, up or down from one settled reading to the next), a leak grows with
+    // every cycle. What is compared is the lowest of the first three readings and the lowest
+    // of the last three: a reading the allocator happens to inflate does not decide.
+    let mut readings = vec![settle().await];
     // The clients' side (the engine the app runs) lives in this process: shown, not bounded
     // (the test's own allocations come and go with it).
     let me = std::process::id();
     let clients_before = rss_kib(me);
     let measured = Instant::now();
     let cycles = cycles();
-    run_cycles(&base, &tokens, &room, cycles).await;
-    let after = settle().await;
+    let chunk = (cycles / 10).max(PARALLEL);
+    let mut done = 0;
+    while done < cycles {
+        let n = chunk.min(cycles - done);
+        run_cycles(&base, &tokens, &room, n).await;
+        done += n;
+        readings.push(settle().await);
+    }
     let clients_after = rss_kib(me);
     let per_cycle = measured.elapsed() / u32::try_from(cycles).unwrap();
+    let low = |r: &[u64]| r.iter().copied().min().unwrap();
+    let (before, after) = (
+        low(&readings[..3.min(readings.len())]),
+        low(&readings[readings.len().saturating_sub(3)..]),
+    );
     let grown = after.saturating_sub(before);
     eprintln!(
         "leak: clients' process RSS {clients_before} KiB before the measured cycles, {clients_after} KiB after"
     );
+    eprintln!("leak: server RSS (KiB) after every {chunk} cycles: {readings:?}");
     eprintln!(
         "leak: server RSS {before} KiB after {WARM_UP} warm-up cycles, {after} KiB after {cycles} more \
          (+{grown} KiB, {:.1} KiB per cycle of 2 peer connections); {per_cycle:?} per cycle, {:?} in all",
