@@ -68,6 +68,11 @@ async fn cycle(base: String, token: String, room: String, n: usize) {
             if got("audio") && got("video") {
                 break;
             }
+            // A call that ended by itself says why (rather than 60 s of waiting for nothing).
+            if handle.is_finished() {
+                let ended = handle.leave().await;
+                panic!("the call ended before any media: {ended:?}");
+            }
             assert!(
                 Instant::now() < end,
                 "no media within 60 s of joining: {reports:?}"
