@@ -31,8 +31,8 @@ const WARM_UP: usize = 100;
 const PARALLEL: usize = 4;
 /// What the server may keep per 1 000 measured cycles: 16 MiB (16 KiB per cycle of 2 peer
 /// connections); the reported leak would be ~13x that. The server's floor drifts up 4–9 MiB
-/// over 1 000 cycles on a 2-core machine with or without this session's changes (readings
-/// every 100 cycles, docs/ARCHITECTURE.md), which an 8 MiB bound failed on now and then.
+/// over 1 000 cycles on a 2-core machine, older code too (readings every 100 cycles,
+/// docs/ARCHITECTURE.md), which an 8 MiB bound failed on now and then.
 const BOUND_KIB: u64 = 16 * 1024;
 
 struct Server(Child);

@@ -70,6 +70,13 @@ pub struct Link {
     pub server_ip: String,
 }
 
+impl Link {
+    /// The server's HTTP API as seen from this link's namespace.
+    pub fn server_url(&self) -> String {
+        format!("http://{}:{PORT}", self.server_ip)
+    }
+}
+
 pub struct Bed {
     id: String,
     pub server_ns: String,
@@ -479,10 +486,14 @@ impl Bed {
         register(&self.api, name).await;
     }
 
+    /// A fresh access token of `user`'s.
+    pub async fn token(&self, user: &str) -> String {
+        self.api.login(user, PASSWORD).await.unwrap().access_token
+    }
+
     /// A public room of `owner`'s, without a waiting room.
     pub async fn room(&self, owner: &str) -> String {
-        let token = self.api.login(owner, PASSWORD).await.unwrap().access_token;
-        public_room(&self.api, &token, "Network").await
+        public_room(&self.api, &self.token(owner).await, "Network").await
     }
 
     /// Starts `convo-bot` in `link`'s namespace as `user`; its report comes from
@@ -494,7 +505,7 @@ impl Bed {
             .env_remove("CONVO_ICE_IPS")
             .args([
                 "--server",
-                &format!("http://{}:{PORT}", link.server_ip),
+                &link.server_url(),
                 "--user",
                 user,
                 "--room",
@@ -512,24 +523,11 @@ impl Bed {
             .expect("start convo-bot");
         let mut child = child;
         // Its log goes on to ours; `event` lines (with `--events`) come to `Bot::event`.
-        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
-        let stderr = child.stderr.take().expect("piped");
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                match line.strip_prefix("event ") {
-                    Some(json) => {
-                        if let Ok(v) = serde_json::from_str::<serde_json::Value>(json) {
-                            let _ = tx.send(v);
-                        }
-                    }
-                    None => eprintln!("{line}"),
-                }
-            }
-        });
+        let events = json_lines(
+            child.stderr.take().expect("piped"),
+            |line| line.strip_prefix("event "),
+            |line| eprintln!("{line}"),
+        );
         Bot {
             child: Some(child),
             events,
@@ -705,24 +703,15 @@ impl Bed {
             .process_group(0)
             .spawn()
             .expect("start chromium (apt-get install chromium)");
-        let (tx, said) = tokio::sync::mpsc::unbounded_channel();
-        let stderr = child.stderr.take().expect("piped");
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                // `[…:INFO:CONSOLE:12] "whip-result {…}", source: file:///… (12)`
-                let Some((_, rest)) = line.split_once("\"whip-result ") else {
-                    continue;
-                };
-                let json = rest.rsplit_once("\", source:").map_or(rest, |(j, _)| j);
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(json) {
-                    let _ = tx.send(v);
-                }
-            }
-        });
+        let said = json_lines(
+            child.stderr.take().expect("piped"),
+            // `[…:INFO:CONSOLE:12] "whip-result {…}", source: file:///… (12)`
+            |line| {
+                let (_, rest) = line.split_once("\"whip-result ")?;
+                Some(rest.rsplit_once("\", source:").map_or(rest, |(j, _)| j))
+            },
+            |_| {},
+        );
         Browser {
             child,
             said,
@@ -754,4 +743,31 @@ impl Drop for Browser {
         let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.wait();
     }
+}
+
+/// Reads a child's stderr line by line on a thread of its own: the JSON that `pick` finds in
+/// a line is parsed and sent on; every other line goes to `rest`.
+fn json_lines(
+    stderr: std::process::ChildStderr,
+    pick: impl Fn(&str) -> Option<&str> + Send + 'static,
+    rest: impl Fn(&str) + Send + 'static,
+) -> tokio::sync::mpsc::UnboundedReceiver<serde_json::Value> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            match pick(&line) {
+                Some(json) => {
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(json) {
+                        let _ = tx.send(v);
+                    }
+                }
+                None => rest(&line),
+            }
+        }
+    });
+    rx
 }

@@ -436,13 +436,8 @@ async fn a_browser_publishes_simulcast_by_whip_and_each_viewer_gets_its_layer() 
     let watch = [&WATCH_720P[..], &["--duration", "40s"]].concat();
     let wide = bed.bot(&lw, "wide", &room, &watch);
     let capped = bed.bot(&lc, "capped", &room, &watch);
-    let token = bed
-        .api
-        .login("browser", convo_e2e::PASSWORD)
-        .await
-        .unwrap()
-        .access_token;
-    let whip = format!("http://{}:8080/api/rooms/{room}/whip", lb.server_ip);
+    let token = bed.token("browser").await;
+    let whip = format!("{}/api/rooms/{room}/whip", lb.server_url());
     let mut browser = bed.chromium(
         &lb,
         &format!(

@@ -19,10 +19,10 @@ const KEEP_MARGIN: f64 = 0.85;
 /// Audio not measured yet (Opus voice with headers).
 const AUDIO_NOMINAL: u64 = 48_000;
 
-/// What a layer costs before it was measured (the rate our clients encode a camera at:
-/// ~0.06 bits per pixel at 30 fps, at least 130 kbit/s).
+/// What a layer costs before it was measured: the rate our clients encode a camera at, at
+/// 30 fps.
 pub fn nominal_bps(l: &Layer) -> u64 {
-    (u64::from(l.width) * u64::from(l.height) * 30 / 16).clamp(130_000, 2_500_000)
+    convo_shared::bwe::camera_bps(l.width.into(), l.height.into(), 30)
 }
 
 /// What a layer costs: measured while it is sent, else its nominal rate.

@@ -315,12 +315,11 @@ impl Uplink {
                 .iter()
                 .flat_map(|(_, l)| l.iter().filter(|l| l.wanted).map(|l| l.nominal_bps))
                 .sum::<u64>();
-        let (budget, summary) = {
+        let budget = {
             let mut b = bwe.lock();
             // Past the cost: the plan keeps a tenth in hand.
             b.set_wanted(wanted / 4 * 5);
-            let now = Instant::now();
-            (b.budget(now), b.summary(now))
+            b.budget(Instant::now())
         };
         // Without feedback nothing is limited: every wanted layer at its nominal rate.
         let plans = plan(budget.map_or(u64::MAX / 4, |b| b / 10 * 9), true, &needs);
@@ -330,7 +329,8 @@ impl Uplink {
                 .iter()
                 .map(|p| p.iter().map(|l| if l.on { l.bps / 1000 } else { 0 }).collect::<Vec<_>>())
                 .collect::<Vec<_>>(),
-            bwe = summary,
+            // (Fields are only worked out when the debug level is on.)
+            bwe = bwe.lock().summary(Instant::now()),
             "uplink plan"
         );
         for (((_, c), p), (_, need)) in live.iter().zip(plans).zip(&needs) {

@@ -453,16 +453,15 @@ impl LayerEncoder {
     }
 }
 
-/// The encoder's nominal bit rate for a picture: a camera gets about 0.06 bits per pixel
-/// (1280 × 720 at 30 fps ~1.7 Mbit/s, 640 × 360 ~430 kbit/s), and at least 130 kbit/s (the
-/// lowest layer, 320 × 180: with less, OpenH264 drops frames to hold the rate of a real
-/// picture, and that layer is what small tiles and narrow downlinks see — at the full frame
-/// rate); a screen, mostly still and full of text, twice that per pixel at its low frame rate.
+/// The encoder's nominal bit rate for a picture: a camera what
+/// [`convo_shared::bwe::camera_bps`] says (the lowest layer, 320 × 180, at its floor — that
+/// layer is what small tiles and narrow downlinks see, at the full frame rate); a screen,
+/// mostly still and full of text, twice that per pixel at its low frame rate.
 pub fn start_bitrate(kind: TrackKind, width: usize, height: usize, fps: u32) -> u32 {
-    let pixels = (width * height) as u64 * u64::from(fps);
+    let (w, h, fps) = (width as u64, height as u64, u64::from(fps));
     let bps = match kind {
-        TrackKind::Screen => (pixels / 8).clamp(300_000, 2_500_000),
-        _ => (pixels / 16).clamp(130_000, 2_500_000),
+        TrackKind::Screen => (w * h * fps / 8).clamp(300_000, 2_500_000),
+        _ => convo_shared::bwe::camera_bps(w, h, fps),
     };
     bps as u32
 }

@@ -32,6 +32,15 @@ const SENT_WINDOW: Duration = Duration::from_millis(500);
 /// Feedback older than this means the far end stopped reporting: the estimate is not used.
 pub const FEEDBACK_STALE: Duration = Duration::from_secs(3);
 
+/// What a camera picture costs at full quality and `fps` frames a second: about 0.06 bits per
+/// pixel (1280 × 720 at 30 fps ~1.7 Mbit/s, 640 × 360 ~430 kbit/s), at least 130 kbit/s (with
+/// less, OpenH264 drops frames of a real 320 × 180 picture to hold the rate) and at most
+/// 2.5 Mbit/s. Clients encode a camera layer at it; the server counts a layer it has not
+/// measured yet at it.
+pub fn camera_bps(width: u64, height: u64, fps: u64) -> u64 {
+    (width * height * fps / 16).clamp(130_000, 2_500_000)
+}
+
 /// Limits and the start of the estimate.
 #[derive(Debug, Clone, Copy)]
 pub struct Config {
