@@ -23,6 +23,12 @@ on_both_databases!(
     devices_are_switched_mid_call,
 );
 
+/// No database in it beyond signing in: SQLite only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_who_stays_hears_everyone_who_comes_and_goes() {
+    stayer_hears_every_visit(Backend::Sqlite).await;
+}
+
 fn opts(room: &str, secs: u64) -> CallOptions {
     CallOptions {
         room_id: room.to_string(),
@@ -591,5 +597,83 @@ async fn devices_are_switched_mid_call(backend: Backend) {
     let report = b.leave().await.unwrap();
     a.leave().await.unwrap();
     assert_good(track(&report, &a_id, "video"));
+    env.stop().await;
+}
+
+/// A participant stays while another comes and goes 80 times (each time with new audio and
+/// video tracks): every visit is heard, and the one who stays is never dropped. Every track that left
+/// leaves a dead m-line on the stayer's `subscribe` connection (webrtc-rs never reuses
+/// them): the server replaces the connection past 64 of them — before, the offer and
+/// answer outgrew the signaling socket's 64 KiB message limit after ~300 and the stayer
+/// was cut off and reconnected.
+async fn stayer_hears_every_visit(backend: Backend) {
+    const VISITS: usize = 80;
+    let env = Env::start(backend).await;
+    let (stays, visits) = (env.user("stays").await, env.user("visits").await);
+    let room = env.room(&stays, "Door").await;
+    let ice = vec!["127.0.0.1".parse().unwrap()];
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let stayer = call::start(
+        &env.base,
+        &stays,
+        CallOptions {
+            audio: false,
+            video: false,
+            ice_ips: ice.clone(),
+            ..opts(&room, 0)
+        },
+        Some(tx),
+    )
+    .await
+    .unwrap();
+    for visit in 1..=VISITS {
+        let visitor = call::start(
+            &env.base,
+            &visits,
+            CallOptions {
+                ice_ips: ice.clone(),
+                ..opts(&room, 0)
+            },
+            None,
+        )
+        .await
+        .unwrap();
+        // Heard: one more of the visitor's audio tracks decoded.
+        let end = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let heard = stayer
+                .reports()
+                .iter()
+                .filter(|t| t.kind == "audio" && t.frames_decoded > 0)
+                .count();
+            if heard >= visit {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "visit {visit} not heard within 60 s: {:?}",
+                stayer.reports()
+            );
+            assert!(!stayer.is_finished(), "the stayer's call ended");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        visitor.leave().await.unwrap();
+    }
+    let report = stayer.leave().await.unwrap();
+    let mut reconnects = 0;
+    while let Ok(e) = events.try_recv() {
+        if matches!(e, CallEvent::Connection { reconnecting: true }) {
+            reconnects += 1;
+        }
+    }
+    assert_eq!(reconnects, 0, "the stayer was cut off");
+    assert_eq!(
+        report
+            .tracks
+            .iter()
+            .filter(|t| t.kind == "audio" && t.frames_decoded > 0)
+            .count(),
+        VISITS
+    );
     env.stop().await;
 }

@@ -15,7 +15,8 @@ use convo_client::api::Api;
 use convo_client::call::{self, CallOptions};
 use convo_e2e::webdriver::free_port;
 use convo_e2e::{
-    binary, proc_usage, public_room, register, test_logging, until, wait_until_serving,
+    binary, client_logging, proc_usage, public_room, register, test_logging, until,
+    wait_until_serving,
 };
 
 /// Join/leave cycles measured, after [`WARM_UP`] cycles that fill caches and pools
@@ -104,6 +105,7 @@ async fn run_cycles(base: &str, tokens: &[String], room: &str, total: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_joins_and_leaves_leave_the_server_as_it_was() {
+    client_logging();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let child = test_logging(

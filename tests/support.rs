@@ -42,6 +42,18 @@ fn postgres_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
 }
 
+/// `CONVO_TEST_LOG=convo_server=debug` (a tracing filter) shows the logs of the clients
+/// running in the test's process with the test's output ([`test_logging`] does it for a
+/// server process).
+pub fn client_logging() {
+    if let Ok(filter) = std::env::var("CONVO_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// A running server and what it runs on; the PostgreSQL database is dropped at the end.
 pub struct Env {
     pub server: Option<Server>,
@@ -53,14 +65,7 @@ pub struct Env {
 
 impl Env {
     pub async fn start(backend: Backend) -> Env {
-        // `CONVO_TEST_LOG=convo_server=debug` (a tracing filter) shows the server's and the
-        // clients' logs with the test's output.
-        if let Ok(filter) = std::env::var("CONVO_TEST_LOG") {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-                .with_test_writer()
-                .try_init();
-        }
+        client_logging();
         let dir = tempfile::tempdir().unwrap();
         let (database_url, pg_database) = match backend {
             Backend::Sqlite => (None, None),

@@ -172,10 +172,15 @@ pub enum ClientMessage {
         width: u32,
         height: u32,
     },
-    /// My `subscribe` connection's receivers are open for everything in the offers I have
-    /// answered: the server starts sending what they carry (without it, a second and a half
-    /// after the answer).
-    SubscribeReady {},
+    /// My `subscribe` connection's receivers are open for everything in the first `offer`
+    /// offers it answered (counted from 1 on each new `subscribe` connection; absent: all
+    /// answered so far): the server starts sending what they carry. Without it the server
+    /// starts 15 s after the answer — a packet that comes before its receiver is open is
+    /// taken by webrtc-rs for an unknown stream and the track never starts.
+    SubscribeReady {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offer: Option<u64>,
+    },
     /// The size of the full layer of my `kind` track (the camera's picture), sent when it
     /// is known or changes; lower simulcast layers are half and a quarter of it.
     SourceSize {
@@ -209,10 +214,14 @@ pub enum ServerMessage {
         /// Seconds a dropped connection keeps its place.
         grace_seconds: u32,
     },
-    /// The server's offer on the `subscribe` connection.
+    /// The server's offer on the `subscribe` connection. `restart`: it is for a new
+    /// `subscribe` connection that replaces the current one (which the client closes), with
+    /// the same tracks — the server does so when too many removed tracks' m-lines gathered.
     Offer {
         target: Transport,
         sdp: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        restart: bool,
     },
     /// The server's answer on the `publish` connection.
     Answer {
@@ -279,9 +288,14 @@ pub enum ServerMessage {
     Left {
         reason: LeaveReason,
     },
-    /// To a publisher: the server's receivers are open for what it offered last; it may send
-    /// (media sent before may be lost, and with simulcast can cost the whole track).
-    PublishReady {},
+    /// To a publisher: the server's receivers are open for what its first `offer` offers on
+    /// this `publish` connection carried (counted from 1; absent: all it offered so far); it
+    /// may send those tracks (media sent before may be lost, and with simulcast can cost the
+    /// whole track).
+    PublishReady {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offer: Option<u64>,
+    },
     /// To a publisher: the simulcast layers (RIDs) of its `kind` track that somebody
     /// watches. Layers not listed are not encoded until they are listed again.
     LayersWanted {

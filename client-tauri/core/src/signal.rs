@@ -83,7 +83,18 @@ impl Signaling {
             let _ = sink.close().await;
         });
         tokio::spawn(async move {
-            while let Some(Ok(frame)) = stream.next().await {
+            loop {
+                let frame = match stream.next().await {
+                    Some(Ok(frame)) => frame,
+                    Some(Err(e)) => {
+                        tracing::info!(error = %e, "the signaling socket failed");
+                        break;
+                    }
+                    None => {
+                        tracing::debug!("the server closed the signaling socket");
+                        break;
+                    }
+                };
                 let Message::Text(text) = frame else { continue };
                 match serde_json::from_str::<Envelope<ServerMessage>>(text.as_str()) {
                     Ok(env) => {

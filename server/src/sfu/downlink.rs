@@ -36,9 +36,11 @@ impl Downlink {
         self.bwe.lock().budget(now)
     }
 
-    /// The subscriber's reports arrive.
-    pub fn is_live(&self, now: Instant) -> bool {
-        self.bwe.lock().is_live(now)
+    /// The subscriber's reports arrive and the estimate rests on them (see
+    /// [`convo_shared::bwe::SendSideBwe::is_measured`]).
+    pub fn is_measured(&self, now: Instant) -> bool {
+        let bwe = self.bwe.lock();
+        bwe.is_live(now) && bwe.is_measured()
     }
 
     pub fn summary(&self, now: Instant) -> String {

@@ -27,8 +27,11 @@ use crate::forward::{self, DownTrack, KeyframeStarts, LAYER_IDLE, Layer, ViewSiz
 pub const RIDS: [&str; 3] = ["q", "h", "f"];
 /// The full layer's size until the publisher says (`source_size`).
 const ASSUMED_TOP: (u32, u32) = (1280, 720);
-/// A subscriber that answered but never said it is ready gets media this long after.
-const READY_FALLBACK: Duration = Duration::from_millis(1500);
+/// A subscriber that answered but never said it is ready gets media this long after: longer
+/// than our engine waits for its receivers before it says so anyway (10 s), so that the
+/// fallback never races a slow connection's receivers (a 1.5 s fallback lost a joiner's
+/// video now and then on a busy 2-core machine, where the connection took longer to come up).
+const READY_FALLBACK: Duration = Duration::from_secs(15);
 
 /// One received layer.
 struct LayerIn {

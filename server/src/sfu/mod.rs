@@ -90,9 +90,11 @@ pub enum MediaEvent {
     ViewerGone { viewer_id: String },
     /// The loudest level (RFC 6464, 0 loudest … 127 silent) of the last ~100 ms of a track.
     AudioLevel { participant_id: String, level: u8 },
+    /// One of the layers `fan` forwards ended.
     TrackEnded {
         participant_id: String,
         track_id: String,
+        fan: std::sync::Weak<fanout::Fanout>,
     },
     /// A subscriber asked for a keyframe of a track it receives.
     KeyframeWanted {
@@ -101,8 +103,12 @@ pub enum MediaEvent {
     },
     /// Time to choose every subscriber's layer again.
     Tick,
-    /// A publisher's receivers are open for what it offered last.
-    PublishReady { participant_id: String },
+    /// A publisher's receivers on `pc` are open for its first `offer` offers.
+    PublishReady {
+        participant_id: String,
+        offer: u64,
+        pc: Arc<RTCPeerConnection>,
+    },
 }
 
 impl std::fmt::Debug for MediaEvent {
@@ -124,8 +130,12 @@ impl std::fmt::Debug for MediaEvent {
             }
             MediaEvent::ViewerGone { viewer_id } => write!(f, "ViewerGone({viewer_id})"),
             MediaEvent::Tick => f.write_str("Tick"),
-            MediaEvent::PublishReady { participant_id } => {
-                write!(f, "PublishReady({participant_id})")
+            MediaEvent::PublishReady {
+                participant_id,
+                offer,
+                ..
+            } => {
+                write!(f, "PublishReady({participant_id}, {offer})")
             }
             MediaEvent::AudioLevel {
                 participant_id,
@@ -170,6 +180,8 @@ struct Peer {
     publish_only: bool,
     /// The estimate of `subscribe`'s downlink and its probing.
     downlink: Option<downlink::Downlink>,
+    /// Offers answered on `publish`.
+    publish_offers: u64,
     /// Subscribe offers sent so far, and the last one answered.
     offers: u64,
     answered: u64,
@@ -218,6 +230,21 @@ fn kind_of(track_id: &str, codec: RTPCodecType) -> TrackKind {
         (id, _) if id.starts_with("screen") => TrackKind::Screen,
         _ => TrackKind::Video,
     }
+}
+
+/// Dead m-lines a `subscribe` connection may gather before it is replaced
+/// (`RoomMedia::rebuild_subscribe`): about 15 KB of SDP.
+const MAX_DEAD_TRANSCEIVERS: usize = 64;
+
+/// Transceivers of `pc` whose track was removed (their m-lines stay, inactive).
+async fn dead_transceivers(pc: &RTCPeerConnection) -> usize {
+    let mut n = 0;
+    for t in pc.get_transceivers().await {
+        if t.sender().await.track().await.is_none() {
+            n += 1;
+        }
+    }
+    n
 }
 
 /// Whether every receiving transceiver of `pc` has its receiver started.
@@ -407,9 +434,12 @@ impl RoomMedia {
             let demands: Vec<Demand> = mine.iter().map(|(_, d)| d.clone()).collect();
             // A little under the estimate: headers and retransmissions ride on top.
             let mut a = allocate(budget / 20 * 19, &demands);
-            // Before the subscriber's first report the estimate is only where it starts:
-            // it limits the layer, it pauses nothing.
-            if !dl.is_live(now) {
+            // Until the subscriber's reports measured the path the estimate is only where it
+            // starts: it limits the layer, it pauses nothing. (A joiner receiving four
+            // voices and a camera at the 300k start estimate had the camera paused, and
+            // paused it stayed when the probes that should lift it gave no result: the
+            // estimate may not exceed 1.5x what arrives, and only audio arrived.)
+            if !dl.is_measured(now) {
                 for cap in &mut a.caps {
                     cap.get_or_insert(0);
                 }
@@ -439,10 +469,16 @@ impl RoomMedia {
         out
     }
 
-    /// `pid`'s receivers are open for everything it answered: its down-tracks start (from a
-    /// keyframe, asked for now).
-    pub async fn subscribe_ready(&mut self, pid: &str) -> Vec<Outgoing> {
-        let Some(answered) = self.peers.get(pid).map(|p| p.answered) else {
+    /// `pid`'s receivers are open for what it answered up to its `offer`-th offer (all it
+    /// answered when not said): those down-tracks start (from a keyframe, asked for now).
+    /// A client that answered again before saying so is not taken to be ready for the later
+    /// offer's tracks.
+    pub async fn subscribe_ready(&mut self, pid: &str, offer: Option<u64>) -> Vec<Outgoing> {
+        let Some(answered) = self
+            .peers
+            .get(pid)
+            .map(|p| offer.map_or(p.answered, |o| o.min(p.answered)))
+        else {
             return Vec::new();
         };
         let ready: Vec<String> = self
@@ -590,6 +626,10 @@ impl RoomMedia {
         if answer.is_ok() {
             // webrtc-rs opens the receivers a moment after answering (once connected, the
             // first time): the publisher is told when it may send.
+            let offer = self.peers.get_mut(pid).map_or(0, |p| {
+                p.publish_offers += 1;
+                p.publish_offers
+            });
             let (events, owner, pc) = (self.events.clone(), pid.to_string(), pc.clone());
             tokio::spawn(async move {
                 let deadline = Instant::now() + Duration::from_secs(15);
@@ -598,6 +638,8 @@ impl RoomMedia {
                 }
                 events(MediaEvent::PublishReady {
                     participant_id: owner,
+                    offer,
+                    pc,
                 });
             });
         }
@@ -792,13 +834,23 @@ impl RoomMedia {
         let Some(peer) = self.peers.get_mut(pid) else {
             return Vec::new();
         };
-        let Some(pc) = peer.subscribe.clone() else {
+        let Some(mut pc) = peer.subscribe.clone() else {
             return Vec::new();
         };
         if peer.offer_outstanding {
             peer.renegotiate = true;
             return Vec::new();
         }
+        let restart = dead_transceivers(&pc).await > MAX_DEAD_TRANSCEIVERS;
+        if restart {
+            match self.rebuild_subscribe(pid).await {
+                Some(new) => pc = new,
+                None => return Vec::new(),
+            }
+        }
+        let Some(peer) = self.peers.get_mut(pid) else {
+            return Vec::new();
+        };
         let offer = async {
             let offer = pc.create_offer(None).await?;
             pc.set_local_description(offer.clone()).await?;
@@ -818,6 +870,7 @@ impl RoomMedia {
                     ServerMessage::Offer {
                         target: Transport::Subscribe,
                         sdp,
+                        restart,
                     },
                 )]
             }
@@ -825,6 +878,37 @@ impl RoomMedia {
                 tracing::warn!(error = %e, "subscribe offer failed");
                 Vec::new()
             }
+        }
+    }
+
+    /// Replaces `pid`'s `subscribe` connection by a new one carrying the same tracks (its
+    /// offer says `restart`). webrtc-rs 0.17 never reuses the m-line of a removed track: a
+    /// participant who stays while others come and go gathers one dead m-line per track that
+    /// left, every offer and answer carries them all, and after some 300 the answer outgrew
+    /// the signaling socket's 64 KiB message limit — the socket closed and the participant
+    /// reconnected (the leak test's host, every 80 s).
+    async fn rebuild_subscribe(&mut self, pid: &str) -> Option<Arc<RTCPeerConnection>> {
+        let peer = self.peers.get_mut(pid)?;
+        let old = peer.subscribe.take()?;
+        let tracks: Vec<String> = std::mem::take(&mut peer.subscriptions)
+            .into_keys()
+            .collect();
+        peer.downlink = None;
+        peer.offers = 0;
+        peer.answered = 0;
+        peer.renegotiate = false;
+        tracing::debug!(participant_id = %pid, tracks = tracks.len(), "subscribe connection rebuilt");
+        for fan in self.fans() {
+            fan.detach(pid);
+        }
+        let _ = old.close().await;
+        for track_id in &tracks {
+            self.subscribe(pid, track_id).await;
+        }
+        match self.peers.get(pid).and_then(|p| p.subscribe.clone()) {
+            Some(pc) => Some(pc),
+            // Nothing to carry: the next track gets a connection of its own.
+            None => self.subscribe_pc(pid).await,
         }
     }
 
@@ -844,15 +928,18 @@ impl RoomMedia {
             (peer.audio_level_id, peer.frame_marking_id, peer.camera_size);
         let kind = kind_of(&remote.id(), remote.kind());
         let track_id = format!("{pid}:{}", kind.as_str());
-        let ended = {
+        // Says which fan-out ended: a reconnected publisher's track of the same id may be
+        // forwarded by a new one by the time the old one's end is handled.
+        let ended = |fan: &Arc<fanout::Fanout>| -> Box<dyn FnOnce() + Send> {
             let events = self.events.clone();
-            let (owner, tid) = (pid.to_string(), track_id.clone());
-            move || {
+            let (owner, tid, fan) = (pid.to_string(), track_id.clone(), Arc::downgrade(fan));
+            Box::new(move || {
                 events(MediaEvent::TrackEnded {
                     participant_id: owner,
                     track_id: tid,
+                    fan,
                 })
-            }
+            })
         };
         let rid = remote.rid().to_string();
         let levels = match (kind, audio_level_id) {
@@ -876,7 +963,7 @@ impl RoomMedia {
         {
             // Another layer of a track everyone already receives.
             p.fan
-                .add_layer(remote, marking_id, p.muted.clone(), None, Box::new(ended));
+                .add_layer(remote, marking_id, p.muted.clone(), None, ended(&p.fan));
             return self.apply(&track_id).await;
         }
         let muted = match kind {
@@ -900,13 +987,8 @@ impl RoomMedia {
         if let (TrackKind::Video, Some((w, h))) = (kind, camera_size) {
             fan.set_top(w, h);
         }
-        fan.add_layer(
-            remote,
-            marking_id,
-            muted_flag.clone(),
-            levels,
-            Box::new(ended),
-        );
+        let on_end = ended(&fan);
+        fan.add_layer(remote, marking_id, muted_flag.clone(), levels, on_end);
         let Some(peer) = self.peers.get_mut(pid) else {
             return Vec::new();
         };
@@ -952,14 +1034,26 @@ impl RoomMedia {
         out
     }
 
-    /// A published track ended (its publisher left or stopped it).
-    pub async fn track_ended(&mut self, pid: &str, track_id: &str) -> Vec<Outgoing> {
+    /// A published track ended (its publisher left or stopped it), if `fan` still forwards
+    /// it: the end of a track a reconnection replaced must not take the new one away.
+    pub async fn track_ended(
+        &mut self,
+        pid: &str,
+        track_id: &str,
+        fan: &std::sync::Weak<fanout::Fanout>,
+    ) -> Vec<Outgoing> {
         let Some(peer) = self.peers.get_mut(pid) else {
             return Vec::new();
         };
-        if peer.published.remove(track_id).is_none() {
+        let current = peer
+            .published
+            .get(track_id)
+            .is_some_and(|p| std::sync::Weak::ptr_eq(&Arc::downgrade(&p.fan), fan));
+        if !current {
+            tracing::debug!(participant_id = %pid, track_id, "the end of a replaced track");
             return Vec::new();
         }
+        peer.published.remove(track_id);
         self.unsubscribe_all(pid, track_id).await
     }
 
@@ -1050,6 +1144,29 @@ impl RoomMedia {
     }
 
     /// Mute stops forwarding at the server, whatever the client keeps sending.
+    /// `pid`'s receivers on `pc` are open for its first `offer` offers: it is told it may send
+    /// them, unless `pc` is no longer its `publish` connection (it reconnected meanwhile: the
+    /// new one's readiness is its own).
+    pub fn publish_ready(
+        &self,
+        pid: &str,
+        offer: u64,
+        pc: &Arc<RTCPeerConnection>,
+    ) -> Vec<Outgoing> {
+        let current = self
+            .peers
+            .get(pid)
+            .and_then(|p| p.publish.as_ref())
+            .is_some_and(|p| Arc::ptr_eq(p, pc));
+        if !current {
+            return Vec::new();
+        }
+        vec![(
+            pid.to_string(),
+            ServerMessage::PublishReady { offer: Some(offer) },
+        )]
+    }
+
     pub fn mute(&mut self, pid: &str, kind: TrackKind, muted: bool) {
         if let Some(peer) = self.peers.get_mut(pid) {
             for p in peer.published.values_mut().filter(|p| p.info.kind == kind) {

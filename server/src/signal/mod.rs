@@ -195,7 +195,14 @@ async fn connection(state: AppState, mut socket: WebSocket, user: Option<AuthUse
     loop {
         tokio::select! {
             frame = socket.recv() => {
-                let Some(Ok(frame)) = frame else { break };
+                let frame = match frame {
+                    Some(Ok(frame)) => frame,
+                    Some(Err(e)) => {
+                        tracing::debug!(conn, error = %e, "signaling socket failed");
+                        break;
+                    }
+                    None => break,
+                };
                 silent_ticks = 0;
                 let text = match frame {
                     Message::Text(t) => t,
@@ -247,12 +254,17 @@ async fn connection(state: AppState, mut socket: WebSocket, user: Option<AuthUse
                     here = None;
                 }
                 if send(&mut socket, msg).await.is_err() {
+                    tracing::debug!(conn, "signaling socket: a send failed");
                     break;
                 }
             }
             _ = ping.tick() => {
                 silent_ticks += 1;
-                if silent_ticks > 3 || socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                if silent_ticks > 3 {
+                    tracing::debug!(conn, "signaling socket silent for a minute: closed");
+                    break;
+                }
+                if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
                     break;
                 }
             }
@@ -525,7 +537,7 @@ async fn handle(
         | ClientMessage::Candidate { .. }
         | ClientMessage::View { .. }
         | ClientMessage::SourceSize { .. }
-        | ClientMessage::SubscribeReady {}) => {
+        | ClientMessage::SubscribeReady { .. }) => {
             let Some(r) = here.as_ref() else {
                 return Some(not_in_room());
             };

@@ -876,7 +876,7 @@ async fn signal(media: &mut RoomMedia, pid: &str, msg: ClientMessage) -> Vec<Out
             width,
             height,
         } => media.source_size(pid, kind, width, height),
-        ClientMessage::SubscribeReady {} => media.subscribe_ready(pid).await,
+        ClientMessage::SubscribeReady { offer } => media.subscribe_ready(pid, offer).await,
         _ => Vec::new(),
     }
 }
@@ -913,7 +913,8 @@ async fn media_event(media: &mut RoomMedia, room: &RoomState, e: MediaEvent) -> 
         MediaEvent::TrackEnded {
             participant_id,
             track_id,
-        } => media.track_ended(&participant_id, &track_id).await,
+            fan,
+        } => media.track_ended(&participant_id, &track_id, &fan).await,
         MediaEvent::KeyframeWanted {
             track_id,
             subscriber,
@@ -922,9 +923,11 @@ async fn media_event(media: &mut RoomMedia, room: &RoomState, e: MediaEvent) -> 
             Vec::new()
         }
         MediaEvent::Tick => media.tick().await,
-        MediaEvent::PublishReady { participant_id } => {
-            vec![(participant_id, ServerMessage::PublishReady {})]
-        }
+        MediaEvent::PublishReady {
+            participant_id,
+            offer,
+            pc,
+        } => media.publish_ready(&participant_id, offer, &pc),
     }
 }
 

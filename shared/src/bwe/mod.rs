@@ -115,6 +115,8 @@ pub struct SendSideBwe {
     recent: VecDeque<(Instant, usize)>,
     /// Probes started, probes that gave a result, and the last result (for logs).
     probe_log: (u32, u32, Option<u64>),
+    /// The path said something of its capacity: overuse, a loss bound, a probe's result.
+    measured: bool,
 }
 
 impl SendSideBwe {
@@ -143,6 +145,7 @@ impl SendSideBwe {
             first_sent: None,
             recent: VecDeque::new(),
             probe_log: (0, 0, None),
+            measured: false,
         }
     }
 
@@ -174,6 +177,14 @@ impl SendSideBwe {
             .is_some_and(|t| now.saturating_duration_since(t) < FEEDBACK_STALE)
     }
 
+    /// The estimate rests on what the path showed (a probe's result, overuse, a loss
+    /// bound), not only on where it started and what was sent so far. An estimate that was
+    /// never measured must not stop a stream: what little is sent holds it down (it may be
+    /// at most 1.5× the acknowledged rate), and only a probe would lift it.
+    pub fn is_measured(&self) -> bool {
+        self.measured
+    }
+
     pub fn rtt(&self) -> Option<Duration> {
         self.rtt
     }
@@ -202,7 +213,7 @@ impl SendSideBwe {
     /// A one-line account of the estimator's state, for logs.
     pub fn summary(&self, now: Instant) -> String {
         format!(
-            "target={} delay={} loss_bound={:?} acked={:?} loss={:.3} usage={:?} rtt={:?} live={} probing={} probes={:?}",
+            "target={} delay={} loss_bound={:?} acked={:?} loss={:.3} usage={:?} rtt={:?} live={} measured={} probing={} probes={:?}",
             self.target(),
             self.aimd.estimate(),
             self.loss.bound(),
@@ -211,6 +222,7 @@ impl SendSideBwe {
             self.delay.usage(),
             self.rtt,
             self.is_live(now),
+            self.measured,
             self.probing(now),
             self.probe_log
         )
@@ -373,6 +385,7 @@ impl SendSideBwe {
         let sent = self.sent_bps(now);
         self.aimd
             .update(self.delay.usage(), self.acked.rate(), sent, rtt, now);
+        self.measured |= self.probe_log.1 > 0 || self.delay.usage() == Usage::Over;
         let window_done = self
             .loss_at
             .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_millis(200));
@@ -380,6 +393,7 @@ impl SendSideBwe {
             self.last_loss = f64::from(self.lost) / f64::from(self.counted);
             self.loss
                 .update(self.last_loss, self.aimd.estimate(), rtt, now);
+            self.measured |= self.loss.bound().is_some();
             self.lost = 0;
             self.counted = 0;
             self.loss_at = Some(now);

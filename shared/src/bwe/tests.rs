@@ -89,6 +89,8 @@ struct Sim {
     sent_log: VecDeque<usize>,
     /// Media goes out as 30 frames a second, each a burst.
     frames: bool,
+    /// Probe padding is asked for but never goes out.
+    no_padding: bool,
 }
 
 impl Sim {
@@ -107,6 +109,7 @@ impl Sim {
             wanted,
             sent_log: VecDeque::new(),
             frames: false,
+            no_padding: false,
         }
     }
 
@@ -140,6 +143,9 @@ impl Sim {
                 self.send(1200);
             }
             let mut pad = self.bwe.padding(self.now);
+            if self.no_padding {
+                pad = 0;
+            }
             while pad > 0 {
                 self.send(255);
                 pad = pad.saturating_sub(255);
@@ -287,6 +293,31 @@ fn heavy_loss_brings_the_rate_down() {
     s.link.loss_permille = 300;
     s.run(Duration::from_secs(3));
     assert!(s.bwe.target() < before / 2, "{before} → {}", s.bwe.target());
+}
+
+#[test]
+fn an_estimate_is_measured_only_once_the_path_said_something() {
+    // Little media on an open path, no probe sent: live, but only the start rate.
+    let mut s = Sim::new(10_000_000, 200_000);
+    s.no_padding = true;
+    s.run(Duration::from_secs(5));
+    assert!(s.bwe.is_live(s.now));
+    assert!(!s.bwe.is_measured(), "{}", s.bwe.summary(s.now));
+    // A probe that gets through measures it.
+    s.no_padding = false;
+    s.bwe.set_wanted(2_000_000);
+    s.wanted = 2_000_000;
+    s.run(Duration::from_secs(5));
+    assert!(s.bwe.is_measured(), "{}", s.bwe.summary(s.now));
+}
+
+#[test]
+fn a_full_link_measures_the_estimate_without_probes() {
+    // More media than the link carries: the queue (overuse) or the loss tells.
+    let mut s = Sim::new(150_000, 280_000);
+    s.no_padding = true;
+    s.run(Duration::from_secs(5));
+    assert!(s.bwe.is_measured(), "{}", s.bwe.summary(s.now));
 }
 
 #[test]

@@ -561,6 +561,8 @@ pub async fn start(
         let (lost_tx, mut address_lost) = mpsc::unbounded_channel::<()>();
         let watcher = crate::netwatch::watch(opts.ice_ips.clone(), lost_tx);
         let mut subscribe: Option<Arc<RTCPeerConnection>> = None;
+        // Offers answered on the current `subscribe` connection.
+        let mut subscribe_answers = 0_u64;
         let mut active_speaker: Option<String> = None;
         // The size remote videos are drawn at, for tracks that start later.
         let views: Arc<Mutex<Option<(u32, u32)>>> = Arc::new(Mutex::new(opts.view));
@@ -800,7 +802,16 @@ pub async fn start(
                     ServerMessage::Offer {
                         target: Transport::Subscribe,
                         sdp,
+                        restart,
                     } => {
+                        if restart && let Some(old) = subscribe.take() {
+                            // The server replaces the connection (the same tracks come again
+                            // on the new one).
+                            old.on_peer_connection_state_change(Box::new(|_| Box::pin(async {})));
+                            tokio::spawn(async move {
+                                let _ = old.close().await;
+                            });
+                        }
                         let pc = match &subscribe {
                             Some(pc) => pc.clone(),
                             None => {
@@ -849,6 +860,7 @@ pub async fn start(
                                     Box::pin(async {})
                                 }));
                                 subscribe = Some(pc.clone());
+                                subscribe_answers = 0;
                                 pc
                             }
                         };
@@ -860,15 +872,17 @@ pub async fn start(
                             target: Transport::Subscribe,
                             sdp: answer.sdp,
                         });
+                        subscribe_answers += 1;
                         // webrtc-rs opens the receivers a moment after answering (after the
-                        // connection is up, the first time); the server waits to be told.
-                        let (pc, tx) = (pc.clone(), sig.sender());
+                        // connection is up, the first time); the server waits to be told, for
+                        // this offer (a later one may be answered before these are open).
+                        let (pc, tx, offer) = (pc.clone(), sig.sender(), subscribe_answers);
                         tokio::spawn(async move {
                             let deadline = Instant::now() + Duration::from_secs(10);
                             while !receivers_open(&pc).await && Instant::now() < deadline {
                                 tokio::time::sleep(Duration::from_millis(10)).await;
                             }
-                            let _ = tx.send(ClientMessage::SubscribeReady {});
+                            let _ = tx.send(ClientMessage::SubscribeReady { offer: Some(offer) });
                         });
                     }
                     ServerMessage::Candidate { target, candidate } => {
@@ -888,10 +902,11 @@ pub async fn start(
                             }
                         }
                     }
-                    ServerMessage::PublishReady {} => {
-                        // For what the answers so far covered (a track added since waits for
-                        // the next).
-                        for o in outgoing.iter().filter(|o| o.offered_in <= offers.answered) {
+                    ServerMessage::PublishReady { offer } => {
+                        // For what the offers it speaks of covered (a track added since waits
+                        // for the next).
+                        let upto = offer.map_or(offers.answered, |n| n.min(offers.answered));
+                        for o in outgoing.iter().filter(|o| o.offered_in <= upto) {
                             if !o.ready.swap(true, Ordering::Relaxed)
                                 && let Some(v) = o.video()
                             {
@@ -1062,7 +1077,7 @@ fn reports(stats: &Stats, tone_hz: f64, rtt: &RoundTrip) -> Vec<crate::stats::Tr
 
 /// Media goes out this long after the server answered an offer if it has not said
 /// `publish_ready` by then.
-const PUBLISH_READY_FALLBACK: Duration = Duration::from_secs(3);
+const PUBLISH_READY_FALLBACK: Duration = Duration::from_secs(20);
 
 #[cfg(test)]
 mod tests {
