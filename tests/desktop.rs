@@ -89,6 +89,29 @@ async fn text_of(d: &convo_e2e::webdriver::Driver, css: &str) -> String {
     .to_string()
 }
 
+/// The call screen fits the window with `panel` open: nothing scrolls sideways, every control
+/// is inside the window (the chat panel once cut the left tile and pushed the controls out).
+async fn fits(d: &convo_e2e::webdriver::Driver, panel: &str) {
+    let v = d
+        .script(
+            "const w = window.innerWidth, h = window.innerHeight;
+             const out = [...document.querySelectorAll('#call button, #call aside, #call .tile')]
+               .map((e) => [e.id || e.className, e.getBoundingClientRect()])
+               .filter(([, r]) => r.width > 0 && (r.left < -1 || r.right > w + 1 || r.bottom > h + 1))
+               .map(([n, r]) => `${n} ${Math.round(r.left)}..${Math.round(r.right)}`);
+             return [w, h, document.scrollingElement.scrollWidth, out];",
+            json!([]),
+        )
+        .await;
+    let (w, scroll) = (v[0].as_i64().unwrap_or(0), v[2].as_i64().unwrap_or(0));
+    assert!(
+        scroll <= w && v[3].as_array().is_some_and(Vec::is_empty),
+        "with the {panel} panel open the call does not fit {}x{}: {v}",
+        v[0],
+        v[1]
+    );
+}
+
 /// Waits (20 s at most) for the test's notification server to have shown a notification
 /// containing `needle`.
 async fn notified(log_path: &str, needle: &str, missing: &str) {
@@ -286,8 +309,38 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Emoji are drawn from a colour font (the .deb depends on one), not as empty boxes: the
+    // glyph drawn in black comes out in colour.
+    let coloured = d
+        .script(
+            "const c = document.createElement('canvas'); c.width = c.height = 48;
+             const g = c.getContext('2d'); g.fillStyle = '#000';
+             g.font = '32px ' + getComputedStyle(document.body).fontFamily;
+             g.fillText('\u{1F44D}', 4, 38);
+             const p = g.getImageData(0, 0, 48, 48).data; let n = 0;
+             for (let i = 0; i < p.length; i += 4) if (p[i + 3] > 0 && Math.max(p[i], p[i + 1], p[i + 2]) - Math.min(p[i], p[i + 1], p[i + 2]) > 40) n++;
+             return n;",
+            json!([]),
+        )
+        .await;
+    assert!(
+        coloured.as_i64().is_some_and(|n| n > 50),
+        "the emoji is not drawn in colour ({coloured} coloured pixels)"
+    );
+    // A 1024×640 window holds the call with the chat open.
+    d.call(
+        reqwest::Method::POST,
+        "/window/rect",
+        Some(json!({"width": 1024, "height": 640})),
+    )
+    .await;
+    fits(&d, "chat").await;
     d.screenshot("chat").await;
     d.click("#toggle-chat").await;
+    d.click("#toggle-people").await;
+    fits(&d, "people").await;
+    d.screenshot("people").await;
+    d.click("#toggle-people").await;
 
     // The bot sees the shared window (a still window sends few frames: wait for three)
     // before it is closed.
@@ -475,6 +528,7 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    fits(&d, "devices").await;
     d.screenshot("devices").await;
     d.click("#toggle-devices").await;
 

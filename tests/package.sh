@@ -21,9 +21,11 @@ echo "== start the installed app once"
 cat > /tmp/convo-installed-check.sh <<'CHECK'
 set -euo pipefail
 port=4491
-tauri-driver --port $port --native-port 4492 >/tmp/convo-installed-driver.log 2>&1 &
+# In a process group of its own, killed whole at the end: tauri-driver starts WebKitWebDriver
+# (and that the app), which outlived it.
+setsid tauri-driver --port $port --native-port 4492 >/tmp/convo-installed-driver.log 2>&1 &
 driver=$!
-trap 'kill $driver 2>/dev/null || true' EXIT
+trap 'kill -- -$driver 2>/dev/null || kill $driver 2>/dev/null || true' EXIT
 for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.2; done
 sleep 2
 session=$(curl -sf -m 60 -X POST "http://127.0.0.1:$port/session" -H 'content-type: application/json' \

@@ -145,6 +145,23 @@ impl Drop for Kill {
     }
 }
 
+/// A child started as the leader of its own process group, killed with the whole group:
+/// tauri-driver starts WebKitWebDriver, which outlived it (one more left running after every
+/// test or bench).
+pub struct KillGroup(pub Child);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -154,9 +171,10 @@ pub fn free_port() -> u16 {
 }
 
 /// Starts tauri-driver (with `envs` for the app it launches) and a session of `app`.
-pub async fn launch(app: &str, envs: &[(&str, &str)]) -> (Kill, Driver) {
+pub async fn launch(app: &str, envs: &[(&str, &str)]) -> (KillGroup, Driver) {
+    use std::os::unix::process::CommandExt;
     let (port, native) = (free_port(), free_port());
-    let driver = Kill(
+    let driver = KillGroup(
         Command::new("tauri-driver")
             .args([
                 "--port",
@@ -166,6 +184,7 @@ pub async fn launch(app: &str, envs: &[(&str, &str)]) -> (Kill, Driver) {
             ])
             .envs(envs.iter().copied())
             .stdout(Stdio::null())
+            .process_group(0)
             .spawn()
             .expect("tauri-driver on PATH (cargo install tauri-driver)"),
     );

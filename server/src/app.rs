@@ -228,6 +228,17 @@ pub enum StartError {
     },
 }
 
+/// Join links' base when no public URL was given: the address listened on, with its real
+/// port; an unspecified address (`0.0.0.0`) is reached here as `localhost` (others need
+/// `CONVO_PUBLIC_URL`).
+fn public_url_for(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("http://localhost:{}", addr.port())
+    } else {
+        format!("http://{addr}")
+    }
+}
+
 /// A running server.
 pub struct Server {
     pub addr: SocketAddr,
@@ -239,7 +250,7 @@ pub struct Server {
 impl Server {
     /// Connects the database, applies migrations and starts listening on `config.bind`
     /// (port 0 picks a free one; see `addr`).
-    pub async fn start(config: Config) -> Result<Server, StartError> {
+    pub async fn start(mut config: Config) -> Result<Server, StartError> {
         let pool = db::connect(&config.database_url).await?;
         crate::meetings::recover(&pool)
             .await
@@ -247,17 +258,20 @@ impl Server {
         let mailer = Mailer::new(config.smtp_url.as_deref(), &config.smtp_from)?;
         let sfu =
             crate::sfu::Sfu::new(&config.sfu).map_err(|e| StartError::Media(e.to_string()))?;
-        let state = AppState::new(pool, config, mailer, sfu);
-        let listener = tokio::net::TcpListener::bind(state.config.bind)
+        let listener = tokio::net::TcpListener::bind(config.bind)
             .await
             .map_err(|source| StartError::Bind {
-                addr: state.config.bind,
+                addr: config.bind,
                 source,
             })?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: state.config.bind,
+            addr: config.bind,
             source,
         })?;
+        if config.public_url_from_bind {
+            config.public_url = public_url_for(addr);
+        }
+        let state = AppState::new(pool, config, mailer, sfu);
         let app = router(state.clone());
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

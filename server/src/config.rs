@@ -104,6 +104,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub database_url: String,
     pub public_url: String,
+    /// `public_url` was not given: it is worked out from the address the server listens on
+    /// once it does (a bind to port 0 gets its real port in join links).
+    pub public_url_from_bind: bool,
     pub smtp_url: Option<String>,
     pub smtp_from: String,
     pub jwt_secret: Vec<u8>,
@@ -234,6 +237,7 @@ impl Config {
             bind: args.bind,
             data_dir,
             database_url,
+            public_url_from_bind: args.public_url.is_none(),
             public_url,
             smtp_url: args.smtp_url.clone().filter(|u| !u.is_empty()),
             smtp_from,

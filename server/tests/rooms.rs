@@ -515,3 +515,32 @@ async fn members_and_leaving(backend: Backend) {
         .expect_error(404, "not_found");
     srv.stop().await;
 }
+
+/// Without a public URL, join links carry the address the server really listens on: a bind to
+/// port 0 (what the desktop app's own server does) once gave `http://127.0.0.1:0/join/…`.
+#[tokio::test]
+async fn join_links_use_the_real_port_when_no_public_url_is_set() {
+    let env = TestEnv::new(Backend::Sqlite).await;
+    let mut config = env.config();
+    config.public_url_from_bind = true;
+    let server = convo_server::Server::start(config)
+        .await
+        .expect("server starts");
+    let port = server.addr.port();
+    assert_ne!(port, 0);
+    let srv = common::TestServer::new(server);
+    let a = srv.user("anna").await;
+    let room = srv
+        .post(
+            "/api/rooms",
+            Some(&a.access),
+            json!({"name": "Links", "privacy": "public"}),
+        )
+        .await
+        .expect(201)
+        .clone();
+    assert_eq!(
+        room["join_url"],
+        format!("http://127.0.0.1:{port}/join/{}", id_of(&room))
+    );
+}

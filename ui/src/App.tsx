@@ -1,5 +1,6 @@
 import { listen } from "@tauri-apps/api/event";
-import { useCallback, useEffect, useReducer, useRef, useState, type FormEvent } from "react";
+import { useCallback, useEffect, useReducer, useRef, useState, type FormEvent, type ReactNode } from "react";
+import { LayoutGrid, MessageSquare, Mic, MicOff, MonitorUp, MonitorX, PhoneOff, Presentation, SlidersHorizontal, Users, Video, VideoOff } from "lucide-react";
 import { api, frameUrl, type AppInfo, type Devices, type Room, type ScheduledMeeting, type ScreenSource, type User } from "./api";
 import {
   featured,
@@ -560,7 +561,7 @@ function Call(props: { room: Room; joinRef: typeof joinRef; onLeft: () => void; 
   const [conn, setConn] = useState<Quality>("connecting");
   useEffect(() => {
     let prev: TrackReport[] | null = null;
-    const t = setInterval(async () => {
+    const sample = async () => {
       try {
         const now = await api.callStats();
         setConn(quality(prev, now));
@@ -568,7 +569,9 @@ function Call(props: { room: Room; joinRef: typeof joinRef; onLeft: () => void; 
       } catch {
         // Between calls: nothing to measure.
       }
-    }, 2000);
+    };
+    void sample();
+    const t = setInterval(sample, 2000);
     return () => clearInterval(t);
   }, []);
   useEffect(() => {
@@ -710,27 +713,43 @@ function Call(props: { room: Room; joinRef: typeof joinRef; onLeft: () => void; 
       )}
       <footer className="controls">
         <span className={`quality ${conn}`} id="quality" title="Connection quality">
-          ● {state.reconnecting ? "Reconnecting…" : conn === "connecting" ? "Connecting…" : conn === "good" ? "Good connection" : conn === "fair" ? "Some packet loss" : "Poor connection"} · {props.room.name}
+          ● {state.reconnecting ? "Reconnecting…" : conn === "connecting" ? "Connecting…" : conn === "connected" ? "Connected" : conn === "good" ? "Good connection" : conn === "fair" ? "Some packet loss" : "Poor connection"} · {props.room.name}
         </span>
-        <button id="toggle-mic" className={state.micMuted ? "off" : ""} onClick={() => toggle("audio")} title="Ctrl+D">
-          {state.micMuted ? "Unmute" : "Mute"}
-        </button>
-        <button id="toggle-cam" className={state.camMuted ? "off" : ""} onClick={() => toggle("video")} title="Ctrl+E">
-          {state.camMuted ? "Start camera" : "Stop camera"}
-        </button>
-        <button id="toggle-share" className={state.sharing ? "on" : ""} onClick={() => (state.sharing ? share(null) : setPicking(true))}>
-          {state.sharing ? "Stop sharing" : "Share screen"}
-        </button>
-        <button onClick={() => setLayout(layout === "grid" ? "speaker" : "grid")}>{layout === "grid" ? "Speaker view" : "Grid view"}</button>
-        <button id="toggle-chat" className={showChat ? "on" : ""} onClick={() => { setShowChat(!showChat); setShowPeople(false); setShowDevices(false); }}>
-          Chat{state.unread > 0 && <span className="badge" id="chat-unread">{state.unread}</span>}
-        </button>
-        <button onClick={() => { setShowPeople(!showPeople); setShowChat(false); setShowDevices(false); }}>People</button>
-        <button id="toggle-devices" className={showDevices ? "on" : ""} onClick={() => { setShowDevices(!showDevices); setShowChat(false); setShowPeople(false); }}>Devices</button>
-        <button id="leave" className="danger" onClick={leave} title="Ctrl+Shift+L">Leave</button>
+        <ControlButton id="toggle-mic" className={state.micMuted ? "off" : ""} onClick={() => toggle("audio")} label={state.micMuted ? "Unmute" : "Mute"} keys="Ctrl+D" icon={state.micMuted ? <MicOff /> : <Mic />} />
+        <ControlButton id="toggle-cam" className={state.camMuted ? "off" : ""} onClick={() => toggle("video")} label={state.camMuted ? "Start camera" : "Stop camera"} keys="Ctrl+E" icon={state.camMuted ? <VideoOff /> : <Video />} />
+        <ControlButton id="toggle-share" className={state.sharing ? "on" : ""} onClick={() => (state.sharing ? share(null) : setPicking(true))} label={state.sharing ? "Stop sharing" : "Share screen"} icon={state.sharing ? <MonitorX /> : <MonitorUp />} />
+        <ControlButton id="toggle-layout" onClick={() => setLayout(layout === "grid" ? "speaker" : "grid")} label={layout === "grid" ? "Speaker view" : "Grid view"} icon={layout === "grid" ? <Presentation /> : <LayoutGrid />} />
+        <ControlButton id="toggle-chat" className={showChat ? "on" : ""} onClick={() => { setShowChat(!showChat); setShowPeople(false); setShowDevices(false); }} label="Chat" icon={<MessageSquare />} pressed={showChat}>
+          {state.unread > 0 && <span className="badge" id="chat-unread" aria-label={`${state.unread} unread`}>{state.unread}</span>}
+        </ControlButton>
+        <ControlButton id="toggle-people" className={showPeople ? "on" : ""} onClick={() => { setShowPeople(!showPeople); setShowChat(false); setShowDevices(false); }} label="People" icon={<Users />} pressed={showPeople} />
+        <ControlButton id="toggle-devices" className={showDevices ? "on" : ""} onClick={() => { setShowDevices(!showDevices); setShowChat(false); setShowPeople(false); }} label="Devices" icon={<SlidersHorizontal />} pressed={showDevices} />
+        <ControlButton id="leave" className="danger" onClick={leave} label="Leave" keys="Ctrl+Shift+L" icon={<PhoneOff />} />
       </footer>
       {picking && <SharePicker onPick={share} onCancel={() => setPicking(false)} />}
     </div>
+  );
+}
+
+/**
+ * A call control: an icon (lucide), its name for screen readers and as a tooltip (with the
+ * shortcut), the name also in the button's text (hidden, so tests and assistive tools read
+ * it).
+ */
+function ControlButton(props: { id: string; label: string; icon: ReactNode; onClick: () => void; className?: string; keys?: string; pressed?: boolean; children?: ReactNode }) {
+  return (
+    <button
+      id={props.id}
+      className={`icon ${props.className ?? ""}`}
+      onClick={props.onClick}
+      aria-label={props.label}
+      aria-pressed={props.pressed}
+      title={props.keys ? `${props.label} (${props.keys})` : props.label}
+    >
+      <span aria-hidden="true">{props.icon}</span>
+      <span className="sr-only">{props.label}</span>
+      {props.children}
+    </button>
   );
 }
 

@@ -311,17 +311,20 @@ export interface TrackReport {
   concealed_frames: number;
 }
 
-export type Quality = "connecting" | "good" | "fair" | "poor";
+export type Quality = "connecting" | "connected" | "good" | "fair" | "poor";
 
 /**
  * Connection quality between two samples of the call's track reports: poor when video froze
  * or much was lost since the last sample, fair when a little was lost, good otherwise;
- * connecting while nothing has arrived.
+ * connecting while tracks are expected but nothing of them has arrived; connected when there
+ * is nothing to receive (alone in the meeting, or nobody sends) — not "connecting" for as
+ * long as one waits for the others.
  */
 export function quality(prev: TrackReport[] | null, now: TrackReport[]): Quality {
   const sum = (rs: TrackReport[] | null, f: (r: TrackReport) => number) => (rs ?? []).reduce((a, r) => a + f(r), 0);
   const packets = sum(now, (r) => r.packets) - sum(prev, (r) => r.packets);
-  if (now.length === 0 || sum(now, (r) => r.packets) === 0) return "connecting";
+  if (now.length === 0) return "connected";
+  if (sum(now, (r) => r.packets) === 0) return "connecting";
   const lost = sum(now, (r) => r.lost_packets) - sum(prev, (r) => r.lost_packets);
   const freezes = sum(now, (r) => r.freezes) - sum(prev, (r) => r.freezes);
   if (freezes > 0 || (packets > 0 && lost / (packets + lost) > 0.05)) return "poor";

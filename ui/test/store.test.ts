@@ -205,7 +205,6 @@ describe("connection quality", () => {
     concealed_frames: 0,
   });
   it("reads the change since the last sample", () => {
-    expect(quality(null, [])).toBe("connecting");
     expect(quality(null, [r(0)])).toBe("connecting");
     expect(quality([r(100)], [r(200)])).toBe("good");
     expect(quality([r(100)], [r(200, 1)])).toBe("fair");
@@ -213,5 +212,9 @@ describe("connection quality", () => {
     expect(quality([r(100, 0, 1)], [r(200, 0, 2)])).toBe("poor");
     // Old losses do not count again.
     expect(quality([r(100, 10)], [r(200, 10)])).toBe("good");
+  });
+  it("is connected, not connecting, with nothing to receive", () => {
+    expect(quality(null, [])).toBe("connected");
+    expect(quality([r(100)], [])).toBe("connected");
   });
 });

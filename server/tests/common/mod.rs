@@ -249,7 +249,7 @@ impl Session {
 }
 
 impl TestServer {
-    fn new(server: Server) -> Self {
+    pub fn new(server: Server) -> Self {
         let base = format!("http://{}", server.addr);
         TestServer {
             server,
