@@ -51,3 +51,24 @@ dbus-run-session -- bash -euo pipefail -c '
     cargo test -p convo-e2e --test desktop --locked -- --include-ignored --nocapture
   "
 '
+
+echo "== the README's first command (run.sh, debug build): the app runs with its own server, which stops when the app quits"
+port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+data=$(mktemp -d)
+log="$PWD/target/e2e/run.log"
+CONVO_PROFILE=debug CONVO_MEDIA=synthetic CONVO_BIND="127.0.0.1:$port" CONVO_DATA_DIR="$data" \
+  xvfb-run -a bash run.sh >"$log" 2>&1 &
+runner=$!
+app_up() { pgrep -f "^target/debug/convo-desktop" >/dev/null; }
+for _ in $(seq 600); do
+  app_up && curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" && break
+  kill -0 "$runner" 2>/dev/null || { cat "$log"; echo "run.sh ended before the app ran"; exit 1; }
+  sleep 0.5
+done
+app_up || { cat "$log"; echo "run.sh did not start the app within 5 minutes"; exit 1; }
+pkill -f "^target/debug/convo-desktop"
+wait "$runner" || true
+if curl -sf -o /dev/null -m 2 "http://127.0.0.1:$port/healthz"; then
+  echo "the server still answers after the app quit"; exit 1
+fi
+echo "run.sh started the server and the app, and the server stopped with the app"
