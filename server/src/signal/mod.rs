@@ -16,7 +16,7 @@ use convo_shared::signal::{
     BEARER_SUBPROTOCOL_PREFIX, ClientMessage, Envelope, PROTOCOL_VERSION, SUBPROTOCOL,
     ServerMessage,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -186,7 +186,7 @@ async fn connection(state: AppState, mut socket: WebSocket, user: Option<AuthUse
     {
         return;
     }
-    let (tx, mut rx) = mpsc::unbounded_channel::<ServerMessage>();
+    let (tx, mut rx, overflow) = room::Outbox::new(room::OUTBOX_LEN);
     let mut here: Option<InRoom> = None;
     let mut waiting: Option<Waiting> = None;
     let mut ping = tokio::time::interval(PING_EVERY);
@@ -258,6 +258,7 @@ async fn connection(state: AppState, mut socket: WebSocket, user: Option<AuthUse
                     break;
                 }
             }
+            () = overflow.notified() => break,
             _ = ping.tick() => {
                 silent_ticks += 1;
                 if silent_ticks > 3 {
@@ -299,7 +300,7 @@ async fn enter(
     state: &AppState,
     user: &AuthUser,
     conn: ConnId,
-    tx: &mpsc::UnboundedSender<ServerMessage>,
+    tx: &room::Outbox,
     here: &mut Option<InRoom>,
     ask: JoinAsk,
     let_in: bool,
@@ -399,7 +400,7 @@ async fn handle(
     state: &AppState,
     user: &AuthUser,
     conn: ConnId,
-    tx: &mpsc::UnboundedSender<ServerMessage>,
+    tx: &room::Outbox,
     here: &mut Option<InRoom>,
     waiting: &mut Option<Waiting>,
     msg: ClientMessage,

@@ -442,12 +442,54 @@ impl RoomState {
     }
 }
 
+/// Messages a connection may have waiting to go out before it is taken for a client that
+/// does not read its socket and closed (it reconnects, or its place goes after the grace).
+pub const OUTBOX_LEN: usize = 1024;
+
+/// What a room sends one connection through. Bounded: a client that stops reading cannot make
+/// the server keep every message of a busy room for it.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    tx: mpsc::Sender<ServerMessage>,
+    overflow: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl Outbox {
+    /// The outbox, where its messages come out, and what says it overflowed.
+    pub fn new(
+        len: usize,
+    ) -> (
+        Outbox,
+        mpsc::Receiver<ServerMessage>,
+        std::sync::Arc<tokio::sync::Notify>,
+    ) {
+        let (tx, rx) = mpsc::channel(len);
+        let overflow = std::sync::Arc::new(tokio::sync::Notify::new());
+        (
+            Outbox {
+                tx,
+                overflow: overflow.clone(),
+            },
+            rx,
+            overflow,
+        )
+    }
+
+    /// Queues `msg`; a full outbox closes the connection (nothing is dropped silently).
+    pub fn send(&self, msg: ServerMessage) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(msg) {
+            tracing::warn!("a client does not read its signaling socket: closed");
+            self.overflow.notify_one();
+        }
+    }
+}
+
 /// Commands to a room actor.
 #[derive(Debug)]
 pub enum Command {
     Join {
         joiner: Joiner,
-        tx: mpsc::UnboundedSender<ServerMessage>,
+        tx: Outbox,
         reply: oneshot::Sender<String>,
     },
     Leave {
@@ -597,7 +639,7 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Command>,
 ) {
     let mut room = RoomState::default();
-    let mut outboxes: HashMap<ConnId, mpsc::UnboundedSender<ServerMessage>> = HashMap::new();
+    let mut outboxes: HashMap<ConnId, Outbox> = HashMap::new();
     let grace = state.config.reconnect_grace;
     let sink = me.clone();
     let mut media = RoomMedia::new(
@@ -759,7 +801,7 @@ async fn run(
             match o {
                 Output::Send(conn, msg) => {
                     if let Some(tx) = outboxes.get(&conn) {
-                        let _ = tx.send(msg);
+                        tx.send(msg);
                     }
                 }
                 Output::StartGrace {
@@ -825,7 +867,7 @@ async fn run(
                 _ => {}
             }
             if let Some(tx) = room.conn_of(&pid).and_then(|c| outboxes.get(&c)) {
-                let _ = tx.send(msg);
+                tx.send(msg);
             }
         }
         if room.is_empty()
@@ -934,6 +976,28 @@ async fn media_event(media: &mut RoomMedia, room: &RoomState, e: MediaEvent) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_full_outbox_closes_the_connection_instead_of_growing() {
+        let (outbox, mut rx, overflow) = Outbox::new(2);
+        let pong = || ServerMessage::Pong { nonce: 1 };
+        outbox.send(pong());
+        outbox.send(pong());
+        // Nothing said yet: both fit.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), overflow.notified())
+                .await
+                .is_err()
+        );
+        outbox.send(pong());
+        tokio::time::timeout(Duration::from_secs(5), overflow.notified())
+            .await
+            .expect("the overflow is told");
+        // What was queued is still there, in order; nothing more was kept.
+        assert_eq!(rx.recv().await, Some(pong()));
+        assert_eq!(rx.recv().await, Some(pong()));
+        assert!(rx.try_recv().is_err());
+    }
 
     fn joiner(conn: ConnId, user: &str) -> Joiner {
         Joiner {
