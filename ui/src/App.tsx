@@ -877,6 +877,11 @@ function VideoTile({ tile, speaking, off }: { tile: Tile; speaking: boolean; off
     let count = 0;
     const pull = async () => {
       while (!stop) {
+        // A hidden window draws nothing: its frames are not asked for (nor converted).
+        if (document.hidden) {
+          await new Promise((res) => setTimeout(res, 250));
+          continue;
+        }
         try {
           const r = await fetch(frameUrl(tile.trackId, seq));
           if (r.status === 200) {

@@ -1,7 +1,10 @@
 //! Video to the ui: decoded frames (and the local preview) are kept, newest only, per track,
-//! converted to RGBA; the ui pulls them from the `frames:` URI scheme
+//! as they come (I420); the ui pulls them from the `frames:` URI scheme
 //! (`frames://localhost/<track id>?after=<seq>`), one binary response per frame, at the rate it
-//! can draw — no JSON, no base64, and a slow ui skips frames instead of queueing them.
+//! can draw — no JSON, no base64, and a slow ui skips frames instead of queueing them. A frame
+//! is converted to RGBA when the ui first asks for it, and only then: frames the ui skips, and
+//! every frame of a tile it does not draw (a hidden window, a tile out of view), cost a copy
+//! of their planes, not a conversion.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,31 +12,45 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use convo_client::media::{DecodedVideo, VideoFrame, VideoSink, VideoSource};
 
-/// One frame, ready to draw.
+/// One frame: its I420 planes (packed: Y, then U, then V), and its RGBA pixels once asked for.
 #[derive(Debug, Clone)]
-pub struct Rgba {
+pub struct Frame {
     /// Grows with every frame of the store, whatever the track or writer: a ui asking for
     /// frames after the last one it drew still gets those of a new writer of the same track
     /// (another camera).
     pub seq: u64,
     pub width: usize,
     pub height: usize,
-    pub pixels: Arc<Vec<u8>>,
+    i420: Arc<Vec<u8>>,
+    rgba: Arc<std::sync::OnceLock<Vec<u8>>>,
     /// Who wrote it (a sink or a preview).
     writer: u64,
+}
+
+impl Frame {
+    /// The RGBA pixels, converted on the first call.
+    pub fn rgba(&self) -> &[u8] {
+        self.rgba.get_or_init(|| {
+            let (w, h) = (self.width, self.height);
+            let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+            let (y, rest) = self.i420.split_at((w * h).min(self.i420.len()));
+            let (u, v) = rest.split_at((cw * ch).min(rest.len()));
+            i420_to_rgba(w, h, (y, u, v), (w, cw, cw))
+        })
+    }
 }
 
 /// The newest frame of every track. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct FrameStore {
-    frames: Arc<Mutex<HashMap<String, Rgba>>>,
+    frames: Arc<Mutex<HashMap<String, Frame>>>,
     /// The last frame's `seq`, and the last writer's id.
     seq: Arc<AtomicU64>,
     writers: Arc<AtomicU64>,
 }
 
 impl FrameStore {
-    fn frames(&self) -> std::sync::MutexGuard<'_, HashMap<String, Rgba>> {
+    fn frames(&self) -> std::sync::MutexGuard<'_, HashMap<String, Frame>> {
         self.frames.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -41,23 +58,24 @@ impl FrameStore {
         self.writers.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    fn put(&self, track: &str, writer: u64, width: usize, height: usize, pixels: Vec<u8>) {
+    fn put(&self, track: &str, writer: u64, width: usize, height: usize, i420: Vec<u8>) {
         let mut m = self.frames();
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         m.insert(
             track.to_string(),
-            Rgba {
+            Frame {
                 seq,
                 width,
                 height,
-                pixels: Arc::new(pixels),
+                i420: Arc::new(i420),
+                rgba: Arc::default(),
                 writer,
             },
         );
     }
 
     /// The newest frame of `track` if it is newer than `after`.
-    pub fn newer(&self, track: &str, after: u64) -> Option<Rgba> {
+    pub fn newer(&self, track: &str, after: u64) -> Option<Frame> {
         self.frames().get(track).filter(|f| f.seq > after).cloned()
     }
 
@@ -88,41 +106,63 @@ impl FrameStore {
     }
 }
 
-/// BT.601 limited range YUV to RGBA.
-pub fn i420_to_rgba(
-    width: usize,
-    height: usize,
-    planes: (&[u8], &[u8], &[u8]),
-    strides: (usize, usize, usize),
-) -> Vec<u8> {
-    i420_to_rgba_every(width, height, planes, strides, 1)
-}
-
-/// [`i420_to_rgba`] of every `step`-th pixel of every `step`-th row: a picture `step` times
-/// smaller, for a small view of a large one.
-fn i420_to_rgba_every(
+/// `width` × `height` I420 planes packed in one buffer (Y, then U, then V, no row padding),
+/// taking every `step`-th pixel of every `step`-th row (a picture `step` times smaller).
+fn pack_i420(
     width: usize,
     height: usize,
     (y, u, v): (&[u8], &[u8], &[u8]),
     (ys, us, vs): (usize, usize, usize),
     step: usize,
-) -> Vec<u8> {
+) -> (usize, usize, Vec<u8>) {
     let (ow, oh) = (width / step, height / step);
-    let mut out = vec![255u8; ow * oh * 4];
-    for orow in 0..oh {
-        for ocol in 0..ow {
-            let (row, col) = (orow * step, ocol * step);
-            let yy = i32::from(y.get(row * ys + col).copied().unwrap_or(16)) - 16;
-            let uu = i32::from(u.get((row / 2) * us + col / 2).copied().unwrap_or(128)) - 128;
-            let vv = i32::from(v.get((row / 2) * vs + col / 2).copied().unwrap_or(128)) - 128;
-            let c = 298 * yy;
-            let r = (c + 409 * vv + 128) >> 8;
-            let g = (c - 100 * uu - 208 * vv + 128) >> 8;
-            let b = (c + 516 * uu + 128) >> 8;
-            let o = (orow * ow + ocol) * 4;
-            out[o] = r.clamp(0, 255) as u8;
-            out[o + 1] = g.clamp(0, 255) as u8;
-            out[o + 2] = b.clamp(0, 255) as u8;
+    let (cw, ch) = (ow.div_ceil(2), oh.div_ceil(2));
+    let mut out = Vec::with_capacity(ow * oh + 2 * cw * ch);
+    for row in 0..oh {
+        let line = y.get(row * step * ys..).unwrap_or_default();
+        out.extend((0..ow).map(|col| line.get(col * step).copied().unwrap_or(16)));
+    }
+    for (plane, stride) in [(u, us), (v, vs)] {
+        for row in 0..ch {
+            // Chroma of output row 2·row: input row 2·row·step, chroma row row·step.
+            let line = plane.get(row * step * stride..).unwrap_or_default();
+            out.extend((0..cw).map(|col| line.get(col * step).copied().unwrap_or(128)));
+        }
+    }
+    (ow, oh, out)
+}
+
+/// BT.601 limited range YUV to RGBA. Rows whose planes are short (a malformed frame) are
+/// drawn grey.
+pub fn i420_to_rgba(
+    width: usize,
+    height: usize,
+    (y, u, v): (&[u8], &[u8], &[u8]),
+    (ys, us, vs): (usize, usize, usize),
+) -> Vec<u8> {
+    let mut out = vec![255u8; width * height * 4];
+    if width == 0 {
+        return out;
+    }
+    let cw = width.div_ceil(2);
+    for (row, line) in out.chunks_exact_mut(width * 4).enumerate() {
+        let planes = (
+            y.get(row * ys..).and_then(|l| l.get(..width)),
+            u.get((row / 2) * us..).and_then(|l| l.get(..cw)),
+            v.get((row / 2) * vs..).and_then(|l| l.get(..cw)),
+        );
+        let (Some(yl), Some(ul), Some(vl)) = planes else {
+            line.iter_mut().for_each(|b| *b = 128);
+            continue;
+        };
+        for (col, px) in line.chunks_exact_mut(4).enumerate() {
+            let c = 298 * (i32::from(yl[col]) - 16);
+            let uu = i32::from(ul[col / 2]) - 128;
+            let vv = i32::from(vl[col / 2]) - 128;
+            px[0] = ((c + 409 * vv + 128) >> 8).clamp(0, 255) as u8;
+            px[1] = ((c - 100 * uu - 208 * vv + 128) >> 8).clamp(0, 255) as u8;
+            px[2] = ((c + 516 * uu + 128) >> 8).clamp(0, 255) as u8;
+            px[3] = 255;
         }
     }
     out
@@ -138,9 +178,8 @@ pub struct StoreSink {
 
 impl VideoSink for StoreSink {
     fn frame(&mut self, f: &DecodedVideo<'_>) {
-        let rgba = i420_to_rgba(f.width, f.height, (f.y, f.u, f.v), f.strides);
-        self.store
-            .put(&self.track, self.writer, f.width, f.height, rgba);
+        let (w, h, i420) = pack_i420(f.width, f.height, (f.y, f.u, f.v), f.strides, 1);
+        self.store.put(&self.track, self.writer, w, h, i420);
     }
 }
 
@@ -180,9 +219,8 @@ impl VideoSource for Preview {
         let (y, rest) = f.i420.split_at((w * h).min(f.i420.len()));
         let (u, v) = rest.split_at((w * h / 4).min(rest.len()));
         let step = w.div_ceil(PREVIEW_MAX_WIDTH).max(1);
-        let rgba = i420_to_rgba_every(w, h, (y, u, v), (w, w / 2, w / 2), step);
-        self.store
-            .put(&self.track, self.writer, w / step, h / step, rgba);
+        let (pw, ph, i420) = pack_i420(w, h, (y, u, v), (w, w / 2, w / 2), step);
+        self.store.put(&self.track, self.writer, pw, ph, i420);
         Ok(f)
     }
 
@@ -219,7 +257,7 @@ pub fn respond(store: &FrameStore, uri: &str) -> tauri::http::Response<Vec<u8>> 
             .header("x-width", f.width.to_string())
             .header("x-height", f.height.to_string())
             .header("x-seq", f.seq.to_string())
-            .body(f.pixels.as_ref().clone()),
+            .body(f.rgba().to_vec()),
         None => builder.status(204).body(Vec::new()),
     };
     response.unwrap_or_else(|_| tauri::http::Response::new(Vec::new()))
@@ -267,7 +305,9 @@ mod tests {
         // 4 × 2: the left half black, the right half white; every other pixel of every other
         // row is one black and one white pixel.
         let y = [16, 16, 235, 235, 16, 16, 235, 235];
-        let px = i420_to_rgba_every(4, 2, (&y, &[128, 128], &[128, 128]), (4, 2, 2), 2);
+        let (w, h, i420) = pack_i420(4, 2, (&y, &[128, 128], &[128, 128]), (4, 2, 2), 2);
+        assert_eq!((w, h, i420.len()), (2, 1, 2 + 1 + 1));
+        let px = i420_to_rgba(w, h, (&i420[..2], &i420[2..3], &i420[3..]), (2, 1, 1));
         assert_eq!(px.len(), 2 * 4);
         assert!(px[0] < 5 && px[4] > 250, "{px:?}");
     }
@@ -305,6 +345,33 @@ mod tests {
         assert_eq!(
             respond(&store, "frames://localhost/p:video?after=0").status(),
             204
+        );
+    }
+
+    #[test]
+    fn frames_are_converted_only_when_the_ui_asks_and_once() {
+        let store = FrameStore::default();
+        let mut sink = store.sink("p:video");
+        for _ in 0..5 {
+            sink.frame(&black());
+        }
+        let f = store.newer("p:video", 0).expect("a frame");
+        assert!(f.rgba.get().is_none(), "converted before it was asked for");
+        let r = respond(&store, "frames://localhost/p%3Avideo?after=0");
+        assert_eq!(r.status(), 200);
+        assert!(r.body().chunks(4).all(|p| p[0] < 5 && p[3] == 255));
+        // The frame kept in the store carries its conversion: asked again, not converted again.
+        assert!(
+            store
+                .newer("p:video", 0)
+                .is_some_and(|f| f.rgba.get().is_some())
+        );
+        // A newer frame nobody asked for is not converted.
+        sink.frame(&black());
+        assert!(
+            store
+                .newer("p:video", 0)
+                .is_some_and(|f| f.rgba.get().is_none())
         );
     }
 
