@@ -89,6 +89,37 @@ async fn text_of(d: &convo_e2e::webdriver::Driver, css: &str) -> String {
     .to_string()
 }
 
+/// An accessibility audit of what `screen` shows (axe-core, from the ui's npm packages; WCAG
+/// 2 A and AA rules): every control has a name a screen reader can say, every image a text,
+/// every colour enough contrast. Returns what it found, one line per problem and element.
+async fn audit(d: &convo_e2e::webdriver::Driver, screen: &str) -> Vec<String> {
+    let axe = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../ui/node_modules/axe-core/axe.min.js"
+    ))
+    .expect("axe-core (npm ci in ui/)");
+    d.script(&format!("{axe}; return true;"), json!([])).await;
+    let found = d
+        .script_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa'] } })
+               .then((r) => done(r.violations.flatMap((v) => v.nodes.map((n) => `${v.id}: ${n.target.join(' ')} (${v.impact})`))))
+               .catch((e) => done(['axe failed: ' + e]));",
+            json!([]),
+        )
+        .await;
+    let found: Vec<String> = found
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    eprintln!("accessibility audit of {screen}: {found:#?}");
+    found
+}
+
 /// The call screen fits the window with `panel` open: nothing scrolls sideways, every control
 /// is inside the window (the chat panel once cut the left tile and pushed the controls out).
 async fn fits(d: &convo_e2e::webdriver::Driver, panel: &str) {
@@ -158,6 +189,9 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
     )
     .await;
 
+    let mut problems = Vec::new();
+    d.wait("#register-link", 30).await;
+    problems.extend(audit(&d, "sign-in").await);
     // Register and sign in, as a person would.
     d.click("#register-link").await;
     d.type_in("#reg-username", "desktop").await;
@@ -206,6 +240,7 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    problems.extend(audit(&d, "pre-join").await);
     d.screenshot("pre-join").await;
     d.click("#join").await;
     d.wait("#call", 30).await;
@@ -335,7 +370,24 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
     )
     .await;
     fits(&d, "chat").await;
+    problems.extend(audit(&d, "call with chat").await);
     d.screenshot("chat").await;
+    // The same in the dark theme.
+    d.script(
+        "window.__theme = document.documentElement.dataset.theme;
+         document.documentElement.dataset.theme = 'dark'; return true;",
+        json!([]),
+    )
+    .await;
+    problems.extend(audit(&d, "call with chat, dark").await);
+    d.screenshot("chat-dark").await;
+    d.script(
+        "if (window.__theme === undefined) delete document.documentElement.dataset.theme;
+         else document.documentElement.dataset.theme = window.__theme;
+         return true;",
+        json!([]),
+    )
+    .await;
     d.click("#toggle-chat").await;
     d.click("#toggle-people").await;
     fits(&d, "people").await;
@@ -529,6 +581,7 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     fits(&d, "devices").await;
+    problems.extend(audit(&d, "devices").await);
     d.screenshot("devices").await;
     d.click("#toggle-devices").await;
 
@@ -652,7 +705,19 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
         "the meeting scheduled from Home is not listed",
     )
     .await;
+    problems.extend(audit(&d, "home").await);
     d.screenshot("home-upcoming").await;
+    d.script(
+        "document.documentElement.dataset.theme = 'dark'; return true;",
+        json!([]),
+    )
+    .await;
+    problems.extend(audit(&d, "home, dark").await);
+    d.screenshot("home-upcoming-dark").await;
+    assert!(
+        problems.is_empty(),
+        "the accessibility audit found problems: {problems:#?}"
+    );
     d.call(reqwest::Method::DELETE, "", None).await;
     drop(_driver);
 
