@@ -8,8 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== ui: install, unit tests, build"
-(cd ui && npm ci --no-audit --no-fund && npx vitest run && npm run build)
+echo "== ui: install, type check (tsc, strict), unit tests, build"
+(cd ui && npm ci --no-audit --no-fund && npm run typecheck && npx vitest run && npm run build)
 
 echo "== the app, with the ui embedded"
 cargo build -p convo-desktop --features custom-protocol --locked
