@@ -3,7 +3,10 @@ import { useEffect, useRef, useState } from "react";
 import { api, frameUrl } from "../api";
 import { type Tile } from "../store";
 
-/** One video: pulls the newest frame from the `frames:` scheme whenever the last is drawn. */
+/**
+ * One video: pulls the newest frame from the `frames:` scheme whenever the last is drawn, while
+ * the window is shown and the tile is in view.
+ */
 export function VideoTile({ tile, speaking, off }: { tile: Tile; speaking: boolean; off: boolean }) {
   const canvas = useRef<HTMLCanvasElement>(null);
   const figure = useRef<HTMLElement>(null);
@@ -40,10 +43,19 @@ export function VideoTile({ tile, speaking, off }: { tile: Tile; speaking: boole
     let stop = false;
     let seq = 0;
     let count = 0;
+    // Out of view (scrolled away, behind a panel): its frames are not asked for either.
+    let inView = true;
+    const el = figure.current;
+    const seen = el
+      ? new IntersectionObserver((entries) => {
+          inView = entries.some((e) => e.isIntersecting);
+        })
+      : null;
+    if (el) seen?.observe(el);
     const pull = async () => {
       while (!stop) {
         // A hidden window draws nothing: its frames are not asked for (nor converted).
-        if (document.hidden) {
+        if (document.hidden || !inView) {
           await new Promise((res) => setTimeout(res, 250));
           continue;
         }
@@ -75,6 +87,7 @@ export function VideoTile({ tile, speaking, off }: { tile: Tile; speaking: boole
     pull();
     return () => {
       stop = true;
+      seen?.disconnect();
     };
   }, [tile.trackId]);
   return (
