@@ -1,7 +1,8 @@
 //! `desktop-bench`: figures for the desktop app, printed, not asserted. Drives the built app
 //! (`CONVO_DESKTOP_BIN`, as `tests/desktop.sh` builds it) through tauri-driver under a display
 //! (`xvfb-run`), with synthetic media, and measures the app's processes (the app and its
-//! WebKit processes): CPU (share of one core) and memory (RSS) idle, in a 2-person and in a
+//! WebKit processes): CPU (share of one core) and memory (RSS, and PSS — shared pages counted
+//! once) idle, in a 2-person and in a
 //! 5-person call (the others are bots), in the 2-person call while sharing the whole screen,
 //! and the time from clicking Join to the first remote frame drawn on screen.
 //!
@@ -61,8 +62,22 @@ fn app_tree() -> Vec<u32> {
     all
 }
 
-/// CPU (% of one core) and RSS (MiB) of the app's processes over `secs`.
-async fn sample(secs: u64) -> (f64, f64) {
+/// A process's proportional set size (KiB): its private pages, and its share of the pages it
+/// shares (the WebKitGTK, JavaScriptCore and ICU libraries every WebKit process maps, which RSS
+/// counts once per process).
+fn pss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// CPU (% of one core), RSS and PSS (MiB) of the app's processes over `secs`.
+async fn sample(secs: u64) -> (f64, f64, f64) {
     let tree = app_tree();
     let ticks = |tree: &[u32]| -> (u64, u64) {
         processes()
@@ -75,8 +90,13 @@ async fn sample(secs: u64) -> (f64, f64) {
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let (t1, rss_pages) = ticks(&tree);
     let hz = 100.0; // USER_HZ on Linux
-    let cpu = (t1 - t0) as f64 / hz / start.elapsed().as_secs_f64() * 100.0;
-    (cpu, rss_pages as f64 * 4096.0 / 1_048_576.0)
+    let cpu = t1.saturating_sub(t0) as f64 / hz / start.elapsed().as_secs_f64() * 100.0;
+    let pss: u64 = tree.iter().map(|&p| pss_kib(p)).sum();
+    (
+        cpu,
+        rss_pages as f64 * 4096.0 / 1_048_576.0,
+        pss as f64 / 1024.0,
+    )
 }
 
 async fn join_by_id(d: &Driver, room: &str) -> f64 {
@@ -173,12 +193,12 @@ async fn main() {
         }
     }
     println!(
-        "\n| desktop app (synthetic media, 320×240 15 fps) | CPU (one core) | memory (RSS, app + WebKit) | Join → first remote frame |"
+        "\n| desktop app (synthetic media, 320×240 15 fps) | CPU (one core) | memory (RSS, app + WebKit) | memory (PSS: shared pages once) | Join → first remote frame |"
     );
-    println!("| --- | --- | --- | --- |");
-    for (label, (cpu, rss), first) in rows {
+    println!("| --- | --- | --- | --- | --- |");
+    for (label, (cpu, rss, pss), first) in rows {
         println!(
-            "| {label} | {cpu:.1} % | {rss:.0} MiB | {} |",
+            "| {label} | {cpu:.1} % | {rss:.0} MiB | {pss:.0} MiB | {} |",
             first.map_or("—".into(), |ms| format!("{ms:.0} ms"))
         );
     }
