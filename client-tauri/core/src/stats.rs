@@ -25,6 +25,9 @@ pub struct Second {
     pub freezes: u32,
 }
 
+/// Per-second pitch measurements kept for the report's median (a minute).
+const PITCHES_KEPT: usize = 60;
+
 /// Running statistics of one remote track. Fed by the receive pipeline; pure.
 #[derive(Debug, Clone, Default)]
 pub struct TrackStats {
@@ -43,8 +46,8 @@ pub struct TrackStats {
     last_frame_at_ms: Option<u64>,
     pub join_to_first_frame_ms: Option<u64>,
     latencies_ms: Vec<u32>,
-    /// Audio: the measured pitch of the last second.
-    pub pitch_hz: Option<f64>,
+    /// Audio: the pitch measured over each of the last seconds (at most [`PITCHES_KEPT`]).
+    pitches: std::collections::VecDeque<f64>,
     /// Audio: marker onsets found, and how many came at the wrong time.
     pub markers: u64,
     pub marker_errors: u64,
@@ -180,7 +183,7 @@ impl TrackStats {
         }
     }
 
-    /// A decoded audio frame.
+    /// A decoded audio frame; `pitch_hz` is a second's measurement when one completes.
     pub fn audio_frame(&mut self, at_ms: u64, pitch_hz: Option<f64>) {
         self.frames_decoded += 1;
         self.second(at_ms).frames += 1;
@@ -189,8 +192,11 @@ impl TrackStats {
             self.join_to_first_frame_ms = Some(at_ms);
         }
         self.last_frame_at_ms = Some(at_ms);
-        if pitch_hz.is_some() {
-            self.pitch_hz = pitch_hz;
+        if let Some(hz) = pitch_hz {
+            if self.pitches.len() == PITCHES_KEPT {
+                self.pitches.pop_front();
+            }
+            self.pitches.push_back(hz);
         }
     }
 
@@ -224,7 +230,16 @@ impl TrackStats {
 
     /// The report of this track; `expected_hz` is the tone audio should carry, `rtt_ms` the
     /// round trip to the server as last measured.
+    /// The tone's pitch: the median of the last seconds' measurements, so that one second
+    /// spoiled at the edge of the call (the last frames as a sender stops) does not decide.
+    pub fn pitch_hz(&self) -> Option<f64> {
+        let mut p: Vec<f64> = self.pitches.iter().copied().collect();
+        p.sort_by(f64::total_cmp);
+        p.get(p.len() / 2).copied()
+    }
+
     pub fn report(&self, expected_hz: f64, rtt_ms: Option<u32>) -> TrackReport {
+        let pitch_hz = self.pitch_hz();
         let span_ms = match (self.first_frame_at_ms, self.last_frame_at_ms) {
             (Some(a), Some(b)) if b > a => b - a,
             _ => 0,
@@ -238,8 +253,7 @@ impl TrackStats {
             && match self.kind.as_str() {
                 // The tone's pitch, and its second markers, on time.
                 "audio" => {
-                    self.pitch_hz
-                        .is_some_and(|hz| (hz - expected_hz).abs() < expected_hz * 0.03)
+                    pitch_hz.is_some_and(|hz| (hz - expected_hz).abs() < expected_hz * 0.03)
                         && self.markers > 0
                         && self.marker_errors * 4 <= self.markers
                 }
@@ -258,7 +272,7 @@ impl TrackStats {
             fps: (fps * 10.0).round() / 10.0,
             freezes: self.freezes,
             content_ok,
-            pitch_hz: self.pitch_hz.map(|h| h.round()),
+            pitch_hz: pitch_hz.map(|h| h.round()),
             join_to_first_frame_ms: self.join_to_first_frame_ms,
             latency_p50_ms: self.percentile(0.5),
             latency_p99_ms: self.percentile(0.99),
@@ -536,6 +550,23 @@ mod tests {
         assert!(s.report(440.0, None).content_ok);
         s.audio_marker(14_020, 20);
         assert!(!s.report(440.0, None).content_ok);
+    }
+
+    #[test]
+    fn the_pitch_is_the_median_of_the_seconds_measured() {
+        let mut s = TrackStats::new("p", "t", "audio");
+        for hz in [440.0, 441.0, 439.0, 440.0, 454.0] {
+            s.audio_frame(0, Some(hz));
+            s.audio_frame(0, None);
+        }
+        // The last second, spoiled as the sender stopped, does not decide.
+        assert_eq!(s.pitch_hz(), Some(440.0));
+        // Only the last minute counts.
+        for _ in 0..PITCHES_KEPT {
+            s.audio_frame(0, Some(660.0));
+        }
+        assert_eq!(s.pitch_hz(), Some(660.0));
+        assert_eq!(TrackStats::new("p", "t", "audio").pitch_hz(), None);
     }
 
     #[test]
