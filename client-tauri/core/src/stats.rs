@@ -47,7 +47,7 @@ pub struct TrackStats {
     pub join_to_first_frame_ms: Option<u64>,
     latencies_ms: Vec<u32>,
     /// Audio: the pitch measured over each of the last seconds (at most [`PITCHES_KEPT`]).
-    pitches: std::collections::VecDeque<f64>,
+    pitches: VecDeque<f64>,
     /// Audio: marker onsets found, and how many came at the wrong time.
     pub markers: u64,
     pub marker_errors: u64,
