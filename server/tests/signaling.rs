@@ -23,6 +23,7 @@ on_both_databases!(
     whip_refuses_what_it_cannot_use,
     whep_asks_what_joining_asks,
     a_huge_frame_is_refused_from_its_header,
+    a_client_that_stops_reading_is_disconnected,
 );
 
 async fn room(srv: &TestServer, host: &Session, body: Value) -> String {
@@ -695,4 +696,80 @@ async fn a_huge_frame_is_refused_from_its_header(backend: Backend) {
     // Others are not affected.
     Client::connect(&srv, &a).await.expect_quiet().await;
     srv.stop().await;
+}
+
+/// A client that stops reading its socket is cut off (its place waits for the grace period, as
+/// for any dropped connection) instead of the server queueing every message of the room for
+/// it: its outbox holds 1 024 messages and a write that blocks 10 s ends the connection.
+/// Before, the queue grew without end.
+async fn a_client_that_stops_reading_is_disconnected(backend: Backend) {
+    use futures_util::StreamExt;
+    let env = TestEnv::new(backend).await;
+    let srv = env.start().await;
+    let (a, b) = (srv.user("talks").await, srv.user("deaf").await);
+    let id = room(&srv, &a, json!({"name": "Flood", "privacy": "public"})).await;
+    let (mut ca, mut cb) = (
+        Client::connect(&srv, &a).await,
+        Client::connect(&srv, &b).await,
+    );
+    ca.join(&id).await;
+    let pb = cb.join(&id).await["participant_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ca.expect("participant_joined").await;
+    // From now on b reads nothing; a keeps reading everything it is sent, and sends at the
+    // pace it is answered (a ping after every 50 mutes, the next batch after its pong), so
+    // that only b falls behind.
+    let (mut tx, mut rx) = ca.ws.split();
+    let (pongs_tx, mut pongs) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let cut = tokio::spawn(async move {
+        while let Some(Ok(frame)) = rx.next().await {
+            if let Message::Text(t) = frame {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                if v["type"] == "pong" {
+                    let _ = pongs_tx.send(v["nonce"].as_u64().unwrap_or(0));
+                }
+                if v["type"] == "participant_reconnecting"
+                    && v["participant_id"] == pb.as_str()
+                    && v["reconnecting"] == true
+                {
+                    return true;
+                }
+            }
+        }
+        false
+    });
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut muted = false;
+    let mut batch = 0u64;
+    while !cut.is_finished() {
+        assert!(
+            std::time::Instant::now() < end,
+            "the client that reads nothing was not cut off within 120 s"
+        );
+        for _ in 0..50 {
+            muted = !muted;
+            let msg = json!({"v": 1, "type": "mute", "kind": "audio", "muted": muted});
+            tx.send(Message::Text(msg.to_string().into()))
+                .await
+                .unwrap();
+        }
+        batch += 1;
+        let ping = json!({"v": 1, "type": "ping", "nonce": batch});
+        tx.send(Message::Text(ping.to_string().into()))
+            .await
+            .unwrap();
+        // Its answer (or the cut, which ends the reader and the channel).
+        loop {
+            match tokio::time::timeout(std::time::Duration::from_secs(30), pongs.recv()).await {
+                Ok(Some(n)) if n == batch => break,
+                Ok(Some(_)) => continue,
+                Ok(None) => break,
+                Err(_) => panic!("no pong within 30 s"),
+            }
+        }
+    }
+    assert!(cut.await.unwrap(), "a's socket closed instead");
+    drop(cb);
 }

@@ -98,10 +98,22 @@ fn api_error(e: &ApiError) -> ServerMessage {
     error(e.code.as_str(), e.message.clone())
 }
 
+/// A message that cannot be written within this long (the client stopped reading and its
+/// socket's buffers are full) ends the connection.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn send(socket: &mut WebSocket, msg: ServerMessage) -> Result<(), axum::Error> {
     // Serialising our own message types cannot fail.
     let text = serde_json::to_string(&Envelope::new(msg)).unwrap_or_default();
-    socket.send(Message::Text(text.into())).await
+    match tokio::time::timeout(WRITE_TIMEOUT, socket.send(Message::Text(text.into()))).await {
+        Ok(sent) => sent,
+        Err(_) => {
+            tracing::debug!("a signaling write timed out: the client does not read");
+            Err(axum::Error::new(std::io::Error::from(
+                std::io::ErrorKind::TimedOut,
+            )))
+        }
+    }
 }
 
 /// A frame that is not a valid message: the error code and message to answer with.
