@@ -57,12 +57,11 @@ fi
 profile=${CONVO_PROFILE:-release}
 say "building the ui, the server and the app ($profile)"
 (cd ui && npm ci --no-audit --no-fund --loglevel=error && npm run build)
-if [ "$profile" = release ]; then flag=(--release); else flag=(); fi
+if [ "$profile" = release ]; then flag=(--release) bin=target/release; else flag=() bin=target/debug; fi
 # (One at a time: built together, their dependencies' features would be unified differently
 # from the tests' builds, and both rebuilt.)
 cargo build "${flag[@]}" --locked -p convo-server
 cargo build "${flag[@]}" --locked -p convo-desktop --features custom-protocol
-bin="target/$([ "$profile" = release ] && echo release || echo debug)"
 
 # --- run: the server, then the app; the server stops when the app quits ---
 bind=${CONVO_BIND:-127.0.0.1:8080}

@@ -120,6 +120,27 @@ async fn audit(d: &convo_e2e::webdriver::Driver, screen: &str) -> Vec<String> {
     found
 }
 
+/// What `screen` shows, audited and saved as `shot` in the dark theme; the theme it had is put
+/// back after.
+async fn in_dark_theme(d: &convo_e2e::webdriver::Driver, screen: &str, shot: &str) -> Vec<String> {
+    d.script(
+        "window.__theme = document.documentElement.dataset.theme;
+         document.documentElement.dataset.theme = 'dark'; return true;",
+        json!([]),
+    )
+    .await;
+    let found = audit(d, &format!("{screen}, dark")).await;
+    d.screenshot(shot).await;
+    d.script(
+        "if (window.__theme === undefined) delete document.documentElement.dataset.theme;
+         else document.documentElement.dataset.theme = window.__theme;
+         return true;",
+        json!([]),
+    )
+    .await;
+    found
+}
+
 /// The call screen fits the window with `panel` open: nothing scrolls sideways, every control
 /// is inside the window (the chat panel once cut the left tile and pushed the controls out).
 async fn fits(d: &convo_e2e::webdriver::Driver, panel: &str) {
@@ -372,22 +393,7 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
     fits(&d, "chat").await;
     problems.extend(audit(&d, "call with chat").await);
     d.screenshot("chat").await;
-    // The same in the dark theme.
-    d.script(
-        "window.__theme = document.documentElement.dataset.theme;
-         document.documentElement.dataset.theme = 'dark'; return true;",
-        json!([]),
-    )
-    .await;
-    problems.extend(audit(&d, "call with chat, dark").await);
-    d.screenshot("chat-dark").await;
-    d.script(
-        "if (window.__theme === undefined) delete document.documentElement.dataset.theme;
-         else document.documentElement.dataset.theme = window.__theme;
-         return true;",
-        json!([]),
-    )
-    .await;
+    problems.extend(in_dark_theme(&d, "call with chat", "chat-dark").await);
     d.click("#toggle-chat").await;
     d.click("#toggle-people").await;
     fits(&d, "people").await;
@@ -707,13 +713,7 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
     .await;
     problems.extend(audit(&d, "home").await);
     d.screenshot("home-upcoming").await;
-    d.script(
-        "document.documentElement.dataset.theme = 'dark'; return true;",
-        json!([]),
-    )
-    .await;
-    problems.extend(audit(&d, "home, dark").await);
-    d.screenshot("home-upcoming-dark").await;
+    problems.extend(in_dark_theme(&d, "home", "home-upcoming-dark").await);
     assert!(
         problems.is_empty(),
         "the accessibility audit found problems: {problems:#?}"

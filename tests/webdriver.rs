@@ -115,19 +115,18 @@ impl Driver {
     }
 
     pub async fn script(&self, script: &str, args: Value) -> Value {
-        self.call(
-            reqwest::Method::POST,
-            "/execute/sync",
-            Some(json!({"script": script, "args": args})),
-        )
-        .await
+        self.execute("sync", script, args).await
     }
 
     /// Runs `script` as an asynchronous script: it ends by calling its last argument.
     pub async fn script_async(&self, script: &str, args: Value) -> Value {
+        self.execute("async", script, args).await
+    }
+
+    async fn execute(&self, how: &str, script: &str, args: Value) -> Value {
         self.call(
             reqwest::Method::POST,
-            "/execute/async",
+            &format!("/execute/{how}"),
             Some(json!({"script": script, "args": args})),
         )
         .await

@@ -531,14 +531,8 @@ async fn join_links_use_the_real_port_when_no_public_url_is_set() {
     let srv = common::TestServer::new(server);
     let a = srv.user("anna").await;
     let room = srv
-        .post(
-            "/api/rooms",
-            Some(&a.access),
-            json!({"name": "Links", "privacy": "public"}),
-        )
-        .await
-        .expect(201)
-        .clone();
+        .create_room(&a, json!({"name": "Links", "privacy": "public"}))
+        .await;
     assert_eq!(
         room["join_url"],
         format!("http://127.0.0.1:{port}/join/{}", id_of(&room))

@@ -1048,7 +1048,7 @@ impl RoomMedia {
         let current = peer
             .published
             .get(track_id)
-            .is_some_and(|p| std::sync::Weak::ptr_eq(&Arc::downgrade(&p.fan), fan));
+            .is_some_and(|p| std::ptr::eq(Arc::as_ptr(&p.fan), fan.as_ptr()));
         if !current {
             tracing::debug!(participant_id = %pid, track_id, "the end of a replaced track");
             return Vec::new();

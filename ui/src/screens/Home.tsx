@@ -4,6 +4,7 @@ import { useCallback, useEffect, useState, type FormEvent } from "react";
 import { api, type Room, type ScheduledMeeting } from "../api";
 import { humanError, roomIdFrom } from "../store";
 import { Progress } from "../components/Progress";
+import { useBusy } from "../components/useBusy";
 
 export function Home(props: { onError: (m: string) => void; onOpen: (r: Room) => void }) {
   const [rooms, setRooms] = useState<Room[] | null>(null);
@@ -11,7 +12,7 @@ export function Home(props: { onError: (m: string) => void; onOpen: (r: Room) =>
   const [isPrivate, setPrivate] = useState(false);
   const [password, setPassword] = useState("");
   const [joinId, setJoinId] = useState("");
-  const [busy, setBusy] = useState(false);
+  const [busy, run] = useBusy(props.onError);
   const [waitingRoom, setWaitingRoom] = useState(false);
   const load = useCallback(async () => {
     try {
@@ -24,32 +25,18 @@ export function Home(props: { onError: (m: string) => void; onOpen: (r: Room) =>
   useEffect(() => {
     load();
   }, []); // eslint-disable-line react-hooks/exhaustive-deps
-  const create = async (e: FormEvent) => {
+  const create = (e: FormEvent) => {
     e.preventDefault();
-    setBusy(true);
-    try {
-      props.onOpen(await api.createRoom(name, isPrivate, password, waitingRoom));
-    } catch (err) {
-      props.onError(humanError(err));
-    } finally {
-      setBusy(false);
-    }
+    return run(async () => props.onOpen(await api.createRoom(name, isPrivate, password, waitingRoom)));
   };
-  const join = async (e: FormEvent) => {
+  const join = (e: FormEvent) => {
     e.preventDefault();
     const id = roomIdFrom(joinId);
     if (!id) {
       props.onError("That is not a meeting id or link. It looks like abc-defg-hij.");
       return;
     }
-    setBusy(true);
-    try {
-      props.onOpen(await api.getRoom(id));
-    } catch (err) {
-      props.onError(humanError(err));
-    } finally {
-      setBusy(false);
-    }
+    return run(async () => props.onOpen(await api.getRoom(id)));
   };
   return (
     <div className="home">

@@ -2,6 +2,7 @@
 import { useEffect, useState } from "react";
 import { api, type AppInfo, type User } from "../api";
 import { humanError } from "../store";
+import { useBusy } from "../components/useBusy";
 
 export function SignIn(props: {
   info: AppInfo | null;
@@ -15,19 +16,14 @@ export function SignIn(props: {
   const [login, setLogin] = useState("");
   const [password, setPassword] = useState("");
   const [server, setServer] = useState(props.info?.server ?? "");
-  const [busy, setBusy] = useState(false);
+  const [busy, run] = useBusy(props.onError);
   useEffect(() => setServer(props.info?.server ?? ""), [props.info]);
-  const submit = async (e: React.FormEvent) => {
+  const submit = (e: React.FormEvent) => {
     e.preventDefault();
-    setBusy(true);
-    try {
+    return run(async () => {
       if (server && server !== props.info?.server) await props.onServer(server);
       props.onSignedIn(await api.signIn(login, password));
-    } catch (err) {
-      props.onError(humanError(err));
-    } finally {
-      setBusy(false);
-    }
+    });
   };
   return (
     <form className="card narrow" onSubmit={submit}>
@@ -50,19 +46,14 @@ export function SignIn(props: {
 
 export function Register(props: { onError: (m: string) => void; onDone: () => void; onBack: () => void }) {
   const [f, setF] = useState({ username: "", email: "", password: "", display: "" });
-  const [busy, setBusy] = useState(false);
+  const [busy, run] = useBusy(props.onError);
   const set = (k: keyof typeof f) => (e: React.ChangeEvent<HTMLInputElement>) => setF({ ...f, [k]: e.target.value });
-  const submit = async (e: React.FormEvent) => {
+  const submit = (e: React.FormEvent) => {
     e.preventDefault();
-    setBusy(true);
-    try {
+    return run(async () => {
       await api.register(f.username, f.email, f.password, f.display);
       props.onDone();
-    } catch (err) {
-      props.onError(humanError(err));
-    } finally {
-      setBusy(false);
-    }
+    });
   };
   return (
     <form className="card narrow" onSubmit={submit}>
