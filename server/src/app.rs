@@ -28,6 +28,9 @@ use crate::mail::{MailError, Mailer};
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
 
+/// Wrong passwords one room takes from everyone together within the sign-in window.
+pub const ROOM_GUESSES_PER_WINDOW: u32 = 50;
+
 pub struct Inner {
     pub db: Db,
     pub config: Config,
@@ -38,6 +41,9 @@ pub struct Inner {
     pub login_throttle: Mutex<Throttle>,
     pub address_throttle: Mutex<Throttle>,
     pub room_password_throttle: Mutex<Throttle>,
+    /// Failed room passwords per room, whoever tried: new accounts cost an attacker nothing,
+    /// so the per-user limit alone does not bound the guesses at one room.
+    pub room_guess_throttle: Mutex<Throttle>,
     pub reset_mail_throttle: Mutex<Throttle>,
     /// Chat messages per person (`CHAT_BURST` per `CHAT_WINDOW_SECS`).
     pub chat_throttle: Mutex<Throttle>,
@@ -68,6 +74,7 @@ impl AppState {
             login_throttle: Mutex::new(Throttle::new(max, window)),
             address_throttle: Mutex::new(Throttle::new(max.saturating_mul(4), window)),
             room_password_throttle: Mutex::new(Throttle::new(10, window)),
+            room_guess_throttle: Mutex::new(Throttle::new(ROOM_GUESSES_PER_WINDOW, window)),
             reset_mail_throttle: Mutex::new(Throttle::new(3, Duration::from_secs(3600))),
             chat_throttle: Mutex::new(Throttle::new(
                 convo_shared::limits::CHAT_BURST,

@@ -78,6 +78,20 @@ impl ApiError {
         e
     }
 
+    /// 503 `unavailable` with Retry-After: the server is too busy for this request now.
+    pub fn busy(retry_after: Duration) -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            format!(
+                "The server is busy. Try again in {} seconds.",
+                retry_after.as_secs().max(1)
+            ),
+        );
+        e.retry_after = Some(retry_after);
+        e
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

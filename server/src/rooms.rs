@@ -286,6 +286,7 @@ fn check_expiry(t: time::OffsetDateTime) -> ApiResult<i64> {
     responses(
         (status = 201, body = Room, headers(("Location" = String))),
         (status = 422, body = convo_shared::ErrorBody),
+        (status = 503, body = convo_shared::ErrorBody, description = "`unavailable`: too many passwords being checked at once, with Retry-After"),
     ))]
 async fn create_room(
     State(state): State<AppState>,
@@ -470,6 +471,7 @@ async fn get_room(
         (status = 403, body = convo_shared::ErrorBody),
         (status = 404, body = convo_shared::ErrorBody),
         (status = 422, body = convo_shared::ErrorBody),
+        (status = 503, body = convo_shared::ErrorBody, description = "`unavailable`: too many passwords being checked at once, with Retry-After"),
     ))]
 async fn update_room(
     State(state): State<AppState>,
@@ -564,6 +566,7 @@ async fn delete_room(
         (status = 409, body = convo_shared::ErrorBody, description = "`room_full`"),
         (status = 410, body = convo_shared::ErrorBody, description = "`room_expired`"),
         (status = 429, body = convo_shared::ErrorBody, description = "`too_many_attempts`"),
+        (status = 503, body = convo_shared::ErrorBody, description = "`unavailable`: too many passwords being checked at once, with Retry-After"),
     ))]
 async fn join_room(
     State(state): State<AppState>,
@@ -733,13 +736,24 @@ async fn check_room_password(
             )
         });
     };
+    // Counted before the check (parallel guesses cannot all pass it), per person and per
+    // room (accounts are free to make); a right password takes its attempt back.
     let key = format!("room:{}:{}", room.id, me.user_id);
-    if let Err(wait) = lock(&state.room_password_throttle).check(&key, Instant::now()) {
-        return Err(ApiError::too_many_attempts(wait));
+    let room_key = format!("room:{}", room.id);
+    {
+        let now = Instant::now();
+        let mut per_user = lock(&state.room_password_throttle);
+        let mut per_room = lock(&state.room_guess_throttle);
+        match (per_user.check(&key, now), per_room.check(&room_key, now)) {
+            (Ok(()), Ok(())) => {
+                per_user.fail(&key, now);
+                per_room.fail(&room_key, now);
+            }
+            (Err(d), _) | (_, Err(d)) => return Err(ApiError::too_many_attempts(d)),
+        }
     }
     let too_long = given.chars().count() > convo_shared::limits::ROOM_PASSWORD_MAX;
-    if too_long || !password::verify(given, hash.to_string()).await {
-        lock(&state.room_password_throttle).fail(&key, Instant::now());
+    if too_long || !password::verify(given, hash.to_string()).await? {
         return Err(if private {
             ApiError::room_not_found()
         } else {
@@ -751,6 +765,7 @@ async fn check_room_password(
         });
     }
     lock(&state.room_password_throttle).clear(&key);
+    lock(&state.room_guess_throttle).forgive(&room_key);
     Ok(())
 }
 

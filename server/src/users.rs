@@ -364,6 +364,7 @@ fn sniff_image(b: &[u8]) -> Option<&'static str> {
         (status = 401, body = convo_shared::ErrorBody, description = "`invalid_credentials`: current password wrong"),
         (status = 422, body = convo_shared::ErrorBody),
         (status = 429, body = convo_shared::ErrorBody),
+        (status = 503, body = convo_shared::ErrorBody, description = "`unavailable`: too many passwords being checked at once, with Retry-After"),
     ))]
 async fn change_password(
     State(state): State<AppState>,
@@ -375,11 +376,11 @@ async fn change_password(
         .await?
         .ok_or_else(|| ApiError::unauthenticated("This account no longer exists."))?;
     let key = format!("pw:{}", user.id);
-    if let Err(wait) = lock(&state.login_throttle).check(&key, Instant::now()) {
+    // Counted before the check, so that parallel guesses cannot all pass it.
+    if let Err(wait) = lock(&state.login_throttle).attempt(&key, Instant::now()) {
         return Err(ApiError::too_many_attempts(wait));
     }
-    if !password::verify(req.current_password, user.password_hash.clone()).await {
-        lock(&state.login_throttle).fail(&key, Instant::now());
+    if !password::verify(req.current_password, user.password_hash.clone()).await? {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             ErrorCode::InvalidCredentials,

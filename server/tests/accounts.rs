@@ -11,6 +11,7 @@ on_both_databases!(
     register_and_sign_in,
     registration_rules,
     login_is_throttled,
+    parallel_guesses_cannot_race_the_throttle,
     refresh_rotates_and_reuse_revokes_the_family,
     logout_and_expired_tokens_are_refused,
     password_change_ends_other_sessions,
@@ -174,6 +175,45 @@ async fn login_is_throttled(backend: Backend) {
         .expect_error(429, "too_many_attempts");
     // Another account from the same address still signs in.
     srv.user("erin").await;
+    srv.stop().await;
+}
+
+/// Guesses sent all at once: each is counted before its password is hashed, so no more pass
+/// the throttle than one at a time would (before, all twelve passed the check together and
+/// were verified: twelve guesses where five are allowed).
+async fn parallel_guesses_cannot_race_the_throttle(backend: Backend) {
+    let env = TestEnv::new(backend).await;
+    let srv = env.start().await;
+    srv.register("frank").await;
+    let replies =
+        futures_util::future::join_all((0..12).map(|_| srv.login("frank", "wrong password!")))
+            .await;
+    let mut wrong = 0;
+    let mut refused = 0;
+    for r in &replies {
+        match r.status.as_u16() {
+            401 => {
+                r.expect_error(401, "invalid_credentials");
+                wrong += 1;
+            }
+            _ => {
+                r.expect_error(429, "too_many_attempts");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(
+        (wrong, refused),
+        (5, 7),
+        "five guesses checked, the rest refused"
+    );
+    // The account is locked for the window, the right password included.
+    srv.login("frank", PASSWORD)
+        .await
+        .expect_error(429, "too_many_attempts");
+    // A right password from the same address takes back its own attempt only: the address's
+    // limit (20) still counts frank's five.
+    srv.user("gina").await;
     srv.stop().await;
 }
 

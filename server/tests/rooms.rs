@@ -12,6 +12,7 @@ on_both_databases!(
     create_read_update_delete,
     private_rooms_are_invisible_to_others,
     join_rules,
+    room_password_guesses_are_limited_per_person_and_per_room,
     listing_with_cursor_pagination,
     members_and_leaving,
 );
@@ -350,6 +351,70 @@ async fn join_rules(backend: Backend) {
     srv.post(&short_join, Some(&u1.access), json!({}))
         .await
         .expect_error(410, "room_expired");
+    srv.stop().await;
+}
+
+/// Room password guesses are counted before they are checked, per person (10 in the window,
+/// however many are sent at once) and per room (50 from everyone: accounts are free to make).
+async fn room_password_guesses_are_limited_per_person_and_per_room(backend: Backend) {
+    let env = TestEnv::new(backend).await;
+    let srv = env.start().await;
+    let host = srv.user("rhost").await;
+    let room = srv
+        .room_id(
+            &host,
+            json!({"name": "Vault", "privacy": "public", "password": "the right one"}),
+        )
+        .await;
+    let join = format!("/api/rooms/{room}/join");
+    let mut guessers = Vec::new();
+    for i in 0..5 {
+        guessers.push(srv.user(&format!("guesser{i}")).await);
+    }
+    // The first fires 15 guesses at once: ten are checked, five refused.
+    let replies = futures_util::future::join_all((0..15).map(|_| {
+        srv.post(
+            &join,
+            Some(&guessers[0].access),
+            json!({"password": "guess"}),
+        )
+    }))
+    .await;
+    let wrong = replies.iter().filter(|r| r.status.as_u16() == 403).count();
+    for r in &replies {
+        if r.status.as_u16() == 403 {
+            r.expect_error(403, "invalid_room_password");
+        } else {
+            r.expect_error(429, "too_many_attempts");
+        }
+    }
+    assert_eq!(wrong, 10, "ten guesses per person");
+    // Four more people guess ten times each: the room has taken 50 wrong passwords.
+    for g in &guessers[1..] {
+        for _ in 0..10 {
+            srv.post(&join, Some(&g.access), json!({"password": "guess"}))
+                .await
+                .expect_error(403, "invalid_room_password");
+        }
+    }
+    // A fresh account gets no guess at this room now; another room is not affected.
+    let late = srv.user("lateguesser").await;
+    srv.post(&join, Some(&late.access), json!({"password": "guess"}))
+        .await
+        .expect_error(429, "too_many_attempts");
+    let other = srv
+        .room_id(
+            &host,
+            json!({"name": "Other", "privacy": "public", "password": "other one"}),
+        )
+        .await;
+    srv.post(
+        &format!("/api/rooms/{other}/join"),
+        Some(&late.access),
+        json!({"password": "other one"}),
+    )
+    .await
+    .expect(200);
     srv.stop().await;
 }
 

@@ -182,6 +182,7 @@ fn user_exists() -> ApiError {
         (status = 201, body = User, description = "Account created"),
         (status = 409, body = convo_shared::ErrorBody, description = "`user_exists`"),
         (status = 422, body = convo_shared::ErrorBody, description = "`validation_failed`, `invalid_body`"),
+        (status = 503, body = convo_shared::ErrorBody, description = "`unavailable`: too many passwords being checked at once, with Retry-After"),
     ))]
 async fn register(
     State(state): State<AppState>,
@@ -253,22 +254,32 @@ fn account_key(user: Option<&UserRow>, login: &str) -> String {
     }
 }
 
-/// Refuses while the account or the address has too many recent failures.
-pub(crate) fn check_throttles(state: &AppState, acct: &str, ip: &str) -> ApiResult<()> {
+/// Counts a sign-in attempt for the account and the address before the password is verified
+/// (both or neither): refused while either has too many recent failures, else recorded as a
+/// failure at once, so that parallel guesses cannot all pass while the first is being hashed.
+/// A success takes it back with [`attempt_succeeded`].
+pub(crate) fn begin_attempt(state: &AppState, acct: &str, ip: &str) -> ApiResult<()> {
     let now = Instant::now();
-    let a = lock(&state.login_throttle).check(acct, now);
-    let b = lock(&state.address_throttle).check(ip, now);
+    let mut accounts = lock(&state.login_throttle);
+    let mut addresses = lock(&state.address_throttle);
+    let a = accounts.check(acct, now);
+    let b = addresses.check(ip, now);
     match (a, b) {
-        (Ok(()), Ok(())) => Ok(()),
+        (Ok(()), Ok(())) => {
+            accounts.fail(acct, now);
+            addresses.fail(ip, now);
+            Ok(())
+        }
         (Err(d), Ok(())) | (Ok(()), Err(d)) => Err(ApiError::too_many_attempts(d)),
         (Err(d1), Err(d2)) => Err(ApiError::too_many_attempts(d1.max(d2))),
     }
 }
 
-pub(crate) fn record_failure(state: &AppState, acct: &str, ip: &str) {
-    let now = Instant::now();
-    lock(&state.login_throttle).fail(acct, now);
-    lock(&state.address_throttle).fail(ip, now);
+/// The attempt counted by [`begin_attempt`] succeeded: the account's failures are forgotten,
+/// the address keeps its others.
+pub(crate) fn attempt_succeeded(state: &AppState, acct: &str, ip: &str) {
+    lock(&state.login_throttle).clear(acct);
+    lock(&state.address_throttle).forgive(ip);
 }
 
 /// Locks a throttle; a poisoned lock still holds a valid map, so keep using it.
@@ -283,6 +294,7 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         (status = 200, body = TokenResponse),
         (status = 401, body = convo_shared::ErrorBody, description = "`invalid_credentials`"),
         (status = 429, body = convo_shared::ErrorBody, description = "`too_many_attempts`, with Retry-After"),
+        (status = 503, body = convo_shared::ErrorBody, description = "`unavailable`: too many passwords being checked at once, with Retry-After"),
     ))]
 async fn login(
     State(state): State<AppState>,
@@ -303,23 +315,21 @@ async fn login(
     let user = crate::users::find_user_by_login(&state.db, login).await?;
     let acct = account_key(user.as_ref(), login);
     let ip = format!("ip:{}", peer.ip());
-    check_throttles(&state, &acct, &ip)?;
+    begin_attempt(&state, &acct, &ip)?;
     let too_long = req.password.chars().count() > convo_shared::limits::PASSWORD_MAX;
     let (hash, user) = match user {
         Some(u) => (u.password_hash.clone(), Some(u)),
         None => (state.dummy_hash.clone(), None),
     };
-    let ok = !too_long && password::verify(req.password, hash).await;
+    let ok = !too_long && password::verify(req.password, hash).await?;
     match user {
         Some(user) if ok => {
-            lock(&state.login_throttle).clear(&acct);
+            attempt_succeeded(&state, &acct, &ip);
             tracing::info!(user_id = %user.id, "signed in");
             Ok(Json(issue_session(&state, &user).await?))
         }
-        _ => {
-            record_failure(&state, &acct, &ip);
-            Err(invalid())
-        }
+        // The failure was counted before the check.
+        _ => Err(invalid()),
     }
 }
 
@@ -548,6 +558,7 @@ async fn send_reset_mail(state: &AppState, email: &str) -> Result<(), ResetMailE
         (status = 204, description = "Password changed"),
         (status = 400, body = convo_shared::ErrorBody, description = "`invalid_reset_token`"),
         (status = 422, body = convo_shared::ErrorBody),
+        (status = 503, body = convo_shared::ErrorBody, description = "`unavailable`: too many passwords being checked at once, with Retry-After"),
     ))]
 async fn reset_password(
     State(state): State<AppState>,

@@ -57,6 +57,26 @@ impl Throttle {
         }
     }
 
+    /// Counts one attempt for `key` before it is verified: refused (`Err(retry_after)`) while
+    /// `key` has used up its attempts, else recorded as a failure at once, so that guesses
+    /// made in parallel cannot all pass the check while the first is still being verified. A
+    /// success then takes it back with [`Throttle::clear`] or [`Throttle::forgive`].
+    pub fn attempt(&mut self, key: &str, now: Instant) -> Result<(), Duration> {
+        self.check(key, now)?;
+        self.fail(key, now);
+        Ok(())
+    }
+
+    /// Takes back the latest attempt recorded for `key` (it succeeded), keeping the others.
+    pub fn forgive(&mut self, key: &str) {
+        if let Some(q) = self.failures.get_mut(key) {
+            q.pop_back();
+            if q.is_empty() {
+                self.failures.remove(key);
+            }
+        }
+    }
+
     /// Forgets `key`'s failures (after a success).
     pub fn clear(&mut self, key: &str) {
         self.failures.remove(key);
@@ -112,6 +132,23 @@ mod tests {
         assert!(th.check("a", t0).is_err());
         th.clear("a");
         assert!(th.check("a", t0).is_ok());
+    }
+
+    #[test]
+    fn attempts_count_before_they_are_verified() {
+        let t0 = Instant::now();
+        let mut th = Throttle::new(3, Duration::from_secs(60));
+        // Ten guesses arrive together: only three get past the throttle, whatever their result.
+        let admitted = (0..10).filter(|_| th.attempt("a", t0).is_ok()).count();
+        assert_eq!(admitted, 3);
+        // A success takes its own attempt back and no other.
+        th.forgive("a");
+        assert!(th.attempt("a", t0).is_ok());
+        assert!(th.attempt("a", t0).is_err());
+        th.forgive("b");
+        assert!(th.attempt("b", t0).is_ok());
+        th.forgive("b");
+        assert!(!th.failures.contains_key("b"));
     }
 
     #[test]
