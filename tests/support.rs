@@ -102,6 +102,7 @@ impl Env {
             public_ip: None,
             public_ip_alongside: false,
             ice_ips: vec!["127.0.0.1".parse().unwrap()],
+            trusted_proxies: vec![],
         })
         .unwrap();
         let server = Server::start(config).await.unwrap();

@@ -104,6 +104,7 @@ async fn main() {
         public_ip_alongside: false,
         ice_ips: vec![],
         reconnect_grace_secs: 15,
+        trusted_proxies: vec![],
     })
     .unwrap();
     let server = Server::start(config).await.unwrap();

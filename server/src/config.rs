@@ -95,6 +95,17 @@ pub struct ServerArgs {
     /// address of the machine (loopback included).
     #[arg(long, env = "CONVO_ICE_IPS", value_delimiter = ',', global = true)]
     pub ice_ips: Vec<std::net::IpAddr>,
+
+    /// Comma-separated reverse proxies (CIDRs, e.g. 127.0.0.1/32,10.0.0.0/8) whose
+    /// X-Forwarded-For names the client: sign-in limits per address then count the client's
+    /// address, not the proxy's. Unset: the header is ignored and the peer address counts.
+    #[arg(
+        long,
+        env = "CONVO_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// The resolved configuration the server runs with.
@@ -120,6 +131,8 @@ pub struct Config {
     pub login_window: Duration,
     pub ice_servers: Vec<convo_shared::signal::IceServer>,
     pub reconnect_grace: Duration,
+    /// Proxies whose X-Forwarded-For is believed (`CONVO_TRUSTED_PROXIES`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub sfu: crate::sfu::SfuConfig,
 }
 
@@ -250,6 +263,7 @@ impl Config {
             login_window: Duration::from_secs(15 * 60),
             ice_servers: ice_servers(args)?,
             reconnect_grace: Duration::from_secs(args.reconnect_grace_secs.clamp(1, 600)),
+            trusted_proxies: args.trusted_proxies.clone(),
             sfu: crate::sfu::SfuConfig {
                 udp_ports: args.udp_ports.as_deref().map(parse_ports).transpose()?,
                 public_ip: args.public_ip.map(|ip| ip.to_string()),

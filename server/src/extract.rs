@@ -187,3 +187,109 @@ pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Bo
     tracing::error!("handler panicked");
     ApiError::internal().into_response()
 }
+
+/// The address a request came from: the peer's, unless the peer is a trusted proxy
+/// (`CONVO_TRUSTED_PROXIES`); then the X-Forwarded-For entries are read from the right (the
+/// nearest hop first) past every trusted proxy, and the first untrusted one is the client. An
+/// entry that is not an address stops the walk at the hop that wrote it, so a client can never
+/// name an address of its choosing by sending the header itself.
+pub fn client_ip(
+    peer: std::net::IpAddr,
+    headers: &axum::http::HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> std::net::IpAddr {
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let hops = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect::<Vec<_>>();
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.trim().parse::<std::net::IpAddr>() else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    client
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_ip;
+    use axum::http::{HeaderMap, HeaderValue};
+    use std::net::IpAddr;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("an address")
+    }
+
+    fn xff(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", HeaderValue::from_str(v).expect("header"));
+        }
+        h
+    }
+
+    #[test]
+    fn the_header_counts_only_from_a_trusted_proxy() {
+        let trusted = [
+            "127.0.0.1/32".parse().expect("cidr"),
+            "10.0.0.0/8".parse().expect("cidr"),
+        ];
+        // No trusted proxies: the header is ignored.
+        assert_eq!(
+            client_ip(ip("127.0.0.1"), &xff(&["203.0.113.7"]), &[]),
+            ip("127.0.0.1")
+        );
+        // An untrusted peer cannot name another address.
+        assert_eq!(
+            client_ip(ip("198.51.100.2"), &xff(&["203.0.113.7"]), &trusted),
+            ip("198.51.100.2")
+        );
+        // Through the proxy: the client it saw.
+        assert_eq!(
+            client_ip(ip("127.0.0.1"), &xff(&["203.0.113.7"]), &trusted),
+            ip("203.0.113.7")
+        );
+        // Two proxies: read past the trusted hops from the right; what the client sent
+        // itself (left of its own address) is not believed.
+        assert_eq!(
+            client_ip(
+                ip("127.0.0.1"),
+                &xff(&["1.2.3.4, 203.0.113.7, 10.1.2.3"]),
+                &trusted
+            ),
+            ip("203.0.113.7")
+        );
+        assert_eq!(
+            client_ip(ip("127.0.0.1"), &xff(&["1.2.3.4", "203.0.113.7"]), &trusted),
+            ip("203.0.113.7")
+        );
+        // Garbage stops the walk at the hop that wrote it; no header: the proxy itself.
+        assert_eq!(
+            client_ip(ip("127.0.0.1"), &xff(&["nonsense, 10.1.2.3"]), &trusted),
+            ip("10.1.2.3")
+        );
+        assert_eq!(
+            client_ip(ip("127.0.0.1"), &HeaderMap::new(), &trusted),
+            ip("127.0.0.1")
+        );
+        assert_eq!(
+            client_ip(
+                ip("::1"),
+                &xff(&["2001:db8::1"]),
+                &["::1/128".parse().expect("cidr")]
+            ),
+            ip("2001:db8::1")
+        );
+    }
+}

@@ -12,6 +12,7 @@ on_both_databases!(
     registration_rules,
     login_is_throttled,
     parallel_guesses_cannot_race_the_throttle,
+    behind_a_trusted_proxy_each_client_has_its_own_limit,
     refresh_rotates_and_reuse_revokes_the_family,
     logout_and_expired_tokens_are_refused,
     password_change_ends_other_sessions,
@@ -214,6 +215,77 @@ async fn parallel_guesses_cannot_race_the_throttle(backend: Backend) {
     // A right password from the same address takes back its own attempt only: the address's
     // limit (20) still counts frank's five.
     srv.user("gina").await;
+    srv.stop().await;
+}
+
+async fn login_from(
+    srv: &common::TestServer,
+    xff: &str,
+    login: &str,
+    password: &str,
+) -> common::Reply {
+    srv.send(
+        srv.req(Method::POST, "/api/auth/login", None)
+            .header("x-forwarded-for", xff)
+            .json(&json!({"login": login, "password": password})),
+    )
+    .await
+}
+
+/// Behind a reverse proxy every request comes from the proxy's address: without
+/// `CONVO_TRUSTED_PROXIES` 20 bad sign-ins from anyone block everyone's; with it, the address
+/// the proxy names in X-Forwarded-For counts, and a client cannot name one of its choosing
+/// when it is not the proxy.
+async fn behind_a_trusted_proxy_each_client_has_its_own_limit(backend: Backend) {
+    // Not trusted: the header is ignored, the peer address (127.0.0.1) counts for all.
+    let env = TestEnv::new(backend).await;
+    let srv = env.start().await;
+    srv.register("victim").await;
+    for i in 0..20 {
+        login_from(
+            &srv,
+            "203.0.113.66",
+            &format!("nobody{}", i % 4),
+            "wrong password!",
+        )
+        .await
+        .expect_error(401, "invalid_credentials");
+    }
+    login_from(&srv, "198.51.100.9", "victim", PASSWORD)
+        .await
+        .expect_error(429, "too_many_attempts");
+    srv.stop().await;
+
+    // Trusted: the attacker's address is blocked, the victim's is not.
+    let mut env = TestEnv::new(backend).await;
+    env.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    let srv = env.start().await;
+    srv.register("victim").await;
+    for i in 0..20 {
+        login_from(
+            &srv,
+            "203.0.113.66",
+            &format!("nobody{}", i % 4),
+            "wrong password!",
+        )
+        .await
+        .expect_error(401, "invalid_credentials");
+    }
+    login_from(&srv, "203.0.113.66", "nobody9", "wrong password!")
+        .await
+        .expect_error(429, "too_many_attempts");
+    // An address the attacker writes left of its own is not believed.
+    login_from(
+        &srv,
+        "198.51.100.9, 203.0.113.66",
+        "nobody9",
+        "wrong password!",
+    )
+    .await
+    .expect_error(429, "too_many_attempts");
+    login_from(&srv, "198.51.100.9", "victim", PASSWORD)
+        .await
+        .expect(200);
     srv.stop().await;
 }
 

@@ -382,6 +382,7 @@ fn help_documents_every_setting() {
         "CONVO_SMTP_URL",
         "CONVO_JWT_SECRET",
         "CONVO_CORS_ORIGINS",
+        "CONVO_TRUSTED_PROXIES",
         "admin",
     ] {
         assert!(help.contains(name), "--help lacks {name}:\n{help}");
@@ -398,6 +399,7 @@ fn bad_configuration_is_refused_clearly() {
         ("DATABASE_URL", "mysql://x", "DATABASE_URL"),
         ("CONVO_PUBLIC_URL", "ftp://x", "CONVO_PUBLIC_URL"),
         ("CONVO_BIND", "not-an-address", "invalid"),
+        ("CONVO_TRUSTED_PROXIES", "10.0.0.0/33", "--trusted-proxies"),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_convo-server"))
             .env("CONVO_DATA_DIR", dir.path())

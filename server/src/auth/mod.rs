@@ -299,6 +299,7 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Json(req): Json<LoginRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
     let invalid = || {
@@ -314,7 +315,8 @@ async fn login(
     }
     let user = crate::users::find_user_by_login(&state.db, login).await?;
     let acct = account_key(user.as_ref(), login);
-    let ip = format!("ip:{}", peer.ip());
+    let client = crate::extract::client_ip(peer.ip(), &headers, &state.config.trusted_proxies);
+    let ip = format!("ip:{client}");
     begin_attempt(&state, &acct, &ip)?;
     let too_long = req.password.chars().count() > convo_shared::limits::PASSWORD_MAX;
     let (hash, user) = match user {

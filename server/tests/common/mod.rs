@@ -59,6 +59,8 @@ pub struct TestEnv {
     pub jwt_secret: Option<String>,
     /// How long a dropped signaling connection keeps its place.
     pub grace_secs: u64,
+    /// `CONVO_TRUSTED_PROXIES`.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl TestEnv {
@@ -103,6 +105,7 @@ impl TestEnv {
             smtp_url: None,
             jwt_secret: Some(SECRET.to_string()),
             grace_secs: 15,
+            trusted_proxies: Vec::new(),
         }
     }
 
@@ -124,6 +127,7 @@ impl TestEnv {
             public_ip_alongside: false,
             ice_ips: vec!["127.0.0.1".parse().expect("loopback")],
             reconnect_grace_secs: self.grace_secs,
+            trusted_proxies: self.trusted_proxies.clone(),
         };
         Config::from_args(&args).expect("config")
     }
