@@ -55,6 +55,8 @@ async fn main() {
     let mut server = std::process::Command::new(&server_bin)
         .env("CONVO_DATA_DIR", dir.path())
         .env("CONVO_BIND", format!("127.0.0.1:{port}"))
+        // One account per bench participant, all from loopback.
+        .env("CONVO_REGISTRATIONS_PER_HOUR", "0")
         .env("CONVO_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .spawn()

@@ -378,6 +378,8 @@ async fn run_convo(cli: &Cli, clip: &Arc<Clip>) -> Figures {
             .env("CONVO_DATA_DIR", dir.path())
             .env("CONVO_BIND", format!("127.0.0.1:{port}"))
             .env("CONVO_ICE_IPS", MEDIA_IP)
+            // One account per load session, all from one address.
+            .env("CONVO_REGISTRATIONS_PER_HOUR", "0")
             .env("CONVO_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()

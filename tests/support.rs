@@ -103,6 +103,7 @@ impl Env {
             public_ip_alongside: false,
             ice_ips: vec!["127.0.0.1".parse().unwrap()],
             trusted_proxies: vec![],
+            registrations_per_hour: 0,
         })
         .unwrap();
         let server = Server::start(config).await.unwrap();

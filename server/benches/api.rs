@@ -105,6 +105,7 @@ async fn main() {
         ice_ips: vec![],
         reconnect_grace_secs: 15,
         trusted_proxies: vec![],
+        registrations_per_hour: 0,
     })
     .unwrap();
     let server = Server::start(config).await.unwrap();

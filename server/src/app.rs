@@ -45,6 +45,8 @@ pub struct Inner {
     /// so the per-user limit alone does not bound the guesses at one room.
     pub room_guess_throttle: Mutex<Throttle>,
     pub reset_mail_throttle: Mutex<Throttle>,
+    /// Accounts created per client address in an hour (`CONVO_REGISTRATIONS_PER_HOUR`).
+    pub registration_throttle: Mutex<Throttle>,
     /// Chat messages per person (`CHAT_BURST` per `CHAT_WINDOW_SECS`).
     pub chat_throttle: Mutex<Throttle>,
     /// Verified against when a login names no account, so both cases cost the same.
@@ -76,6 +78,10 @@ impl AppState {
             room_password_throttle: Mutex::new(Throttle::new(10, window)),
             room_guess_throttle: Mutex::new(Throttle::new(ROOM_GUESSES_PER_WINDOW, window)),
             reset_mail_throttle: Mutex::new(Throttle::new(3, Duration::from_secs(3600))),
+            registration_throttle: Mutex::new(Throttle::new(
+                config.registrations_per_hour,
+                Duration::from_secs(3600),
+            )),
             chat_throttle: Mutex::new(Throttle::new(
                 convo_shared::limits::CHAT_BURST,
                 Duration::from_secs(convo_shared::limits::CHAT_WINDOW_SECS),

@@ -106,6 +106,15 @@ pub struct ServerArgs {
         global = true
     )]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Accounts one client address may create through the API in an hour (0: no limit).
+    #[arg(
+        long,
+        env = "CONVO_REGISTRATIONS_PER_HOUR",
+        default_value_t = 30,
+        global = true
+    )]
+    pub registrations_per_hour: u32,
 }
 
 /// The resolved configuration the server runs with.
@@ -133,6 +142,8 @@ pub struct Config {
     pub reconnect_grace: Duration,
     /// Proxies whose X-Forwarded-For is believed (`CONVO_TRUSTED_PROXIES`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `CONVO_REGISTRATIONS_PER_HOUR` (0: no limit).
+    pub registrations_per_hour: u32,
     pub sfu: crate::sfu::SfuConfig,
 }
 
@@ -264,6 +275,7 @@ impl Config {
             ice_servers: ice_servers(args)?,
             reconnect_grace: Duration::from_secs(args.reconnect_grace_secs.clamp(1, 600)),
             trusted_proxies: args.trusted_proxies.clone(),
+            registrations_per_hour: args.registrations_per_hour,
             sfu: crate::sfu::SfuConfig {
                 udp_ports: args.udp_ports.as_deref().map(parse_ports).transpose()?,
                 public_ip: args.public_ip.map(|ip| ip.to_string()),

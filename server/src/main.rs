@@ -129,7 +129,7 @@ async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
                 password,
                 display_name,
             };
-            match convo_server::auth::create_user(&db, req, Role::Admin).await {
+            match convo_server::auth::create_user(&db, req, Role::Admin, || Ok(())).await {
                 Ok(user) => println!("created admin {} ({})", user.username, user.id),
                 Err(e) => bail!("{}", e.message),
             }

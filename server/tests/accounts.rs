@@ -13,6 +13,7 @@ on_both_databases!(
     login_is_throttled,
     parallel_guesses_cannot_race_the_throttle,
     behind_a_trusted_proxy_each_client_has_its_own_limit,
+    registrations_are_limited_per_address,
     refresh_rotates_and_reuse_revokes_the_family,
     logout_and_expired_tokens_are_refused,
     password_change_ends_other_sessions,
@@ -286,6 +287,40 @@ async fn behind_a_trusted_proxy_each_client_has_its_own_limit(backend: Backend) 
     login_from(&srv, "198.51.100.9", "victim", PASSWORD)
         .await
         .expect(200);
+    srv.stop().await;
+}
+
+/// Each account costs a 19 MiB hash and is free to an attacker: one address creates at most
+/// `CONVO_REGISTRATIONS_PER_HOUR` in an hour. Refused bodies and taken names do not count.
+async fn registrations_are_limited_per_address(backend: Backend) {
+    let mut env = TestEnv::new(backend).await;
+    env.registrations_per_hour = 3;
+    let srv = env.start().await;
+    let body = |name: &str| json!({"username": name, "email": format!("{name}@example.com"), "password": PASSWORD});
+    srv.post(
+        "/api/auth/register",
+        None,
+        json!({"username": "x", "email": "bad", "password": "short"}),
+    )
+    .await
+    .expect_error(422, "validation_failed");
+    for name in ["reg1", "reg2", "reg3"] {
+        srv.post("/api/auth/register", None, body(name))
+            .await
+            .expect(201);
+    }
+    srv.post("/api/auth/register", None, body("reg1"))
+        .await
+        .expect_error(409, "user_exists");
+    let r = srv.post("/api/auth/register", None, body("reg4")).await;
+    r.expect_error(429, "too_many_attempts");
+    let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry > 0 && retry <= 3600, "{retry}");
+    // Nothing half-made, and the accounts made still sign in.
+    srv.login("reg4", PASSWORD)
+        .await
+        .expect_error(401, "invalid_credentials");
+    srv.session("reg3", PASSWORD).await;
     srv.stop().await;
 }
 

@@ -383,6 +383,7 @@ fn help_documents_every_setting() {
         "CONVO_JWT_SECRET",
         "CONVO_CORS_ORIGINS",
         "CONVO_TRUSTED_PROXIES",
+        "CONVO_REGISTRATIONS_PER_HOUR",
         "admin",
     ] {
         assert!(help.contains(name), "--help lacks {name}:\n{help}");

@@ -109,11 +109,13 @@ pub async fn authenticate_token(state: &AppState, token: &str) -> ApiResult<Auth
     })
 }
 
-/// Creates a user. Shared by registration and the admin command.
+/// Creates an account; shared by registration and the admin command. `admit` is asked once
+/// the request is valid and before the password is hashed (the API's per-address limit).
 pub async fn create_user(
     state_db: &crate::db::Db,
     req: RegisterRequest,
     role: Role,
+    admit: impl FnOnce() -> ApiResult<()>,
 ) -> ApiResult<UserRow> {
     let username = validate::username(&req.username)?;
     let email = validate::email(&req.email)?;
@@ -131,6 +133,7 @@ pub async fn create_user(
     if exists.is_some() {
         return Err(user_exists());
     }
+    admit()?;
     let hash = password::hash(req.password).await?;
     let now = now_ms();
     let user = UserRow {
@@ -182,13 +185,25 @@ fn user_exists() -> ApiError {
         (status = 201, body = User, description = "Account created"),
         (status = 409, body = convo_shared::ErrorBody, description = "`user_exists`"),
         (status = 422, body = convo_shared::ErrorBody, description = "`validation_failed`, `invalid_body`"),
+        (status = 429, body = convo_shared::ErrorBody, description = "`too_many_attempts`: this address created `CONVO_REGISTRATIONS_PER_HOUR` accounts in the last hour; Retry-After"),
         (status = 503, body = convo_shared::ErrorBody, description = "`unavailable`: too many passwords being checked at once, with Retry-After"),
     ))]
 async fn register(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Json(req): Json<RegisterRequest>,
 ) -> ApiResult<impl IntoResponse> {
-    let user = create_user(&state.db, req, Role::User).await?;
+    let client = crate::extract::client_ip(peer.ip(), &headers, &state.config.trusted_proxies);
+    let admit = || {
+        if state.config.registrations_per_hour == 0 {
+            return Ok(());
+        }
+        lock(&state.registration_throttle)
+            .attempt(&format!("ip:{client}"), Instant::now())
+            .map_err(ApiError::too_many_attempts)
+    };
+    let user = create_user(&state.db, req, Role::User, admit).await?;
     tracing::info!(user_id = %user.id, "account registered");
     Ok((StatusCode::CREATED, Json(user.to_api())))
 }

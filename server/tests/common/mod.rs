@@ -61,6 +61,8 @@ pub struct TestEnv {
     pub grace_secs: u64,
     /// `CONVO_TRUSTED_PROXIES`.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `CONVO_REGISTRATIONS_PER_HOUR`.
+    pub registrations_per_hour: u32,
 }
 
 impl TestEnv {
@@ -106,6 +108,7 @@ impl TestEnv {
             jwt_secret: Some(SECRET.to_string()),
             grace_secs: 15,
             trusted_proxies: Vec::new(),
+            registrations_per_hour: 30,
         }
     }
 
@@ -128,6 +131,7 @@ impl TestEnv {
             ice_ips: vec!["127.0.0.1".parse().expect("loopback")],
             reconnect_grace_secs: self.grace_secs,
             trusted_proxies: self.trusted_proxies.clone(),
+            registrations_per_hour: self.registrations_per_hour,
         };
         Config::from_args(&args).expect("config")
     }
