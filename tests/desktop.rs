@@ -35,6 +35,12 @@ use convo_e2e::{Backend, Env, PASSWORD};
 use convo_shared::signal::TrackKind;
 use serde_json::json;
 
+/// A script prefix: `pixels(canvas)` copies what a tile drew (WebGL or 2D) to a 2D canvas whose
+/// pixels can be read.
+const PIXELS: &str = "const pixels = (c) => { const s = document.createElement('canvas'); \
+    s.width = c.width; s.height = c.height; const g = s.getContext('2d'); g.drawImage(c, 0, 0); \
+    return g; };";
+
 /// The bot: synthetic sources; the centre pixel (Y, U, V) of every screen and camera frame
 /// it decodes.
 struct Watcher {
@@ -289,7 +295,15 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
     let bot = {
         let (base, room) = (env.base.clone(), room.clone());
         let backend = Watcher {
-            synthetic: Synthetic::default(),
+            // A camera at 1280 × 720, 30 fps: the app draws it through the video channel.
+            synthetic: Synthetic {
+                fps: 30,
+                size: synth::VideoSize {
+                    width: 1280,
+                    height: 720,
+                },
+                ..Synthetic::default()
+            },
             screen_centre: screen_centre.clone(),
             camera_centre: camera_centre.clone(),
         };
@@ -459,17 +473,33 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
         assert!(Instant::now() < end, "quality indicator says {q}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let mut codes = Vec::new();
+    // The bot's camera is 720p: once the layers ramp up (the downlink's estimate starts low),
+    // the full one is drawn.
+    let end = Instant::now() + Duration::from_secs(30);
+    while d
+        .script(
+            &format!("return document.querySelector(\"{tile}\").width"),
+            json!([]),
+        )
+        .await
+        .as_u64()
+        != Some(1280)
+    {
+        assert!(Instant::now() < end, "the bot's 720p layer never showed");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (mut codes, mut ages, mut renderers, mut sizes) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..5 {
-        // Luma of the top 48 rows (the code strips), from the pixels the app drew.
+        // Luma of the top fifth (the code strips), from the pixels the app drew.
         let luma = d
             .script(
                 &format!(
-                    "const c = document.querySelector(\"{tile}\");\
-                     const px = c.getContext('2d').getImageData(0, 0, c.width, 48).data;\
+                    "{PIXELS}const c = document.querySelector(\"{tile}\");\
+                     const px = pixels(c).getImageData(0, 0, c.width, Math.ceil(c.height / 5)).data;\
                      const y = [];\
                      for (let i = 0; i < px.length; i += 4) y.push(Math.round(16 + (66 * px[i] + 129 * px[i + 1] + 25 * px[i + 2]) / 256));\
-                     return [c.width, c.height, y];"
+                     return [c.width, c.height, y, Date.now() % 4294967296, c.dataset.renderer];"
                 ),
                 json!([]),
             )
@@ -485,12 +515,28 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
             .map(|v| v.as_u64().unwrap_or(0) as u8)
             .collect();
         let code = synth::read_code(&y, w, w, h).expect("the drawn frame carries the bot's code");
+        // How old the frame on screen is: from the bot's capture to now (one clock).
+        let now = luma[3].as_u64().unwrap_or(0) as u32;
+        ages.push(synth::elapsed_ms(code.capture_ms, now));
+        renderers.push(luma[4].as_str().unwrap_or("none").to_string());
+        sizes.push((w, h));
         codes.push(code.counter);
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
     assert!(
         codes.windows(2).all(|p| p[1] > p[0]),
         "frames advance in order: {codes:?}"
+    );
+    eprintln!("drawn frames: codes {codes:?}, ages {ages:?} ms, {renderers:?}, {sizes:?}");
+    // The video channel's path: 720p drawn with WebGL, and nothing stale on screen.
+    assert!(
+        sizes.iter().all(|&s| s == (1280, 720)),
+        "drawn at {sizes:?}"
+    );
+    assert!(renderers.iter().all(|r| r == "webgl"), "{renderers:?}");
+    assert!(
+        ages.iter().all(|&a| a <= 200),
+        "a frame older than 200 ms was on screen: {ages:?} ms"
     );
     d.screenshot("in-call").await;
 
@@ -566,8 +612,8 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
     loop {
         let px = d
             .script(
-                "const c = document.querySelector(\"canvas[data-track='local:video']\");\
-                 return Array.from(c.getContext('2d').getImageData(c.width / 2, c.height / 2, 1, 1).data);",
+                &format!("{PIXELS}const c = document.querySelector(\"canvas[data-track='local:video']\");\
+                 return Array.from(pixels(c).getImageData(c.width / 2, c.height / 2, 1, 1).data);"),
                 json!([]),
             )
             .await;

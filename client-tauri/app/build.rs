@@ -2,6 +2,7 @@
 //! the webview exactly those (see `capabilities/default.json`).
 
 const COMMANDS: &[&str] = &[
+    "video_channel",
     "app_info",
     "set_server",
     "register",

@@ -1,6 +1,7 @@
 // The app's commands (client-tauri/app/src/lib.rs), typed. Every failure is an object with a
 // `code` and a human `message`.
 import { Channel, invoke } from "@tauri-apps/api/core";
+import type { ChannelInfo } from "./video";
 import type { CallEvent, ChatMessage, ParticipantInfo, TrackKind, TrackReport } from "./store";
 
 export interface User {
@@ -118,7 +119,15 @@ export const api = {
 };
 
 /** Where the newest frame of a track is served (Windows webviews use http://<scheme>.localhost). */
-export function frameUrl(trackId: string, after: number): string {
-  const base = navigator.userAgent.includes("Windows") ? "http://frames.localhost/" : "frames://localhost/";
-  return `${base}${encodeURIComponent(trackId)}?after=${after}`;
+let channel: Promise<ChannelInfo> | null = null;
+
+/** The app's video channel (asked once per page; asked again after a failure). */
+export function videoChannel(): Promise<ChannelInfo> {
+  if (!channel) {
+    channel = invoke<ChannelInfo>("video_channel");
+    channel.catch(() => {
+      channel = null;
+    });
+  }
+  return channel;
 }

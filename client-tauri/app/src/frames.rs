@@ -1,18 +1,21 @@
 //! Video to the ui: decoded frames (and the local preview) are kept, newest only, per track,
-//! as they come (I420); the ui pulls them from the `frames:` URI scheme
-//! (`frames://localhost/<track id>?after=<seq>`), one binary response per frame, at the rate it
-//! can draw — no JSON, no base64, and a slow ui skips frames instead of queueing them. A frame
-//! is converted to RGBA when the ui first asks for it, and only then: frames the ui skips, and
-//! every frame of a tile it does not draw (a hidden window, a tile out of view), cost a copy
-//! of their planes, not a conversion.
+//! as they come: I420 planes behind a [`HEADER`], ready to go out as one message of the video
+//! channel ([`crate::frame_ws`]) without another copy. Frames nobody asks for cost the copy
+//! of their planes and nothing else; nothing here converts to RGB (the webview does, on the
+//! GPU).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use bytes::Bytes;
 use convo_client::media::{DecodedVideo, VideoFrame, VideoSink, VideoSource};
 
-/// One frame: its I420 planes (packed: Y, then U, then V), and its RGBA pixels once asked for.
+/// Bytes before the planes: `CVF1`, width and height (u32, little-endian), `seq` (u64), and
+/// four reserved bytes.
+pub const HEADER: usize = 24;
+
+/// One frame: the header, then its I420 planes (packed: Y, then U, then V, no row padding).
 #[derive(Debug, Clone)]
 pub struct Frame {
     /// Grows with every frame of the store, whatever the track or writer: a ui asking for
@@ -21,32 +24,43 @@ pub struct Frame {
     pub seq: u64,
     pub width: usize,
     pub height: usize,
-    i420: Arc<Vec<u8>>,
-    rgba: Arc<std::sync::OnceLock<Vec<u8>>>,
+    data: Bytes,
     /// Who wrote it (a sink or a preview).
     writer: u64,
 }
 
 impl Frame {
-    /// The RGBA pixels, converted on the first call.
-    pub fn rgba(&self) -> &[u8] {
-        self.rgba.get_or_init(|| {
-            let (w, h) = (self.width, self.height);
-            let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
-            let (y, rest) = self.i420.split_at((w * h).min(self.i420.len()));
-            let (u, v) = rest.split_at((cw * ch).min(rest.len()));
-            i420_to_rgba(w, h, (y, u, v), (w, cw, cw))
-        })
+    /// The frame as the video channel sends it (shares the buffer).
+    pub fn message(&self) -> Bytes {
+        self.data.clone()
+    }
+
+    /// The planes, packed.
+    pub fn i420(&self) -> &[u8] {
+        &self.data[HEADER..]
     }
 }
 
 /// The newest frame of every track. Cheap to clone.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct FrameStore {
     frames: Arc<Mutex<HashMap<String, Frame>>>,
     /// The last frame's `seq`, and the last writer's id.
     seq: Arc<AtomicU64>,
     writers: Arc<AtomicU64>,
+    /// Ticks with every frame stored (the video channel's connections wait on it).
+    changed: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for FrameStore {
+    fn default() -> Self {
+        FrameStore {
+            frames: Arc::default(),
+            seq: Arc::default(),
+            writers: Arc::default(),
+            changed: Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
+    }
 }
 
 impl FrameStore {
@@ -58,20 +72,33 @@ impl FrameStore {
         self.writers.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    fn put(&self, track: &str, writer: u64, width: usize, height: usize, i420: Vec<u8>) {
+    /// Stores a frame made by [`pack_i420`] (its header is filled in here).
+    fn put(&self, track: &str, writer: u64, width: usize, height: usize, mut data: Vec<u8>) {
         let mut m = self.frames();
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(h) = data.get_mut(..HEADER) {
+            h[..4].copy_from_slice(b"CVF1");
+            h[4..8].copy_from_slice(&(width as u32).to_le_bytes());
+            h[8..12].copy_from_slice(&(height as u32).to_le_bytes());
+            h[12..20].copy_from_slice(&seq.to_le_bytes());
+        }
         m.insert(
             track.to_string(),
             Frame {
                 seq,
                 width,
                 height,
-                i420: Arc::new(i420),
-                rgba: Arc::default(),
+                data: Bytes::from(data),
                 writer,
             },
         );
+        drop(m);
+        self.changed.send_replace(seq);
+    }
+
+    /// Wakes with every frame stored.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     /// The newest frame of `track` if it is newer than `after`.
@@ -106,8 +133,9 @@ impl FrameStore {
     }
 }
 
-/// `width` × `height` I420 planes packed in one buffer (Y, then U, then V, no row padding),
-/// taking every `step`-th pixel of every `step`-th row (a picture `step` times smaller).
+/// `width` × `height` I420 planes packed in one buffer after [`HEADER`] bytes (Y, then U,
+/// then V, no row padding), taking every `step`-th pixel of every `step`-th row (a picture
+/// `step` times smaller).
 fn pack_i420(
     width: usize,
     height: usize,
@@ -117,55 +145,23 @@ fn pack_i420(
 ) -> (usize, usize, Vec<u8>) {
     let (ow, oh) = (width / step, height / step);
     let (cw, ch) = (ow.div_ceil(2), oh.div_ceil(2));
-    let mut out = Vec::with_capacity(ow * oh + 2 * cw * ch);
-    for row in 0..oh {
-        let line = y.get(row * step * ys..).unwrap_or_default();
-        out.extend((0..ow).map(|col| line.get(col * step).copied().unwrap_or(16)));
-    }
-    for (plane, stride) in [(u, us), (v, vs)] {
-        for row in 0..ch {
-            // Chroma of output row 2·row: input row 2·row·step, chroma row row·step.
+    let mut out = Vec::with_capacity(HEADER + ow * oh + 2 * cw * ch);
+    out.resize(HEADER, 0);
+    // Rows missing from a malformed frame are black.
+    let mut rows = |plane: &[u8], stride: usize, n: usize, len: usize, fill: u8| {
+        for row in 0..n {
             let line = plane.get(row * step * stride..).unwrap_or_default();
-            out.extend((0..cw).map(|col| line.get(col * step).copied().unwrap_or(128)));
+            match line.get(..len) {
+                Some(l) if step == 1 => out.extend_from_slice(l),
+                _ => out.extend((0..len).map(|col| line.get(col * step).copied().unwrap_or(fill))),
+            }
         }
-    }
+    };
+    rows(y, ys, oh, ow, 16);
+    // Chroma of output row 2·row: input row 2·row·step, chroma row row·step.
+    rows(u, us, ch, cw, 128);
+    rows(v, vs, ch, cw, 128);
     (ow, oh, out)
-}
-
-/// BT.601 limited range YUV to RGBA. Rows whose planes are short (a malformed frame) are
-/// drawn grey.
-pub fn i420_to_rgba(
-    width: usize,
-    height: usize,
-    (y, u, v): (&[u8], &[u8], &[u8]),
-    (ys, us, vs): (usize, usize, usize),
-) -> Vec<u8> {
-    let mut out = vec![255u8; width * height * 4];
-    if width == 0 {
-        return out;
-    }
-    let cw = width.div_ceil(2);
-    for (row, line) in out.chunks_exact_mut(width * 4).enumerate() {
-        let planes = (
-            y.get(row * ys..).and_then(|l| l.get(..width)),
-            u.get((row / 2) * us..).and_then(|l| l.get(..cw)),
-            v.get((row / 2) * vs..).and_then(|l| l.get(..cw)),
-        );
-        let (Some(yl), Some(ul), Some(vl)) = planes else {
-            line.iter_mut().for_each(|b| *b = 128);
-            continue;
-        };
-        for (col, px) in line.chunks_exact_mut(4).enumerate() {
-            let c = 298 * (i32::from(yl[col]) - 16);
-            let uu = i32::from(ul[col / 2]) - 128;
-            let vv = i32::from(vl[col / 2]) - 128;
-            px[0] = ((c + 409 * vv + 128) >> 8).clamp(0, 255) as u8;
-            px[1] = ((c - 100 * uu - 208 * vv + 128) >> 8).clamp(0, 255) as u8;
-            px[2] = ((c + 516 * uu + 128) >> 8).clamp(0, 255) as u8;
-            px[3] = 255;
-        }
-    }
-    out
 }
 
 /// Keeps a remote track's decoded frames in the store.
@@ -235,35 +231,8 @@ impl Drop for Preview {
     }
 }
 
-/// Answers `frames://localhost/<track>?after=<seq>`: 200 with the RGBA pixels and `x-width`,
-/// `x-height`, `x-seq` headers, or 204 when there is nothing newer.
-pub fn respond(store: &FrameStore, uri: &str) -> tauri::http::Response<Vec<u8>> {
-    let path = uri.split('?').next().unwrap_or_default();
-    let track = path.rsplit('/').next().unwrap_or_default();
-    let track = percent_decode(track);
-    let after = uri
-        .split_once("after=")
-        .and_then(|(_, v)| v.split('&').next())
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
-    let builder = tauri::http::Response::builder()
-        .header("Access-Control-Allow-Origin", "*")
-        .header("Access-Control-Expose-Headers", "x-width, x-height, x-seq")
-        .header("Cache-Control", "no-store");
-    let response = match store.newer(&track, after) {
-        Some(f) => builder
-            .status(200)
-            .header("Content-Type", "application/octet-stream")
-            .header("x-width", f.width.to_string())
-            .header("x-height", f.height.to_string())
-            .header("x-seq", f.seq.to_string())
-            .body(f.rgba().to_vec()),
-        None => builder.status(204).body(Vec::new()),
-    };
-    response.unwrap_or_else(|_| tauri::http::Response::new(Vec::new()))
-}
-
-fn percent_decode(s: &str) -> String {
+/// `%XX` escapes decoded (a track id in a URL).
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -287,29 +256,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn grey_and_colours_convert() {
-        // Mid grey.
-        let px = i420_to_rgba(2, 2, (&[126; 4], &[128], &[128]), (2, 1, 1));
-        assert!(
-            px.chunks(4)
-                .all(|p| p[0] == p[1] && p[1] == p[2] && p[3] == 255)
-        );
-        assert!((i32::from(px[0]) - 128).abs() <= 2);
-        // Pure red in BT.601: Y 81, U 90, V 240.
-        let px = i420_to_rgba(2, 2, (&[81; 4], &[90], &[240]), (2, 1, 1));
-        assert!(px[0] > 240 && px[1] < 15 && px[2] < 15, "{:?}", &px[..4]);
-    }
-
-    #[test]
     fn a_large_picture_is_previewed_smaller() {
         // 4 × 2: the left half black, the right half white; every other pixel of every other
         // row is one black and one white pixel.
         let y = [16, 16, 235, 235, 16, 16, 235, 235];
-        let (w, h, i420) = pack_i420(4, 2, (&y, &[128, 128], &[128, 128]), (4, 2, 2), 2);
-        assert_eq!((w, h, i420.len()), (2, 1, 2 + 1 + 1));
-        let px = i420_to_rgba(w, h, (&i420[..2], &i420[2..3], &i420[3..]), (2, 1, 1));
-        assert_eq!(px.len(), 2 * 4);
-        assert!(px[0] < 5 && px[4] > 250, "{px:?}");
+        let (w, h, data) = pack_i420(4, 2, (&y, &[128, 128], &[128, 128]), (4, 2, 2), 2);
+        assert_eq!((w, h, data.len()), (2, 1, HEADER + 2 + 1 + 1));
+        assert_eq!(&data[HEADER..], &[16, 235, 128, 128]);
+    }
+
+    #[test]
+    fn rows_are_packed_without_their_padding_and_short_planes_filled() {
+        // 2 × 2 with a stride of 3 (one byte of padding per row).
+        let y = [1, 2, 0, 3, 4, 0];
+        let (_, _, data) = pack_i420(2, 2, (&y, &[5], &[6]), (3, 1, 1), 1);
+        assert_eq!(&data[HEADER..], &[1, 2, 3, 4, 5, 6]);
+        let (_, _, data) = pack_i420(2, 2, (&y[..3], &[], &[]), (3, 1, 1), 1);
+        assert_eq!(&data[HEADER..], &[1, 2, 16, 16, 128, 128]);
     }
 
     /// A black 4 × 4 frame.
@@ -327,52 +290,24 @@ mod tests {
     }
 
     #[test]
-    fn the_protocol_serves_only_newer_frames() {
+    fn the_store_keeps_the_newest_frame_with_its_header() {
         let store = FrameStore::default();
+        let changes = store.changes();
         let mut sink = store.sink("p:video");
         sink.frame(&black());
-        let r = respond(&store, "frames://localhost/p%3Avideo?after=0");
-        assert_eq!(r.status(), 200);
-        assert_eq!(r.headers()["x-width"], "4");
-        assert_eq!(r.headers()["x-seq"], "1");
-        assert_eq!(r.body().len(), 4 * 4 * 4);
-        assert_eq!(
-            respond(&store, "frames://localhost/p%3Avideo?after=1").status(),
-            204
-        );
-        assert_eq!(respond(&store, "frames://localhost/nobody").status(), 204);
-        drop(sink);
-        assert_eq!(
-            respond(&store, "frames://localhost/p:video?after=0").status(),
-            204
-        );
-    }
-
-    #[test]
-    fn frames_are_converted_only_when_the_ui_asks_and_once() {
-        let store = FrameStore::default();
-        let mut sink = store.sink("p:video");
-        for _ in 0..5 {
-            sink.frame(&black());
-        }
+        sink.frame(&black());
+        assert!(changes.has_changed().unwrap_or(false));
         let f = store.newer("p:video", 0).expect("a frame");
-        assert!(f.rgba.get().is_none(), "converted before it was asked for");
-        let r = respond(&store, "frames://localhost/p%3Avideo?after=0");
-        assert_eq!(r.status(), 200);
-        assert!(r.body().chunks(4).all(|p| p[0] < 5 && p[3] == 255));
-        // The frame kept in the store carries its conversion: asked again, not converted again.
-        assert!(
-            store
-                .newer("p:video", 0)
-                .is_some_and(|f| f.rgba.get().is_some())
-        );
-        // A newer frame nobody asked for is not converted.
-        sink.frame(&black());
-        assert!(
-            store
-                .newer("p:video", 0)
-                .is_some_and(|f| f.rgba.get().is_none())
-        );
+        assert_eq!((f.seq, f.width, f.height), (2, 4, 4));
+        let m = f.message();
+        assert_eq!(&m[..4], b"CVF1");
+        assert_eq!(&m[4..8], &4u32.to_le_bytes());
+        assert_eq!(&m[12..20], &2u64.to_le_bytes());
+        assert_eq!(f.i420().len(), 16 + 4 + 4);
+        assert!(store.newer("p:video", 2).is_none());
+        assert!(store.newer("nobody", 0).is_none());
+        drop(sink);
+        assert!(store.newer("p:video", 0).is_none());
     }
 
     #[test]

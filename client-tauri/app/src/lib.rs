@@ -1,9 +1,10 @@
 //! ConvoConnect's desktop app: the Tauri 2 shell between the ui (`ui/`, the webview) and the
 //! client engine (`convo-client`). Commands here are everything the ui may ask; media never
-//! passes through the webview's JavaScript except as finished RGBA frames pulled from the
-//! `frames:` scheme (see [`frames`]).
+//! passes through the webview's JavaScript except as decoded I420 frames pushed over the
+//! video channel (see [`frame_ws`]), which the webview draws with WebGL.
 
 mod agenda;
+pub mod frame_ws;
 pub mod frames;
 mod session;
 
@@ -238,6 +239,8 @@ impl MediaBackend for AppBackend {
 
 /// Everything the app holds; one instance, managed by Tauri.
 pub struct AppState {
+    /// The ui's video channel (`None` if it could not be opened: tiles then say so).
+    video: Option<frame_ws::FrameServer>,
     session: Session,
     call: Mutex<Option<CallHandle>>,
     frames: FrameStore,
@@ -306,6 +309,16 @@ pub struct AppInfo {
     media: MediaMode,
     version: &'static str,
     keyring: bool,
+}
+
+/// Where the ui's tiles connect for their frames (a loopback port and this launch's secret).
+#[tauri::command]
+fn video_channel(state: State<'_, AppState>) -> UiResult<frame_ws::VideoChannel> {
+    state
+        .video
+        .as_ref()
+        .map(|v| v.channel.clone())
+        .ok_or_else(|| UiError::new("no_video_channel", "The video channel could not be opened."))
 }
 
 #[tauri::command]
@@ -1078,7 +1091,12 @@ pub fn run() {
         .with_writer(std::io::stderr)
         .init();
     let frames = FrameStore::default();
+    // The video channel (a loopback WebSocket) runs on Tauri's runtime for the app's life.
+    let video = tauri::async_runtime::block_on(frame_ws::start(frames.clone()))
+        .inspect_err(|e| tracing::error!(error = %e, "video channel not opened"))
+        .ok();
     let state = AppState {
+        video,
         session: Session::new(
             std::env::var("CONVO_SERVER").unwrap_or_else(|_| "http://127.0.0.1:8080".into()),
         ),
@@ -1115,9 +1133,6 @@ pub fn run() {
         ))
         .plugin(tauri_plugin_notification::init())
         .manage(state)
-        .register_uri_scheme_protocol("frames", move |_ctx, request| {
-            frames::respond(&frames, &request.uri().to_string())
-        })
         .on_window_event(|window, event| {
             // Closing the window during a call, or with a meeting coming up, keeps the app in
             // the tray (and the call going, and the reminder).
@@ -1161,6 +1176,7 @@ pub fn run() {
             Ok(())
         })
         .invoke_handler(tauri::generate_handler![
+            video_channel,
             app_info,
             set_server,
             register,

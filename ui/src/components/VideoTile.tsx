@@ -1,11 +1,12 @@
-/** One video tile: frames pulled from the app's `frames:` scheme and drawn on a canvas. */
+/** One video tile: frames pushed by the app's video channel, drawn on a canvas with WebGL. */
 import { useEffect, useRef, useState } from "react";
-import { api, frameUrl } from "../api";
+import { api, videoChannel } from "../api";
+import { openFeed, renderer } from "../video";
 import { type Tile } from "../store";
 
 /**
- * One video: pulls the newest frame from the `frames:` scheme whenever the last is drawn, while
- * the window is shown and the tile is in view.
+ * One video: the app pushes each new frame of the tile's track while the window is shown and
+ * the tile is in view; drawn as it comes (I420 planes to RGB on the GPU).
  */
 export function VideoTile({ tile, speaking, off }: { tile: Tile; speaking: boolean; off: boolean }) {
   const canvas = useRef<HTMLCanvasElement>(null);
@@ -40,59 +41,41 @@ export function VideoTile({ tile, speaking, off }: { tile: Tile; speaking: boole
     };
   }, [tile.trackId, tile.local]);
   useEffect(() => {
-    let stop = false;
-    let seq = 0;
-    let count = 0;
-    // Out of view (scrolled away, behind a panel): its frames are not asked for either.
-    let inView = true;
+    const c = canvas.current;
     const el = figure.current;
-    const seen = el
-      ? new IntersectionObserver((entries) => {
-          inView = entries.some((e) => e.isIntersecting);
-        })
-      : null;
-    if (el) seen?.observe(el);
-    const pull = async () => {
-      while (!stop) {
-        // A hidden window draws nothing: its frames are not asked for (nor converted).
-        if (document.hidden || !inView) {
-          await new Promise((res) => setTimeout(res, 250));
-          continue;
-        }
-        try {
-          const r = await fetch(frameUrl(tile.trackId, seq));
-          if (r.status === 200) {
-            const w = Number(r.headers.get("x-width"));
-            const h = Number(r.headers.get("x-height"));
-            seq = Number(r.headers.get("x-seq"));
-            const px = new Uint8ClampedArray(await r.arrayBuffer());
-            const c = canvas.current;
-            if (c && px.length === w * h * 4) {
-              if (c.width !== w) c.width = w;
-              if (c.height !== h) c.height = h;
-              c.getContext("2d")?.putImageData(new ImageData(px, w, h), 0, 0);
-              count += 1;
-              c.dataset.frames = String(count);
-              const win = window as unknown as { __firstRemoteFrameAt?: number };
-              if (!tile.local && win.__firstRemoteFrameAt === undefined) win.__firstRemoteFrameAt = performance.now();
-              if (count % 15 === 1) setDrawn(count);
-            }
-          }
-        } catch {
-          // The scheme is gone while the window closes: try again shortly.
-        }
-        await new Promise((res) => setTimeout(res, 30));
-      }
-    };
-    pull();
+    if (!c || !el) return;
+    const draw = renderer(c);
+    if (draw) c.dataset.renderer = draw.kind;
+    let count = 0;
+    const feed = openFeed(videoChannel, tile.trackId, (h, planes) => {
+      draw?.draw(planes, h.width, h.height);
+      count += 1;
+      c.dataset.frames = String(count);
+      c.dataset.seq = String(h.seq);
+      const win = window as unknown as { __firstRemoteFrameAt?: number };
+      if (!tile.local && win.__firstRemoteFrameAt === undefined) win.__firstRemoteFrameAt = performance.now();
+      if (count % 15 === 1) setDrawn(count);
+    });
+    // A hidden window, or a tile out of view (scrolled away, behind a panel): its frames are
+    // not asked for, so the app neither sends nor copies them.
+    let inView = true;
+    const update = () => feed.setShown(!document.hidden && inView);
+    const seen = new IntersectionObserver((entries) => {
+      inView = entries.some((e) => e.isIntersecting);
+      update();
+    });
+    seen.observe(el);
+    document.addEventListener("visibilitychange", update);
     return () => {
-      stop = true;
-      seen?.disconnect();
+      feed.close();
+      seen.disconnect();
+      document.removeEventListener("visibilitychange", update);
+      draw?.dispose();
     };
   }, [tile.trackId]);
   return (
     <figure ref={figure} className={`tile ${speaking ? "speaking" : ""} ${tile.kind}`} data-track={tile.trackId}>
-      <canvas ref={canvas} data-track={tile.trackId} data-frames="0" />
+      <canvas key={tile.trackId} ref={canvas} data-track={tile.trackId} data-frames="0" />
       {off ? <div className="waiting">Camera off</div> : drawn === 0 && <div className="waiting">{tile.local ? (tile.kind === "screen" ? "Starting to share…" : "Starting camera…") : "Waiting for video…"}</div>}
       <figcaption>{tile.name}{tile.kind === "screen" ? " (screen)" : ""}{tile.reconnecting ? " · reconnecting…" : ""}</figcaption>
     </figure>
