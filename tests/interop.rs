@@ -6,12 +6,14 @@
 use std::time::Duration;
 
 use convo_client::call::{self, CallOptions};
+use convo_client::synth::VideoSize;
 use convo_e2e::{Backend, Env, on_both_databases};
 use serde_json::Value;
 
 on_both_databases!(
     aiortc_whip_publisher_reaches_a_bot,
-    aiortc_whep_viewer_receives_a_bot
+    aiortc_whep_viewer_receives_a_bot,
+    whep_viewer_gets_the_layer_for_its_size
 );
 
 /// Runs one of the aiortc scripts with Debian's Python (where python3-aiortc lives).
@@ -108,5 +110,69 @@ async fn aiortc_whep_viewer_receives_a_bot(backend: Backend) {
     assert_eq!(counts["width"], 320);
     assert_eq!(counts["height"], 240);
     bot.await.unwrap();
+    env.stop().await;
+}
+
+/// A WHEP viewer that says the size it draws at (`?width=&height=`) gets the simulcast layer
+/// that fills it: a 320×180 viewer of a 1280×720 publisher receives the quarter layer. Half a
+/// size is refused with `validation_failed`.
+async fn whep_viewer_gets_the_layer_for_its_size(backend: Backend) {
+    let env = Env::start(backend).await;
+    let (talker, viewer) = (env.user("talker").await, env.user("viewer").await);
+    let room = env.room(&talker, "Sized").await;
+    let opts = CallOptions {
+        room_id: room.clone(),
+        video_size: VideoSize {
+            width: 1280,
+            height: 720,
+        },
+        duration: Duration::from_secs(120),
+        ..Default::default()
+    };
+    let call = call::start(&env.base, &talker, opts, None).await.unwrap();
+    let pid = call.participant_id.clone();
+    let url = format!("{}/api/rooms/{room}/whep?participant={pid}", env.base);
+    let http = reqwest::Client::new();
+    let post = |q: &str| {
+        http.post(format!("{url}{q}"))
+            .bearer_auth(&viewer)
+            .header("Content-Type", "application/sdp")
+            .body("v=0\r\n")
+            .send()
+    };
+    for q in [
+        "&width=320",
+        "&height=180",
+        "&width=0&height=180",
+        "&width=320&height=99999",
+    ] {
+        let res = post(q).await.unwrap();
+        assert_eq!(res.status(), 422, "{q}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "validation_failed", "{q}: {body}");
+    }
+    // The bot's camera is there to watch once a (bogus) offer is refused for its SDP, not for
+    // nothing to watch.
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = post("&width=320&height=180").await.unwrap().status();
+        if status != reqwest::StatusCode::CONFLICT {
+            assert_eq!(status, 400);
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "the bot never published");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let counts = aiortc(
+        "whep_view.py",
+        format!("{url}&width=320&height=180"),
+        viewer,
+        5,
+    )
+    .await;
+    assert!(counts["video_frames"].as_u64().unwrap() > 10, "{counts}");
+    assert_eq!(counts["width"], 320, "{counts}");
+    assert_eq!(counts["height"], 180, "{counts}");
+    call.leave().await.unwrap();
     env.stop().await;
 }

@@ -156,6 +156,35 @@ async fn end(state: &AppState, room_id: &str, id: String, me: &AuthUser) -> ApiR
 struct WhepQuery {
     /// Watch this participant; without it, whoever is speaking.
     participant: Option<String>,
+    /// The width the video is drawn at (device pixels), with `height`: the SFU then sends the
+    /// simulcast layer that fills it, as it does for the app's tiles. Without them, the best
+    /// layer the viewer's downlink carries.
+    width: Option<u32>,
+    /// The height the video is drawn at, with `width`.
+    height: Option<u32>,
+}
+
+/// The size a WHEP viewer draws at: both of `width` and `height` or neither, each 1 to
+/// [`crate::sfu::MAX_PIXELS_SIDE`].
+fn view_size(q: &WhepQuery) -> Result<Option<crate::forward::ViewSize>, ApiError> {
+    let side = 1..=crate::sfu::MAX_PIXELS_SIDE;
+    match (q.width, q.height) {
+        (None, None) => Ok(None),
+        (Some(width), Some(height)) if side.contains(&width) && side.contains(&height) => {
+            Ok(Some(crate::forward::ViewSize { width, height }))
+        }
+        (Some(_), Some(_)) => Err(ApiError::invalid(
+            "width",
+            format!(
+                "width and height are 1 to {} pixels.",
+                crate::sfu::MAX_PIXELS_SIDE
+            ),
+        )),
+        _ => Err(ApiError::invalid(
+            "width",
+            "width and height come together, or neither.",
+        )),
+    }
 }
 
 /// Watch a room with WHEP: the audio and camera of one participant, or of the active speaker
@@ -177,6 +206,7 @@ struct WhepQuery {
         (status = 409, body = convo_shared::ErrorBody, description = "`nothing_to_watch`: nobody publishes yet; `room_full`"),
         (status = 410, body = convo_shared::ErrorBody, description = "`room_expired`"),
         (status = 415, body = convo_shared::ErrorBody),
+        (status = 422, body = convo_shared::ErrorBody, description = "`validation_failed`: `width` without `height` (or the other way round), or a side out of range"),
         (status = 429, body = convo_shared::ErrorBody, description = "`too_many_attempts` (room password guesses); `too_many_viewers`: 4 viewers of this room open already"),
     ))]
 async fn whep(
@@ -188,6 +218,7 @@ async fn whep(
     body: String,
 ) -> ApiResult<Response> {
     require_sdp(&headers, &body)?;
+    let view = view_size(&q)?;
     // The same door as joining: whoever may not join may not watch.
     let participant = crate::rooms::admit(&state, &id, &me, None, false).await?;
     let (reply, rx) = oneshot::channel();
@@ -205,6 +236,7 @@ async fn whep(
                 viewer: true,
             },
             pinned: q.participant,
+            view,
             sdp: body,
             reply,
         },

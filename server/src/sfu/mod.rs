@@ -53,7 +53,7 @@ const KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
 /// Every subscriber's layer is chosen again this often (and at once when a view changes).
 const PLAN_INTERVAL: Duration = Duration::from_millis(250);
 /// The largest view size or picture size a client may tell.
-const MAX_PIXELS_SIDE: u32 = 16_384;
+pub const MAX_PIXELS_SIDE: u32 = 16_384;
 
 /// Network settings of the media plane.
 #[derive(Debug, Clone, Default)]

@@ -35,6 +35,7 @@ impl RoomMedia {
         &mut self,
         viewer_id: &str,
         pinned: Option<String>,
+        view: Option<crate::forward::ViewSize>,
         sdp: String,
     ) -> Result<String, ViewError> {
         let nothing = |m: &str| ViewError::NothingToWatch(m.to_string());
@@ -66,6 +67,10 @@ impl RoomMedia {
             }
             if let Some(v) = &camera {
                 let local = v.attach_ready(viewer_id);
+                if let Some(view) = view {
+                    // Moves with the down-track when a speaker-following viewer switches.
+                    v.set_view(viewer_id, view);
+                }
                 let sender = pc
                     .add_track(local as Arc<dyn TrackLocal + Send + Sync>)
                     .await?;

@@ -545,6 +545,8 @@ pub enum Command {
     WhepView {
         joiner: Joiner,
         pinned: Option<String>,
+        /// The size the viewer draws the camera at (the simulcast layer follows it).
+        view: Option<crate::forward::ViewSize>,
         sdp: String,
         reply: oneshot::Sender<Result<(String, String), crate::sfu::ViewError>>,
     },
@@ -739,6 +741,7 @@ async fn run(
             Command::WhepView {
                 joiner,
                 pinned,
+                view,
                 sdp,
                 reply,
             } => {
@@ -748,7 +751,7 @@ async fn run(
                         "You watch this room {MAX_VIEWERS_PER_USER} times already; end one first."
                     )))
                 } else {
-                    media.whep_offer(&viewer_id, pinned, sdp).await
+                    media.whep_offer(&viewer_id, pinned, view, sdp).await
                 };
                 match result {
                     Ok(answer) => {
