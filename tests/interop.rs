@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use convo_client::call::{self, CallOptions};
 use convo_client::synth::VideoSize;
-use convo_e2e::{Backend, Env, on_both_databases};
+use convo_e2e::{Backend, Env, on_both_databases, until_async};
 use serde_json::Value;
 
 on_both_databases!(
@@ -153,16 +153,18 @@ async fn whep_viewer_gets_the_layer_for_its_size(backend: Backend) {
     }
     // The bot's camera is there to watch once a (bogus) offer is refused for its SDP, not for
     // nothing to watch.
-    let end = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = post("&width=320&height=180").await.unwrap().status();
-        if status != reqwest::StatusCode::CONFLICT {
+    until_async("the bot publishes", 60, || {
+        let sent = post("&width=320&height=180");
+        async move {
+            let status = sent.await.unwrap().status();
+            if status == reqwest::StatusCode::CONFLICT {
+                return false;
+            }
             assert_eq!(status, 400);
-            break;
+            true
         }
-        assert!(std::time::Instant::now() < end, "the bot never published");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     let counts = aiortc(
         "whep_view.py",
         format!("{url}&width=320&height=180"),

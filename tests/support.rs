@@ -239,8 +239,17 @@ pub async fn wait_until_serving(api: &Api) {
 
 /// Polls `ok` every 100 ms until it holds; fails the test after `secs` seconds, naming `what`.
 pub async fn until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    until_async(what, secs, || std::future::ready(ok())).await;
+}
+
+/// [`until`] for a condition that has to be awaited (a request to the server).
+pub async fn until_async<F: std::future::Future<Output = bool>>(
+    what: &str,
+    secs: u64,
+    mut ok: impl FnMut() -> F,
+) {
     let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    while !ok() {
+    while !ok().await {
         assert!(
             std::time::Instant::now() < end,
             "not within {secs} s: {what}"
