@@ -243,7 +243,7 @@ pub async fn until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
 }
 
 /// [`until`] for a condition that has to be awaited (a request to the server).
-pub async fn until_async<F: std::future::Future<Output = bool>>(
+pub async fn until_async<F: Future<Output = bool>>(
     what: &str,
     secs: u64,
     mut ok: impl FnMut() -> F,
