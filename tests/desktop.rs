@@ -29,17 +29,11 @@ use convo_client::media::{
     VideoSource,
 };
 use convo_client::synth;
-use convo_e2e::webdriver::launch;
+use convo_e2e::webdriver::{PIXELS, launch};
 use convo_e2e::x11::TestWindow;
 use convo_e2e::{Backend, Env, PASSWORD};
 use convo_shared::signal::TrackKind;
 use serde_json::json;
-
-/// A script prefix: `pixels(canvas)` copies what a tile drew (WebGL or 2D) to a 2D canvas whose
-/// pixels can be read.
-const PIXELS: &str = "const pixels = (c) => { const s = document.createElement('canvas'); \
-    s.width = c.width; s.height = c.height; const g = s.getContext('2d'); g.drawImage(c, 0, 0); \
-    return g; };";
 
 /// The bot: synthetic sources; the centre pixel (Y, U, V) of every screen and camera frame
 /// it decodes.
@@ -488,38 +482,18 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
         assert!(Instant::now() < end, "the bot's 720p layer never showed");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let (mut codes, mut ages, mut renderers, mut sizes) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut codes, mut ages, mut shown, mut renderers, mut sizes) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..5 {
-        // Luma of the top fifth (the code strips), from the pixels the app drew.
-        let luma = d
-            .script(
-                &format!(
-                    "{PIXELS}const c = document.querySelector(\"{tile}\");\
-                     const px = pixels(c).getImageData(0, 0, c.width, Math.ceil(c.height / 5)).data;\
-                     const y = [];\
-                     for (let i = 0; i < px.length; i += 4) y.push(Math.round(16 + (66 * px[i] + 129 * px[i + 1] + 25 * px[i + 2]) / 256));\
-                     return [c.width, c.height, y, Date.now() % 4294967296, c.dataset.renderer];"
-                ),
-                json!([]),
-            )
-            .await;
-        let (w, h) = (
-            luma[0].as_u64().unwrap() as usize,
-            luma[1].as_u64().unwrap() as usize,
-        );
-        let y: Vec<u8> = luma[2]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap_or(0) as u8)
-            .collect();
-        let code = synth::read_code(&y, w, w, h).expect("the drawn frame carries the bot's code");
-        // How old the frame on screen is: from the bot's capture to now (one clock).
-        let now = luma[3].as_u64().unwrap_or(0) as u32;
-        ages.push(synth::elapsed_ms(code.capture_ms, now));
-        renderers.push(luma[4].as_str().unwrap_or("none").to_string());
-        sizes.push((w, h));
+        // The code strips, from the pixels the app drew.
+        let drawn = d.drawn(tile).await;
+        let code = drawn.code.expect("the drawn frame carries the bot's code");
+        // How old the frame was when the app drew it (from the bot's capture, one clock); and,
+        // for the log, how old when read back.
+        ages.push(drawn.age_ms().unwrap_or(u32::MAX));
+        shown.push(drawn.shown_ms().unwrap_or(u32::MAX));
+        sizes.push((drawn.width, drawn.height));
+        renderers.push(drawn.renderer);
         codes.push(code.counter);
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
@@ -527,7 +501,10 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
         codes.windows(2).all(|p| p[1] > p[0]),
         "frames advance in order: {codes:?}"
     );
-    eprintln!("drawn frames: codes {codes:?}, ages {ages:?} ms, {renderers:?}, {sizes:?}");
+    eprintln!(
+        "drawn frames: codes {codes:?}, age when drawn {ages:?} ms, when read back {shown:?} ms, \
+         {renderers:?}, {sizes:?}"
+    );
     // The video channel's path: 720p drawn with WebGL, and nothing stale on screen.
     assert!(
         sizes.iter().all(|&s| s == (1280, 720)),
@@ -536,7 +513,7 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
     assert!(renderers.iter().all(|r| r == "webgl"), "{renderers:?}");
     assert!(
         ages.iter().all(|&a| a <= 200),
-        "a frame older than 200 ms was on screen: {ages:?} ms"
+        "a frame older than 200 ms was drawn: {ages:?} ms"
     );
     d.screenshot("in-call").await;
 

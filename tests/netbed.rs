@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use convo_client::api::Api;
 use convo_client::stats::BotReport;
+use convo_e2e::chromium::{self, Browser, json_lines};
 use convo_e2e::{PASSWORD, binary, public_room, register, test_logging, wait_until_serving};
 
 const PORT: u16 = 8080;
@@ -677,97 +678,10 @@ impl Bed {
     /// What the page says with `whip-result <json>` on its console comes to
     /// [`Browser::said`].
     pub fn chromium(&self, link: &Link, page: &str) -> Browser {
-        use std::os::unix::process::CommandExt;
-        let profile = tempfile::tempdir().expect("a profile directory");
-        let url = format!("file://{}/interop/{page}", env!("CARGO_MANIFEST_DIR"));
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &link.ns, "chromium"])
-            .args([
-                "--headless=new",
-                // Root in a test: no setuid sandbox to be had.
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--use-fake-device-for-media-stream=fps=30",
-                "--use-fake-ui-for-media-stream",
-                // A file:// page posts to the server: no CORS between them.
-                "--disable-web-security",
-                "--enable-logging=stderr",
-                "--v=0",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg(url)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            // Its own process group: the browser's helpers go with it.
-            .process_group(0)
-            .spawn()
-            .expect("start chromium (apt-get install chromium)");
-        let said = json_lines(
-            child.stderr.take().expect("piped"),
-            // `[…:INFO:CONSOLE:12] "whip-result {…}", source: file:///… (12)`
-            |line| {
-                let (_, rest) = line.split_once("\"whip-result ")?;
-                Some(rest.rsplit_once("\", source:").map_or(rest, |(j, _)| j))
-            },
-            |_| {},
-        );
-        Browser {
-            child,
-            said,
-            _profile: profile,
-        }
+        chromium::launch(
+            &["ip", "netns", "exec", &link.ns],
+            page,
+            &["--headless=new", "--disable-gpu"],
+        )
     }
-}
-
-/// A running Chromium; stopped with its helpers when dropped.
-pub struct Browser {
-    child: Child,
-    said: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
-    _profile: tempfile::TempDir,
-}
-
-impl Browser {
-    /// The next thing the page said; fails the test after `secs` s.
-    pub async fn said(&mut self, secs: u64, what: &str) -> serde_json::Value {
-        tokio::time::timeout(std::time::Duration::from_secs(secs), self.said.recv())
-            .await
-            .unwrap_or_else(|_| panic!("the page said nothing ({what}) within {secs} s"))
-            .unwrap_or_else(|| panic!("chromium ended before the page said {what}"))
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-        let _ = self.child.wait();
-    }
-}
-
-/// Reads a child's stderr line by line on a thread of its own: the JSON that `pick` finds in
-/// a line is parsed and sent on; every other line goes to `rest`.
-fn json_lines(
-    stderr: std::process::ChildStderr,
-    pick: impl Fn(&str) -> Option<&str> + Send + 'static,
-    rest: impl Fn(&str) + Send + 'static,
-) -> tokio::sync::mpsc::UnboundedReceiver<serde_json::Value> {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            match pick(&line) {
-                Some(json) => {
-                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(json) {
-                        let _ = tx.send(v);
-                    }
-                }
-                None => rest(&line),
-            }
-        }
-    });
-    rx
 }

@@ -2,6 +2,7 @@
 //! database, and helpers to make accounts and rooms through the client engine's REST client.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod chromium;
 pub mod webdriver;
 #[cfg(target_os = "linux")]
 pub mod x11;

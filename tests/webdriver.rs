@@ -11,6 +11,41 @@ use serde_json::{Value, json};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
+/// A script prefix: `pixels(canvas)` copies what a tile drew (WebGL or 2D) to a 2D canvas whose
+/// pixels can be read.
+pub const PIXELS: &str = "const pixels = (c) => { const s = document.createElement('canvas'); \
+    s.width = c.width; s.height = c.height; const g = s.getContext('2d'); g.drawImage(c, 0, 0); \
+    return g; };";
+
+/// What one of the app's video canvases shows, read back from its pixels.
+pub struct Drawn {
+    pub width: usize,
+    pub height: usize,
+    /// The synthetic source's code in the picture (its frame counter and capture time).
+    pub code: Option<convo_client::synth::FrameCode>,
+    /// When the ui drew the frame, and when it was read back (wall clock, ms, mod 2^32: the
+    /// synthetic source's clock).
+    pub drawn_at: u32,
+    pub read_at: u32,
+    /// `webgl` or `2d`.
+    pub renderer: String,
+}
+
+impl Drawn {
+    /// How old the frame was when drawn: from capture to the draw.
+    pub fn age_ms(&self) -> Option<u32> {
+        self.code
+            .map(|c| convo_client::synth::elapsed_ms(c.capture_ms, self.drawn_at))
+    }
+
+    /// How old it was when read back (it stays on screen until the next one, and reading 720p
+    /// back takes its own time on a busy machine).
+    pub fn shown_ms(&self) -> Option<u32> {
+        self.code
+            .map(|c| convo_client::synth::elapsed_ms(c.capture_ms, self.read_at))
+    }
+}
+
 /// A W3C WebDriver session, over plain HTTP.
 pub struct Driver {
     http: reqwest::Client,
@@ -112,6 +147,40 @@ impl Driver {
             Some(json!({"text": text})),
         )
         .await;
+    }
+
+    /// What the canvas `css` shows: the luma of its top fifth (the code strips of a synthetic
+    /// picture) read back from the pixels drawn, with its code decoded.
+    pub async fn drawn(&self, css: &str) -> Drawn {
+        let v = self
+            .script(
+                &format!(
+                    "{PIXELS}const c = document.querySelector(\"{css}\");\
+                     const drawnAt = Number(c.dataset.drawnAt);\
+                     const px = pixels(c).getImageData(0, 0, c.width, Math.ceil(c.height / 5)).data;\
+                     const y = [];\
+                     for (let i = 0; i < px.length; i += 4) y.push(Math.round(16 + (66 * px[i] + 129 * px[i + 1] + 25 * px[i + 2]) / 256));\
+                     return [c.width, c.height, y, drawnAt, c.dataset.renderer, Date.now() % 4294967296];"
+                ),
+                json!([]),
+            )
+            .await;
+        let (width, height) = (
+            v[0].as_u64().unwrap_or(0) as usize,
+            v[1].as_u64().unwrap_or(0) as usize,
+        );
+        let y: Vec<u8> = v[2]
+            .as_array()
+            .map(|a| a.iter().map(|p| p.as_u64().unwrap_or(0) as u8).collect())
+            .unwrap_or_default();
+        Drawn {
+            width,
+            height,
+            code: convo_client::synth::read_code(&y, width, width, height),
+            drawn_at: v[3].as_u64().unwrap_or(0) as u32,
+            renderer: v[4].as_str().unwrap_or("none").to_string(),
+            read_at: v[5].as_u64().unwrap_or(0) as u32,
+        }
     }
 
     pub async fn script(&self, script: &str, args: Value) -> Value {

@@ -52,6 +52,9 @@ export function VideoTile({ tile, speaking, off }: { tile: Tile; speaking: boole
       count += 1;
       c.dataset.frames = String(count);
       c.dataset.seq = String(h.seq);
+      // When this frame was drawn (wall clock, as the synthetic camera stamps its capture), so a
+      // test can tell how old each frame was when it reached the screen.
+      c.dataset.drawnAt = String(Date.now() % 4294967296);
       const win = window as unknown as { __firstRemoteFrameAt?: number };
       if (!tile.local && win.__firstRemoteFrameAt === undefined) win.__firstRemoteFrameAt = performance.now();
       if (count % 15 === 1) setDrawn(count);
