@@ -55,6 +55,8 @@ pub struct Inner {
     pub lobby: crate::signal::lobby::Lobby,
     /// Rooms in session, each owned by its actor.
     pub rooms: crate::signal::room::Rooms,
+    /// Ended sessions, told to the connections opened with them.
+    pub revocations: crate::auth::revoke::Revocations,
     /// The media plane shared by all rooms.
     pub sfu: Arc<crate::sfu::Sfu>,
 }
@@ -88,6 +90,7 @@ impl AppState {
             )),
             dummy_hash: crate::auth::password::dummy_hash(),
             rooms: Default::default(),
+            revocations: Default::default(),
             lobby: Default::default(),
             sfu: Arc::new(sfu),
             config,

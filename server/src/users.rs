@@ -407,6 +407,13 @@ async fn change_password(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
+    crate::auth::revoke::announce(
+        &state,
+        crate::auth::revoke::Revoked::User {
+            user_id: user.id.clone(),
+            except: Some(me.session_id.clone()),
+        },
+    );
     tracing::info!(user_id = %user.id, "password changed; other sessions ended");
     Ok(StatusCode::NO_CONTENT)
 }

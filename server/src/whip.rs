@@ -78,6 +78,7 @@ fn created(location: String, sdp: String) -> Response {
     responses(
         (status = 201, description = "SDP answer; `Location` names the session", content_type = "application/sdp", body = String),
         (status = 400, body = convo_shared::ErrorBody),
+        (status = 401, body = convo_shared::ErrorBody, description = "`unauthenticated`, `token_expired`, `session_ended` (signed out meanwhile)"),
         (status = 404, body = convo_shared::ErrorBody),
         (status = 415, body = convo_shared::ErrorBody),
     ))]
@@ -103,6 +104,7 @@ async fn whip(
                 audio_muted: false,
                 video_muted: false,
                 viewer: false,
+                session_id: me.session_id.clone(),
             },
             sdp: body,
             reply,
@@ -112,9 +114,29 @@ async fn whip(
         .await
         .map_err(|_| ApiError::internal())?
         .map_err(invalid_sdp)?;
+    still_signed_in(&state, &participant.room_id, &me).await?;
     Ok(created(
         format!("/api/rooms/{}/whip/{pid}", participant.room_id),
         answer,
+    ))
+}
+
+/// A session that ended while its WHIP or WHEP place was being made (after the token was
+/// checked, before the room had the place, so the announcement missed it) takes it out.
+async fn still_signed_in(state: &AppState, room_id: &str, me: &AuthUser) -> ApiResult<()> {
+    if crate::auth::revoke::session_live(state, &me.user_id, &me.session_id).await? {
+        return Ok(());
+    }
+    state.rooms.notify(
+        room_id,
+        Command::SessionsEnded(crate::auth::revoke::Revoked::Session(
+            me.session_id.clone(),
+        )),
+    );
+    Err(ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        ErrorCode::SessionEnded,
+        "This session has ended: sign in again.",
     ))
 }
 
@@ -200,7 +222,7 @@ fn view_size(q: &WhepQuery) -> Result<Option<crate::forward::ViewSize>, ApiError
     responses(
         (status = 201, description = "SDP answer; `Location` names the session", content_type = "application/sdp", body = String),
         (status = 400, body = convo_shared::ErrorBody),
-        (status = 401, body = convo_shared::ErrorBody),
+        (status = 401, body = convo_shared::ErrorBody, description = "`unauthenticated`, `token_expired`, `session_ended` (signed out meanwhile)"),
         (status = 403, body = convo_shared::ErrorBody, description = "`waiting_room`, `room_password_required`, `room_locked`"),
         (status = 404, body = convo_shared::ErrorBody, description = "`room_not_found` (also: a private room)"),
         (status = 409, body = convo_shared::ErrorBody, description = "`nothing_to_watch`: nobody publishes yet; `room_full`"),
@@ -234,6 +256,7 @@ async fn whep(
                 audio_muted: true,
                 video_muted: true,
                 viewer: true,
+                session_id: me.session_id.clone(),
             },
             pinned: q.participant,
             view,
@@ -253,6 +276,7 @@ async fn whep(
             }
             ViewError::Refused(m) => invalid_sdp(m),
         })?;
+    still_signed_in(&state, &participant.room_id, &me).await?;
     Ok(created(format!("/api/rooms/{id}/whep/{viewer_id}"), answer))
 }
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Backend, PASSWORD, SECRET, SmtpSink, TestEnv};
+use common::{Backend, PASSWORD, SECRET, SmtpSink, TestEnv, reset_token, unquote};
 use reqwest::Method;
 use serde_json::json;
 
@@ -498,37 +498,6 @@ async fn password_change_ends_other_sessions(backend: Backend) {
     srv.session("heidi", "a new password").await;
     srv.stop().await;
 }
-
-/// Undoes quoted-printable (soft line breaks and `=XX`), which long lines get.
-fn unquote(mail: &str) -> String {
-    let joined = mail.replace("=\r\n", "");
-    let bytes = joined.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'='
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&joined[i + 1..i + 3], 16)
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8(out).unwrap()
-}
-
-fn reset_token(mail: &str) -> String {
-    let mail = unquote(mail);
-    let start = mail.find("token=").expect("link in mail") + "token=".len();
-    mail[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .collect()
-}
-
 async fn password_recovery_by_mail(backend: Backend) {
     let mut sink = SmtpSink::start().await;
     let mut env = TestEnv::new(backend).await;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::ws::Client;
-use common::{Backend, Session, TestEnv, TestServer};
+use common::{Backend, PASSWORD, Session, SmtpSink, TestEnv, TestServer, reset_token};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, mpsc};
@@ -34,7 +34,9 @@ use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSampl
 
 on_both_databases!(
     three_participants_hear_each_other,
-    whep_viewers_are_admitted_like_joiners
+    whep_viewers_are_admitted_like_joiners,
+    live_connections_end_with_their_session,
+    a_connection_outliving_its_token_is_checked_again,
 );
 
 const RATE: u32 = 48_000;
@@ -632,5 +634,169 @@ async fn whep_viewers_are_admitted_like_joiners(backend: Backend) {
     for w in open {
         let _ = w.pc.close().await;
     }
+    srv.stop().await;
+}
+
+/// Live connections end with the session they were opened with (issue 14, item 2): signing
+/// out, changing the password (on another device) or resetting it closes the signaling
+/// sockets and takes the call places and WHEP viewers made through the ended sessions out of
+/// the meeting at once, without a grace period; the sessions that live on keep theirs.
+async fn live_connections_end_with_their_session(backend: Backend) {
+    let mut sink = SmtpSink::start().await;
+    let mut env = TestEnv::new(backend).await;
+    env.smtp_url = Some(sink.url.clone());
+    let srv = env.start().await;
+    let host = srv.user("hostess").await;
+    let ann = srv.user("ann").await;
+    let ann_laptop = srv.session("ann", PASSWORD).await;
+    let id = srv
+        .room_id(&host, json!({"name": "Standup", "privacy": "public"}))
+        .await;
+    let mut ph = Participant::join(&srv, &host, &id, Some(440.0)).await;
+
+    // Ann is in the call and watches it by WHEP too, signed in once; her laptop, signed in
+    // separately, is connected and in no room.
+    let mut call = Client::connect(&srv, &ann).await;
+    let in_call = call.join(&id).await["participant_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        next_arrival(&mut ph).await["participant_id"],
+        in_call.as_str()
+    );
+    let w = Watcher::new().await;
+    let r = w.post(&srv, &ann, &id).await;
+    let viewer = w.answered(&r).await;
+    assert_eq!(
+        next_arrival(&mut ph).await["participant_id"],
+        viewer.as_str()
+    );
+    w.receives().await;
+    let mut laptop = Client::connect(&srv, &ann_laptop).await;
+
+    // She signs out of the first session: its socket hears why and is closed; both its places
+    // leave the meeting for good (no "reconnecting"); the laptop's socket stays.
+    srv.post(
+        "/api/auth/logout",
+        Some(&ann.access),
+        json!({"refresh_token": ann.refresh}),
+    )
+    .await
+    .expect(204);
+    assert_eq!(call.expect("left").await["reason"], "session_ended");
+    call.expect_error("session_ended").await;
+    call.expect_closed().await;
+    let mut gone = Vec::new();
+    for _ in 0..2 {
+        let left = ph.event("participant_left").await;
+        assert_eq!(left["reason"], "session_ended", "{left}");
+        gone.push(left["participant_id"].as_str().unwrap().to_string());
+    }
+    gone.sort();
+    let mut expected = vec![in_call, viewer.clone()];
+    expected.sort();
+    assert_eq!(gone, expected);
+    srv.delete(&format!("/api/rooms/{id}/whep/{viewer}"), &host.access)
+        .await
+        .expect_error(404, "not_found");
+    let _ = w.pc.close().await;
+    laptop.expect_quiet().await;
+    // The ended session's token opens nothing new.
+    srv.get("/api/auth/profile", &ann.access)
+        .await
+        .expect_error(401, "unauthenticated");
+
+    // A password changed on the laptop ends her other sessions (a phone here), not the
+    // laptop's.
+    let ann_phone = srv.session("ann", PASSWORD).await;
+    let mut phone = Client::connect(&srv, &ann_phone).await;
+    phone.join(&id).await;
+    next_arrival(&mut ph).await;
+    srv.post(
+        "/api/users/me/password",
+        Some(&ann_laptop.access),
+        json!({"current_password": PASSWORD, "new_password": "a brand new password"}),
+    )
+    .await
+    .expect(204);
+    assert_eq!(phone.expect("left").await["reason"], "session_ended");
+    phone.expect_error("session_ended").await;
+    phone.expect_closed().await;
+    assert_eq!(
+        ph.event("participant_left").await["reason"],
+        "session_ended"
+    );
+    laptop.expect_quiet().await;
+
+    // A reset by mail ends every session, the laptop's too.
+    srv.post(
+        "/api/auth/password/forgot",
+        None,
+        json!({"email": "ann@example.com"}),
+    )
+    .await
+    .expect(202);
+    let token = reset_token(&sink.next().await.data);
+    srv.post(
+        "/api/auth/password/reset",
+        None,
+        json!({"token": token, "password": "the newest password"}),
+    )
+    .await
+    .expect(204);
+    laptop.expect_error("session_ended").await;
+    laptop.expect_closed().await;
+    ph.leave();
+    srv.stop().await;
+}
+
+/// A signaling connection that outlives the access token it was opened with asks again when
+/// the token expires: it carries on while the session lives, and closes at the next check once
+/// the session has ended, even when nothing announced it (revoked in the database only).
+async fn a_connection_outliving_its_token_is_checked_again(backend: Backend) {
+    let mut env = TestEnv::new(backend).await;
+    env.access_ttl = Some(Duration::from_secs(2));
+    let srv = env.start().await;
+    let otto = srv.user("otto").await;
+    let mut c = Client::connect(&srv, &otto).await;
+    let expires_at = {
+        use base64::Engine;
+        let payload = otto.access.split('.').nth(1).unwrap();
+        let claims: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap(),
+        )
+        .unwrap();
+        claims["exp"].as_i64().unwrap()
+    };
+    // Wait on the clock until the token is past its expiry (and the connection's check at
+    // that moment has had time to run).
+    let now = || {
+        i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        )
+        .unwrap()
+    };
+    common::until("the access token to expire", Duration::from_secs(30), || {
+        now() > expires_at + 1
+    })
+    .await;
+    c.expect_quiet().await;
+    srv.get("/api/auth/profile", &otto.access)
+        .await
+        .expect_error(401, "token_expired");
+
+    sqlx::query("UPDATE sessions SET revoked_at = 1 WHERE id = $1")
+        .bind(otto.session_id())
+        .execute(&srv.server.state.db)
+        .await
+        .unwrap();
+    c.expect_error("session_ended").await;
+    c.expect_closed().await;
     srv.stop().await;
 }

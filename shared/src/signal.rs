@@ -126,6 +126,9 @@ pub enum LeaveReason {
     Replaced,
     /// The host removed them, or the room was closed or deleted.
     Removed,
+    /// The session they joined with ended: they signed out, their password was changed or
+    /// reset, or the session was revoked.
+    SessionEnded,
 }
 
 /// What a client sends.

@@ -2,6 +2,7 @@
 //! sign-out, and password recovery by mail.
 
 pub mod password;
+pub mod revoke;
 pub mod throttle;
 pub mod tokens;
 
@@ -46,6 +47,9 @@ pub struct AuthUser {
     pub user_id: String,
     pub session_id: String,
     pub role: Role,
+    /// When the access token it was proven by expires, unix seconds (a connection opened
+    /// with it asks again then).
+    pub token_expires_at: i64,
 }
 
 impl AuthUser {
@@ -103,6 +107,7 @@ pub async fn authenticate_token(state: &AppState, token: &str) -> ApiResult<Auth
     .ok_or_else(|| ApiError::unauthenticated("This session has ended: sign in again."))?;
     let role: String = row.try_get("role")?;
     Ok(AuthUser {
+        token_expires_at: claims.exp,
         user_id: claims.sub,
         session_id: claims.sid,
         role: Role::parse(&role).unwrap_or(Role::User),
@@ -401,6 +406,7 @@ async fn refresh(
             .await?;
         tx.commit().await?;
         tracing::warn!(%session_id, "refresh token reused: session revoked");
+        revoke::announce(&state, revoke::Revoked::Session(session_id));
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             ErrorCode::RefreshTokenReused,
@@ -480,6 +486,7 @@ async fn logout(
         .bind(&session_id)
         .execute(&state.db)
         .await?;
+    revoke::announce(&state, revoke::Revoked::Session(session_id));
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -630,6 +637,13 @@ async fn reset_password(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
+    revoke::announce(
+        &state,
+        revoke::Revoked::User {
+            user_id: user_id.clone(),
+            except: None,
+        },
+    );
     // Whoever proved control of the mailbox may sign in again at once.
     lock(&state.login_throttle).clear(&format!("acct:{user_id}"));
     tracing::info!(%user_id, "password reset");

@@ -16,7 +16,7 @@ use convo_shared::signal::{
     BEARER_SUBPROTOCOL_PREFIX, ClientMessage, Envelope, PROTOCOL_VERSION, SUBPROTOCOL,
     ServerMessage,
 };
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -204,8 +204,27 @@ async fn connection(state: AppState, mut socket: WebSocket, user: Option<AuthUse
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     let mut silent_ticks = 0u32;
-    loop {
+    // Listening before asking once more: a session that ended since the token was checked is
+    // either announced to us or seen by the question.
+    let mut ended = state.revocations.subscribe();
+    let mut session_ended = !still_live(&state, &user).await;
+    let mut recheck = tokio::time::Instant::now() + until_expiry(user.token_expires_at);
+    while !session_ended {
         tokio::select! {
+            news = ended.recv() => {
+                session_ended = match news {
+                    Ok(r) => r.covers(&user.user_id, &user.session_id),
+                    // Announcements were missed: ask the database.
+                    Err(broadcast::error::RecvError::Lagged(_)) => !still_live(&state, &user).await,
+                    Err(broadcast::error::RecvError::Closed) => false,
+                };
+            }
+            () = tokio::time::sleep_until(recheck) => {
+                // The access token this connection was opened with has expired: carry on
+                // while its session lives, ask again one token's lifetime later.
+                session_ended = !still_live(&state, &user).await;
+                recheck = tokio::time::Instant::now() + state.config.access_token_ttl.max(Duration::from_secs(1));
+            }
             frame = socket.recv() => {
                 let frame = match frame {
                     Some(Ok(frame)) => frame,
@@ -283,14 +302,42 @@ async fn connection(state: AppState, mut socket: WebSocket, user: Option<AuthUse
             }
         }
     }
+    if session_ended {
+        tracing::debug!(conn, "the session ended: signaling connection closed");
+        if here.is_some() {
+            let _ = send(
+                &mut socket,
+                ServerMessage::Left {
+                    reason: convo_shared::signal::LeaveReason::SessionEnded,
+                },
+            )
+            .await;
+        }
+        let _ = send(
+            &mut socket,
+            error(
+                ErrorCode::SessionEnded.as_str(),
+                "Your session has ended (signed out, or the password was changed): sign in again.",
+            ),
+        )
+        .await;
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, socket.send(Message::Close(None))).await;
+    }
     if let Some(r) = here {
-        state.rooms.notify(
-            &r.room_id,
+        // An ended session keeps no place for a reconnection.
+        let participant_id = r.participant_id;
+        let cmd = if session_ended {
+            Command::Leave {
+                conn,
+                participant_id,
+            }
+        } else {
             Command::Disconnected {
                 conn,
-                participant_id: r.participant_id,
-            },
-        );
+                participant_id,
+            }
+        };
+        state.rooms.notify(&r.room_id, cmd);
     }
     if let Some(w) = waiting
         && state.lobby.withdraw(&w.join.room_id, &w.request_id)
@@ -304,6 +351,23 @@ async fn connection(state: AppState, mut socket: WebSocket, user: Option<AuthUse
             },
         );
     }
+}
+
+/// Whether the connection's session is still live; a database that cannot answer keeps the
+/// connection (it is asked again at the next expiry).
+async fn still_live(state: &AppState, user: &AuthUser) -> bool {
+    crate::auth::revoke::session_live(state, &user.user_id, &user.session_id)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not check a connection's session");
+            true
+        })
+}
+
+/// How long until `expires_at` (unix seconds); at least a second.
+fn until_expiry(expires_at: i64) -> Duration {
+    let left_ms = expires_at.saturating_mul(1000).saturating_sub(crate::db::now_ms());
+    Duration::from_millis(u64::try_from(left_ms).unwrap_or(0).max(1000))
 }
 
 /// Joins a room (its rules apply; `let_in`: the host let us in from the waiting room). The
@@ -344,6 +408,7 @@ async fn enter(
                 audio_muted: ask.audio_muted,
                 video_muted: ask.video_muted,
                 viewer: false,
+                session_id: user.session_id.clone(),
             },
             tx: tx.clone(),
             reply: reply_tx,

@@ -53,6 +53,8 @@ pub enum Output {
 struct Member {
     info: ParticipantInfo,
     conn: Option<ConnId>,
+    /// The sign-in session of the connection that holds the place now.
+    session_id: String,
     /// Bumped whenever the connection changes, so a stale grace timer does nothing.
     epoch: u64,
 }
@@ -76,6 +78,8 @@ pub struct Joiner {
     /// A WHEP viewer: listed like everyone, gets no connection of its own to the room (its
     /// media is set up by the WHEP handler), and never takes over the user's place in the call.
     pub viewer: bool,
+    /// The sign-in session it joined with: when that session ends, so does its place.
+    pub session_id: String,
 }
 
 impl RoomState {
@@ -183,6 +187,7 @@ impl RoomState {
                     ));
                 }
                 m.conn = Some(j.conn);
+                m.session_id.clone_from(&j.session_id);
                 m.epoch += 1;
                 if was_away {
                     self.broadcast(
@@ -218,6 +223,7 @@ impl RoomState {
                     Member {
                         info: info.clone(),
                         conn: Some(j.conn),
+                        session_id: j.session_id.clone(),
                         epoch: 0,
                     },
                 );
@@ -309,6 +315,20 @@ impl RoomState {
             .collect();
         pids.iter()
             .flat_map(|pid| self.remove(pid, reason))
+            .collect()
+    }
+
+    /// Takes out everyone who is in through a session that has ended (signed out, password
+    /// changed or reset): call places, WHIP publishers and WHEP viewers alike.
+    pub fn remove_sessions(&mut self, ended: &crate::auth::revoke::Revoked) -> Vec<Output> {
+        let pids: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, m)| ended.covers(&m.info.user.id, &m.session_id))
+            .map(|(pid, _)| pid.clone())
+            .collect();
+        pids.iter()
+            .flat_map(|pid| self.remove(pid, LeaveReason::SessionEnded))
             .collect()
     }
 
@@ -514,6 +534,8 @@ pub enum Command {
         user_id: String,
         reason: LeaveReason,
     },
+    /// Sign-in sessions ended: whoever is in through them goes.
+    SessionsEnded(crate::auth::revoke::Revoked),
     /// A chat message (already kept) for everyone in the meeting.
     Chat {
         message: ChatMessage,
@@ -598,6 +620,13 @@ impl Rooms {
     pub fn notify(&self, room_id: &str, cmd: Command) {
         if let Some(tx) = self.lock().get(room_id) {
             let _ = tx.send(cmd);
+        }
+    }
+
+    /// Sends to every live room (one command each, made by `cmd`).
+    pub fn notify_all(&self, cmd: impl Fn() -> Command) {
+        for tx in self.lock().values() {
+            let _ = tx.send(cmd());
         }
     }
 
@@ -690,6 +719,7 @@ async fn run(
                 epoch,
             } => room.grace_expired(&participant_id, epoch),
             Command::RemoveUser { user_id, reason } => room.remove_user(&user_id, reason),
+            Command::SessionsEnded(ended) => room.remove_sessions(&ended),
             Command::Chat { message } => room.chat(message),
             Command::ToHosts(msg) => room.to_hosts(&msg),
             Command::Tell { conn, msgs } => {
@@ -1016,6 +1046,7 @@ mod tests {
             audio_muted: false,
             video_muted: false,
             viewer: false,
+            session_id: format!("session of {user}"),
         }
     }
 

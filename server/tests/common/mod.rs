@@ -63,6 +63,8 @@ pub struct TestEnv {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `CONVO_REGISTRATIONS_PER_HOUR`.
     pub registrations_per_hour: u32,
+    /// Access tokens' lifetime, when not the default 15 minutes.
+    pub access_ttl: Option<std::time::Duration>,
 }
 
 impl TestEnv {
@@ -109,6 +111,7 @@ impl TestEnv {
             grace_secs: 15,
             trusted_proxies: Vec::new(),
             registrations_per_hour: 30,
+            access_ttl: None,
         }
     }
 
@@ -133,7 +136,11 @@ impl TestEnv {
             trusted_proxies: self.trusted_proxies.clone(),
             registrations_per_hour: self.registrations_per_hour,
         };
-        Config::from_args(&args).expect("config")
+        let mut config = Config::from_args(&args).expect("config");
+        if let Some(ttl) = self.access_ttl {
+            config.access_token_ttl = ttl;
+        }
+        config
     }
 
     pub async fn start(&self) -> TestServer {
@@ -485,5 +492,47 @@ async fn serve_smtp(
         } else {
             w.write_all(b"250 OK\r\n").await?;
         }
+    }
+}
+
+/// Undoes quoted-printable (soft line breaks and `=XX`), which long lines get.
+pub fn unquote(mail: &str) -> String {
+    let joined = mail.replace("=\r\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'='
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&joined[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+pub fn reset_token(mail: &str) -> String {
+    let mail = unquote(mail);
+    let start = mail.find("token=").expect("link in mail") + "token=".len();
+    mail[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
+/// Waits until `ok` holds (asked every 50 ms); fails the test after `within`.
+pub async fn until(what: &str, within: std::time::Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }

@@ -97,6 +97,21 @@ impl Client {
         assert_eq!(v, json!({"v": 1, "type": "pong", "nonce": 42}));
     }
 
+    /// The server closes the socket (a close frame, or the end of the stream) within 10 s,
+    /// with no message before.
+    pub async fn expect_closed(&mut self) {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), self.ws.next())
+                .await
+                .expect("the socket closes within 10 s")
+            {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(other)) => panic!("expected the socket to close, got {other:?}"),
+            }
+        }
+    }
+
     pub async fn join(&mut self, room: &str) -> Value {
         self.send(json!({"v": 1, "type": "join", "room_id": room}))
             .await;

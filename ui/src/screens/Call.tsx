@@ -109,7 +109,9 @@ export function Call(props: { room: Room; joinRef: typeof joinRef; onLeft: () =>
       props.onError(
         state.ended === "replaced"
           ? "You joined this meeting from another device, so this window left it."
-          : `The meeting ended for you: ${state.ended}.`,
+          : state.ended === "session_ended"
+            ? "You were signed out (here or on another device, or your password was changed), so you left the meeting. Sign in again to rejoin."
+            : `The meeting ended for you: ${state.ended}.`,
       );
       props.onLeft();
     }
