@@ -129,9 +129,7 @@ async fn still_signed_in(state: &AppState, room_id: &str, me: &AuthUser) -> ApiR
     }
     state.rooms.notify(
         room_id,
-        Command::SessionsEnded(crate::auth::revoke::Revoked::Session(
-            me.session_id.clone(),
-        )),
+        Command::SessionsEnded(crate::auth::revoke::Revoked::Session(me.session_id.clone())),
     );
     Err(ApiError::new(
         StatusCode::UNAUTHORIZED,

@@ -28,10 +28,9 @@ impl Revoked {
     pub fn covers(&self, user_id: &str, session_id: &str) -> bool {
         match self {
             Revoked::Session(s) => s == session_id,
-            Revoked::User {
-                user_id: u,
-                except,
-            } => u == user_id && except.as_deref() != Some(session_id),
+            Revoked::User { user_id: u, except } => {
+                u == user_id && except.as_deref() != Some(session_id)
+            }
         }
     }
 }
@@ -69,11 +68,13 @@ impl Revocations {
 /// Tells everything live that `ended` ended (call once the database says so).
 pub fn announce(state: &AppState, ended: Revoked) {
     tracing::debug!(?ended, "sessions ended: cutting their connections");
-    // No listener (no connection open) is not an error.
-    let _ = state.revocations.tx.send(ended.clone());
+    // Rooms first: a connection that hears the news leaves its room after the room has
+    // taken the session's places out (as ended, not as left).
     state
         .rooms
         .notify_all(|| crate::signal::room::Command::SessionsEnded(ended.clone()));
+    // No listener (no connection open) is not an error.
+    let _ = state.revocations.tx.send(ended);
 }
 
 /// Whether the session is still live: not revoked, not expired, its user still there.

@@ -366,7 +366,9 @@ async fn still_live(state: &AppState, user: &AuthUser) -> bool {
 
 /// How long until `expires_at` (unix seconds); at least a second.
 fn until_expiry(expires_at: i64) -> Duration {
-    let left_ms = expires_at.saturating_mul(1000).saturating_sub(crate::db::now_ms());
+    let left_ms = expires_at
+        .saturating_mul(1000)
+        .saturating_sub(crate::db::now_ms());
     Duration::from_millis(u64::try_from(left_ms).unwrap_or(0).max(1000))
 }
 

@@ -97,6 +97,16 @@ impl Client {
         assert_eq!(v, json!({"v": 1, "type": "pong", "nonce": 42}));
     }
 
+    /// The next message of `kind`, skipping the others before it (offers, tracks, presence).
+    pub async fn skip_to(&mut self, kind: &str) -> Value {
+        loop {
+            let v = self.next().await;
+            if v["type"] == kind {
+                return v;
+            }
+        }
+    }
+
     /// The server closes the socket (a close frame, or the end of the stream) within 10 s,
     /// with no message before.
     pub async fn expect_closed(&mut self) {
