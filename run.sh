@@ -14,7 +14,7 @@ say() { printf '== %s\n' "$*"; }
 
 # --- system packages (Debian/Ubuntu) ---
 packages=(build-essential pkg-config curl ca-certificates cmake libwebkit2gtk-4.1-dev libgtk-3-dev
-  libayatana-appindicator3-dev librsvg2-dev libdbus-1-dev libasound2-dev libclang-dev
+  libayatana-appindicator3-dev librsvg2-dev libdbus-1-dev libasound2-dev libclang-dev libwebrtc-audio-processing-dev
   libpipewire-0.3-dev fonts-noto-color-emoji xz-utils)
 if command -v apt-get >/dev/null && command -v dpkg >/dev/null; then
   missing=()

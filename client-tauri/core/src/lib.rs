@@ -12,6 +12,7 @@
 //! pixel formats they deliver are converted in [`convert`]. Not here: the ui.
 
 pub mod api;
+pub mod apm;
 pub mod call;
 #[cfg(feature = "camera")]
 pub mod camera;
@@ -26,6 +27,7 @@ pub mod netwatch;
 #[cfg(feature = "portal")]
 pub mod portal;
 pub mod reconnect;
+pub mod resample;
 #[cfg(all(feature = "screen", target_os = "linux"))]
 pub mod screen;
 pub mod signal;
