@@ -9,6 +9,7 @@ import { Call } from "./screens/Call";
 import { Home } from "./screens/Home";
 import { PreJoin } from "./screens/PreJoin";
 import { Settings } from "./screens/Settings";
+import { useAudioProcessing } from "./audioProcessing";
 import { Forgot, Register, SignIn } from "./screens/SignIn";
 import { useTheme } from "./theme";
 
@@ -26,6 +27,7 @@ export function App() {
   const [user, setUser] = useState<User | null>(null);
   const [info, setInfo] = useState<AppInfo | null>(null);
   const [error, setError] = useState<string | null>(null);
+  const [audio, setAudio] = useAudioProcessing();
   const [theme, setTheme] = useTheme();
 
   useEffect(() => {
@@ -140,6 +142,8 @@ export function App() {
             info={info}
             theme={theme}
             onTheme={setTheme}
+            audio={audio}
+            onAudio={setAudio}
             onSignOut={async () => {
               await api.signOut();
               setUser(null);

@@ -4,6 +4,9 @@ import { Channel, invoke } from "@tauri-apps/api/core";
 import type { ChannelInfo } from "./video";
 import type { CallEvent, ChatMessage, ParticipantInfo, TrackKind, TrackReport } from "./store";
 
+/** What runs on the microphone before it is sent (`AudioProcessing` in client-tauri/core). */
+export type AudioProcessing = { echo_cancellation: boolean; noise_suppression: boolean; gain_control: boolean };
+
 export interface User {
   id: string;
   username: string;
@@ -97,6 +100,7 @@ export const api = {
   },
   leaveCall: () => invoke<void>("leave_call"),
   setMuted: (kind: TrackKind, muted: boolean) => invoke<void>("set_muted", { kind, muted }),
+  setAudioProcessing: (settings: AudioProcessing) => invoke<void>("set_audio_processing", { settings }),
   listDevices: () => invoke<Devices>("list_devices"),
   chooseDevices: (input: string | null, output: string | null, camera: string | null) =>
     invoke<void>("choose_devices", { input, output, camera }),

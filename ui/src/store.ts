@@ -39,6 +39,7 @@ export type CallEvent =
   | { type: "share_ended"; reason: string }
   | { type: "ended"; reason: string }
   | { type: "connection"; reconnecting: boolean }
+  | { type: "talking_while_muted"; talking: boolean }
   // Not from the engine: the ui's own record that sharing started or stopped, the chat so
   // far (loaded when the call opens), and that the chat panel was read.
   | { type: "local_share"; on: boolean }
@@ -98,6 +99,8 @@ export interface CallState {
   notice: string | null;
   /** My connection to the server dropped and the call is getting it back. */
   reconnecting: boolean;
+  /** My microphone is muted and I am talking. */
+  talkingMuted: boolean;
 }
 
 export function initialCall(
@@ -109,7 +112,7 @@ export function initialCall(
 ): CallState {
   const map: Record<string, ParticipantInfo> = {};
   for (const p of participants) map[p.participant_id] = p;
-  return { me, myUserId, participants: map, receiving: {}, speaker: null, micMuted, camMuted, sharing: false, chat: [], unread: 0, knocks: [], ended: null, notice: null, reconnecting: false };
+  return { me, myUserId, participants: map, receiving: {}, speaker: null, micMuted, camMuted, sharing: false, chat: [], unread: 0, knocks: [], ended: null, notice: null, reconnecting: false, talkingMuted: false };
 }
 
 function withParticipant(
@@ -134,6 +137,8 @@ export function reduceCall(s: CallState, e: CallEvent): CallState {
         reconnecting: e.reconnecting,
         notice: e.reconnecting ? "Connection lost. Reconnecting…" : s.reconnecting ? "Reconnected" : s.notice,
       };
+    case "talking_while_muted":
+      return { ...s, talkingMuted: e.talking };
     case "local_share":
       return { ...s, sharing: e.on };
     case "chat_history":

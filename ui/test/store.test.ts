@@ -59,6 +59,15 @@ describe("call state", () => {
     expect(s.notice).toBe("Reconnected");
   });
 
+  it("says when I talk while muted, and stops saying it", () => {
+    let s = initialCall("me", [person("me", "Me")], true, false);
+    expect(s.talkingMuted).toBe(false);
+    s = reduceCall(s, { type: "talking_while_muted", talking: true });
+    expect(s.talkingMuted).toBe(true);
+    s = reduceCall(s, { type: "talking_while_muted", talking: false });
+    expect(s.talkingMuted).toBe(false);
+  });
+
   it("keeps mute state for others and for me", () => {
     let s = initialCall("me", [person("me", "Me"), person("a", "Ada")], false, false);
     s = reduceCall(s, {

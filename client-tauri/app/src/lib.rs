@@ -11,6 +11,7 @@ mod session;
 use std::sync::Arc;
 
 use convo_client::api::Api;
+use convo_client::apm::AudioProcessing;
 use convo_client::call::{self, CallEvent, CallHandle, CallOptions};
 use convo_client::media::{
     AudioSink, AudioSource, Backend, MediaBackend, MediaError, RemoteTrack, Synthetic, VideoSink,
@@ -232,6 +233,10 @@ impl MediaBackend for AppBackend {
         Some(Box::new(self.mixer.sink(&track.track_id)))
     }
 
+    fn playout(&self) -> Option<Mixer> {
+        Some(self.mixer.clone())
+    }
+
     fn video_sink(&self, track: &RemoteTrack) -> Option<Box<dyn VideoSink>> {
         Some(Box::new(self.frames.sink(&track.track_id)))
     }
@@ -256,6 +261,8 @@ pub struct AppState {
     /// For the window and the tray, which cannot wait on the call's lock.
     in_call: std::sync::atomic::AtomicBool,
     mic_muted: std::sync::atomic::AtomicBool,
+    /// What runs on the microphone (the ui's settings; all on until it says).
+    audio_processing: std::sync::Mutex<AudioProcessing>,
     /// A room from a `convoconnect://join/<id>` link, until the ui takes it.
     pending_link: std::sync::Mutex<Option<String>>,
     /// While joining: gives up (e.g. leaving a waiting room).
@@ -283,6 +290,19 @@ impl AppState {
         let speaker = convo_client::devices::CpalSpeaker::open(id, self.mixer.clone())?;
         *lock(&self.speaker) = Some(speaker);
         Ok(())
+    }
+
+    /// The processing a call runs: the settings with real devices; none on the synthetic
+    /// microphone (a steady tone, which the receiving side checks and a noise suppressor
+    /// would take for noise).
+    fn processing(&self) -> AudioProcessing {
+        match self.mode {
+            MediaMode::Devices => *self
+                .audio_processing
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            MediaMode::Synthetic => AudioProcessing::OFF,
+        }
     }
 
     /// The backend for a call or for pre-join, with the chosen microphone.
@@ -534,6 +554,7 @@ async fn join_call(
         screen: false,
         duration: std::time::Duration::MAX,
         backend: Some(Backend(Arc::new(backend))),
+        audio_processing: state.processing(),
         ..Default::default()
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -987,6 +1008,23 @@ async fn mic_level(state: State<'_, AppState>) -> UiResult<u8> {
     Ok(100u8.saturating_sub((u16::from(level.min(60)) * 100 / 60) as u8))
 }
 
+/// Switches the microphone's echo cancellation, noise suppression and gain control on or
+/// off, for the call in progress and the next ones.
+#[tauri::command]
+async fn set_audio_processing(
+    state: State<'_, AppState>,
+    settings: AudioProcessing,
+) -> UiResult<()> {
+    *state
+        .audio_processing
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = settings;
+    if let Some(call) = state.call.lock().await.as_ref() {
+        call.set_audio_processing(state.processing());
+    }
+    Ok(())
+}
+
 #[tauri::command]
 async fn set_muted(state: State<'_, AppState>, kind: TrackKind, muted: bool) -> UiResult<()> {
     match state.call.lock().await.as_ref() {
@@ -1113,6 +1151,7 @@ pub fn run() {
         preview: std::sync::Mutex::new(None),
         in_call: std::sync::atomic::AtomicBool::new(false),
         mic_muted: std::sync::atomic::AtomicBool::new(false),
+        audio_processing: std::sync::Mutex::new(AudioProcessing::default()),
         pending_link: std::sync::Mutex::new(None),
         cancel_join: std::sync::Mutex::new(None),
         agenda: agenda::Agenda::default(),
@@ -1190,6 +1229,7 @@ pub fn run() {
             join_call,
             leave_call,
             set_muted,
+            set_audio_processing,
             list_devices,
             choose_devices,
             start_pre_join,

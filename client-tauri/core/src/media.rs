@@ -113,6 +113,11 @@ pub trait MediaBackend: Send + Sync {
     fn microphone(&self) -> Result<Box<dyn AudioSource>, MediaError>;
     fn camera(&self) -> Result<Box<dyn VideoSource>, MediaError>;
     fn screen(&self) -> Result<Box<dyn VideoSource>, MediaError>;
+    /// The mix the speaker plays, if this backend plays one: the echo canceller hears it as
+    /// its far end.
+    fn playout(&self) -> Option<crate::mixer::Mixer> {
+        None
+    }
     /// A sink for a remote participant's audio; `None` discards it (after measuring).
     fn audio_sink(&self, _track: &RemoteTrack) -> Option<Box<dyn AudioSink>> {
         None

@@ -9,6 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use crate::apm::EchoReference;
 use crate::media::{AudioSink, SAMPLE_RATE};
 
 /// What the mixer saw of one source.
@@ -34,6 +35,8 @@ struct State {
     target: usize,
     max: usize,
     sources: HashMap<String, Source>,
+    /// Hears everything mixed: the echo canceller's far end.
+    reference: Option<EchoReference>,
 }
 
 /// The mix of all remote audio. Cheap to clone; clones share the mix.
@@ -52,11 +55,18 @@ impl Mixer {
             target,
             max: samples(max).max(target + 960),
             sources: HashMap::new(),
+            reference: None,
         })))
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// From now on everything mixed (what the speaker plays) also goes to `reference`, the
+    /// echo canceller of the microphone in use; `None` stops that.
+    pub fn set_echo_reference(&self, reference: Option<EchoReference>) {
+        self.state().reference = reference;
     }
 
     /// A sink feeding the mix as `id`; the source leaves the mix when the sink is dropped.
@@ -108,6 +118,9 @@ impl Mixer {
         }
         for (o, a) in out.iter_mut().zip(acc) {
             *o = a.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16;
+        }
+        if let Some(r) = st.reference.as_mut() {
+            r.played(out);
         }
         active
     }

@@ -55,3 +55,73 @@ fn a_tone_played_to_the_speaker_comes_back_from_the_microphone() {
     // At least a second of the tone came back.
     assert!(heard >= 50, "the tone was in {heard} of {frames} frames");
 }
+
+/// The echo canceller on real devices: speech mixed and played to the default speaker comes
+/// back through the default microphone (the sound server's loopback, its own latency for
+/// the delay), and what the microphone's processing lets through is ≥ 25 dB under it once
+/// converged; the same frames without processing carry it all.
+#[test]
+#[ignore = "needs a sound server with a loopback and espeak-ng: run tests/desktop.sh"]
+fn speech_played_to_the_speaker_is_cancelled_from_the_microphone() {
+    use convo_client::apm::signals::{self, speech};
+    use convo_client::apm::{Apm, AudioProcessing};
+
+    let voice = speech(
+        "Good morning everyone. Let us start with the budget for the next quarter.",
+        "en-us",
+    )
+    .expect("espeak-ng renders speech");
+    let far = signals::repeat_to(&voice, 300, 12 * 48_000);
+    let mut mic = CpalMic::open(None).expect("the default microphone opens");
+    assert!(
+        (0..5).any(|_| mic.read().is_ok()),
+        "the microphone never delivered"
+    );
+    let mut on = Apm::new(AudioProcessing::default()).expect("the module opens");
+    let mut off = Apm::new(AudioProcessing::OFF).expect("the module opens");
+    let mixer = Mixer::new(Duration::from_millis(40), Duration::from_millis(400));
+    mixer.set_echo_reference(Some(on.reference()));
+    let _speaker = CpalSpeaker::open(None, mixer.clone()).expect("the default speaker opens");
+    let mut sink = mixer.sink("far");
+    let feeder = std::thread::spawn(move || {
+        let start = Instant::now();
+        for (n, chunk) in far.chunks(960).enumerate() {
+            sink.play(chunk);
+            let due = start + Duration::from_millis(20 * (n as u64 + 1));
+            if let Some(w) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(w);
+            }
+        }
+    });
+    let energy = |p: &[i16]| p.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>();
+    let (mut raw, mut cancelled, mut passed) = (0.0, 0.0, 0.0);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(11) {
+        let pcm = mic.read().expect("the microphone delivers");
+        let (mut a, mut b) = (pcm.clone(), pcm.clone());
+        on.process(&mut a);
+        off.process(&mut b);
+        // After 3 s of convergence.
+        if start.elapsed() > Duration::from_secs(3) {
+            raw += energy(&pcm);
+            cancelled += energy(&a);
+            passed += energy(&b);
+        }
+    }
+    feeder.join().unwrap();
+    let erle = 10.0 * (raw / cancelled.max(1.0)).log10();
+    let erle_off = 10.0 * (raw / passed.max(1.0)).log10();
+    eprintln!(
+        "echo at the microphone {:.1} dBFS; ERLE {erle:.1} dB with processing, {erle_off:.1} dB without",
+        signals::dbfs((raw / (8.0 * 48_000.0)).sqrt())
+    );
+    assert!(
+        raw > 8.0 * 48_000.0 * 100.0,
+        "no echo reached the microphone"
+    );
+    assert!(erle >= 25.0, "ERLE {erle:.1} dB");
+    assert!(
+        erle_off < 1.0,
+        "without processing the echo passes: {erle_off:.1} dB"
+    );
+}

@@ -136,6 +136,11 @@ export function Call(props: { room: Room; joinRef: typeof joinRef; onLeft: () =>
           ))}
         </div>
         {state.notice && <div className="toast" role="status">{state.notice}</div>}
+        {state.talkingMuted && state.micMuted && (
+          <div className="toast" id="talking-muted" role="status">
+            You are muted. Unmute to be heard.
+          </div>
+        )}
         {state.knocks.length > 0 && (
           <div className="knocks" id="knocks">
             {state.knocks.map((k) => (

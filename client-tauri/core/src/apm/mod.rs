@@ -15,6 +15,7 @@
 
 mod level;
 pub mod signals;
+pub mod talk;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -252,3 +252,44 @@ pub fn snr_db(pcm: &[i16], speech: &[bool], skip: usize) -> f64 {
     let p_noise = masked_rms(pcm, &noise_mask).powi(2).max(1e-6);
     10.0 * ((p_all - p_noise).max(1e-6) / p_noise).log10()
 }
+
+/// A microphone that hears a recording, over and over, at the pace of a sound card (each
+/// 20 ms frame handed over at its end).
+#[derive(Debug)]
+pub struct PlaybackMic {
+    pcm: Vec<i16>,
+    at: usize,
+    opened: std::time::Instant,
+    frames: u32,
+}
+
+impl PlaybackMic {
+    pub fn new(pcm: Vec<i16>) -> Self {
+        PlaybackMic {
+            pcm,
+            at: 0,
+            opened: std::time::Instant::now(),
+            frames: 0,
+        }
+    }
+}
+
+impl crate::media::AudioSource for PlaybackMic {
+    fn read(&mut self) -> Result<Vec<i16>, crate::media::MediaError> {
+        use crate::media::AUDIO_FRAME;
+        let frame = std::time::Duration::from_millis(20);
+        self.frames += 1;
+        let due = self.opened + frame * self.frames;
+        if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        if self.pcm.is_empty() {
+            return Ok(vec![0; AUDIO_FRAME]);
+        }
+        let out = (0..AUDIO_FRAME)
+            .map(|i| self.pcm[(self.at + i) % self.pcm.len()])
+            .collect();
+        self.at = (self.at + AUDIO_FRAME) % self.pcm.len();
+        Ok(out)
+    }
+}

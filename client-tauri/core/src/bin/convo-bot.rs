@@ -6,8 +6,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use convo_client::api::Api;
+use convo_client::apm::AudioProcessing;
+use convo_client::apm::signals::{PlaybackMic, read_wav};
 use convo_client::call::{self, CallOptions};
+use convo_client::media::{AudioSource, Backend, MediaBackend, MediaError, Synthetic, VideoSource};
 use convo_client::synth::VideoSize;
+use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
 
 /// Join a ConvoConnect room as a bot with synthetic audio, camera and screen.
@@ -53,9 +57,49 @@ struct Cli {
     /// happens, one `event <JSON>` line each.
     #[arg(long)]
     events: bool,
+    /// Publish this recording (a 16-bit mono WAV file, any rate; looped) instead of the
+    /// synthetic tone. With it the audio processing below is on unless switched off.
+    #[arg(long)]
+    speech: Option<std::path::PathBuf>,
+    /// Echo cancellation on the microphone: on or off (default: on with --speech, off for the
+    /// synthetic tone, whose checks want it untouched).
+    #[arg(long, value_parser = on_off)]
+    aec: Option<bool>,
+    /// Noise suppression: on or off (defaults as --aec).
+    #[arg(long, value_parser = on_off)]
+    ns: Option<bool>,
+    /// Automatic gain control: on or off (defaults as --aec).
+    #[arg(long, value_parser = on_off)]
+    agc: Option<bool>,
     /// Report format.
     #[arg(long, default_value = "json", value_parser = ["json", "text"])]
     report: String,
+}
+
+fn on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{s:?}: use on or off")),
+    }
+}
+
+/// The synthetic backend with a recording for a microphone.
+struct Speech {
+    synthetic: Synthetic,
+    pcm: Vec<i16>,
+}
+
+impl MediaBackend for Speech {
+    fn microphone(&self) -> Result<Box<dyn AudioSource>, MediaError> {
+        Ok(Box::new(PlaybackMic::new(self.pcm.clone())))
+    }
+    fn camera(&self) -> Result<Box<dyn VideoSource>, MediaError> {
+        self.synthetic.camera()
+    }
+    fn screen(&self) -> Result<Box<dyn VideoSource>, MediaError> {
+        self.synthetic.screen()
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -100,7 +144,25 @@ async fn main() -> anyhow::Result<()> {
         drop_video_one_in: cli.drop_video_one_in,
         view: cli.view.map(|v| (v.width as u32, v.height as u32)),
         ice_ips: call::ice_ips_from_env(),
+        audio_processing: AudioProcessing::OFF,
     };
+    let default_on = cli.speech.is_some();
+    opts.audio_processing = AudioProcessing {
+        echo_cancellation: cli.aec.unwrap_or(default_on),
+        noise_suppression: cli.ns.unwrap_or(default_on),
+        gain_control: cli.agc.unwrap_or(default_on),
+    };
+    if let Some(path) = &cli.speech {
+        let pcm = read_wav(path).with_context(|| format!("reading {}", path.display()))?;
+        opts.backend = Some(Backend(Arc::new(Speech {
+            synthetic: Synthetic {
+                tone_hz: cli.tone,
+                fps: cli.fps,
+                size: cli.video,
+            },
+            pcm,
+        })));
+    }
     for part in cli
         .publish
         .split(',')

@@ -45,6 +45,7 @@ use crate::signal::Signaling;
 use crate::stats::{BotReport, RoundTrip, TrackStats};
 use crate::synth::{self, MarkerDetector};
 
+mod audio_path;
 mod publish;
 mod receive;
 
@@ -79,6 +80,10 @@ pub struct CallOptions {
     /// `CONVO_ICE_IPS` (comma-separated), which tests set to keep media on their own
     /// addresses.
     pub ice_ips: Vec<std::net::IpAddr>,
+    /// What runs on the microphone before Opus (echo cancellation, noise suppression, gain
+    /// control). Off here: a synthetic tone is what tests measure, and a suppressor would
+    /// take a steady tone for noise. The desktop app turns it on (its settings).
+    pub audio_processing: crate::apm::AudioProcessing,
 }
 
 /// The addresses in `CONVO_ICE_IPS` (comma-separated; what does not parse is ignored).
@@ -106,6 +111,7 @@ impl Default for CallOptions {
             drop_video_one_in: 0,
             view: None,
             ice_ips: ice_ips_from_env(),
+            audio_processing: crate::apm::AudioProcessing::OFF,
         }
     }
 }
@@ -250,6 +256,9 @@ pub enum CallEvent {
     /// The connection to the server was lost and the call is getting it back
     /// (`reconnecting`), or has it back: the others saw us as reconnecting, not leaving.
     Connection { reconnecting: bool },
+    /// Our microphone is muted and we are talking (`true`), or no longer (`false`): the ui
+    /// says "you are muted".
+    TalkingWhileMuted { talking: bool },
     /// The call is over (left, replaced by another device, removed, or the connection could
     /// not be got back within the server's grace period).
     Ended { reason: String },
@@ -309,6 +318,7 @@ pub struct CallHandle {
     stats: Stats,
     tone_hz: f64,
     rtt: Arc<RoundTrip>,
+    processing: audio_path::ProcessingSettings,
 }
 
 impl CallHandle {
@@ -328,6 +338,11 @@ impl CallHandle {
     /// without `CallOptions::screen`.)
     pub fn share(&self, source: Option<Box<dyn VideoSource>>) {
         let _ = self.ctl.send(Control::Share(source));
+    }
+
+    /// Turns parts of the microphone's processing on or off; the next frame has it.
+    pub fn set_audio_processing(&self, settings: crate::apm::AudioProcessing) {
+        self.processing.set(settings);
     }
 
     /// Sends from another microphone: the one in use stops, the others hear the new one on
@@ -416,6 +431,7 @@ pub async fn start(
     opts: CallOptions,
     events: Option<mpsc::UnboundedSender<CallEvent>>,
 ) -> Result<CallHandle, ClientError> {
+    let talk_events = events.clone();
     let emit = move |e: CallEvent| {
         if let Some(tx) = &events {
             let _ = tx.send(e);
@@ -489,6 +505,18 @@ pub async fn start(
         }),
     };
 
+    let audio_path = audio_path::AudioPath {
+        settings: audio_path::ProcessingSettings::new(opts.audio_processing),
+        muted: Arc::new(AtomicBool::new(false)),
+        playout: backend.playout(),
+        on_talking: Arc::new(move |talking| {
+            if let Some(tx) = &talk_events {
+                let _ = tx.send(CallEvent::TalkingWhileMuted { talking });
+            }
+        }),
+    };
+    let processing = audio_path.settings.clone();
+
     // Publish what can open. A source that cannot (no microphone, camera in use) leaves its
     // track out: the call goes on without it, as muted, and the owner hears why.
     let publish = Arc::new(publish_api.new_peer_connection(rtc_config()).await?);
@@ -514,7 +542,9 @@ pub async fn start(
             continue;
         }
         let source = match kind {
-            TrackKind::Audio => backend.microphone().map(Source::Audio),
+            TrackKind::Audio => backend
+                .microphone()
+                .map(|m| Source::Audio(audio_path.wrap(m))),
             TrackKind::Video => backend.camera().map(Source::Video),
             TrackKind::Screen => backend.screen().map(Source::Video),
         };
@@ -700,9 +730,9 @@ pub async fn start(
                             continue;
                         }
                         Some(Control::Switch(source)) => {
-                            let kind = match source {
-                                Source::Audio(_) => TrackKind::Audio,
-                                Source::Video(_) => TrackKind::Video,
+                            let (kind, source) = match source {
+                                Source::Audio(a) => (TrackKind::Audio, Source::Audio(audio_path.wrap(a))),
+                                v @ Source::Video(_) => (TrackKind::Video, v),
                             };
                             let muted = muted_kinds.get(&kind).copied().unwrap_or(false);
                             published(&mut outgoing, kind, muted, &mut offers, &sig, &participant_id)
@@ -763,6 +793,9 @@ pub async fn start(
                                 }
                             }
                             muted_kinds.insert(kind, muted);
+                            if kind == TrackKind::Audio {
+                                audio_path.muted.store(muted, Ordering::Relaxed);
+                            }
                             sig.send(ClientMessage::Mute { kind, muted });
                             continue;
                         }
@@ -985,6 +1018,7 @@ pub async fn start(
         stats: handle_stats,
         tone_hz: handle_tone,
         rtt: handle_rtt,
+        processing,
     })
 }
 
