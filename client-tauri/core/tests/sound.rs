@@ -72,6 +72,8 @@ fn speech_played_to_the_speaker_is_cancelled_from_the_microphone() {
     )
     .expect("espeak-ng renders speech");
     let far = signals::repeat_to(&voice, 300, 12 * 48_000);
+    let far_copy = far.clone();
+    let mut recorded: Vec<i16> = Vec::new();
     let mut mic = CpalMic::open(None).expect("the default microphone opens");
     assert!(
         (0..5).any(|_| mic.read().is_ok()),
@@ -98,6 +100,7 @@ fn speech_played_to_the_speaker_is_cancelled_from_the_microphone() {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(11) {
         let pcm = mic.read().expect("the microphone delivers");
+        recorded.extend_from_slice(&pcm);
         let (mut a, mut b) = (pcm.clone(), pcm.clone());
         on.process(&mut a);
         off.process(&mut b);
@@ -109,6 +112,18 @@ fn speech_played_to_the_speaker_is_cancelled_from_the_microphone() {
         }
     }
     feeder.join().unwrap();
+    let env = |p: &[i16]| -> Vec<f64> { p.chunks(480).map(signals::rms).collect() };
+    let (ef, er) = (env(&far_copy), env(&recorded));
+    let best = (0..300usize)
+        .map(|lag| {
+            let c: f64 = ef.iter().zip(er.iter().skip(lag)).map(|(a, b)| a * b).sum();
+            (lag, c)
+        })
+        .fold((0, 0.0), |a, b| if b.1 > a.1 { b } else { a });
+    eprintln!(
+        "the echo came back ~{} ms after it was mixed (at most)",
+        best.0 * 10
+    );
     let erle = 10.0 * (raw / cancelled.max(1.0)).log10();
     let erle_off = 10.0 * (raw / passed.max(1.0)).log10();
     eprintln!(

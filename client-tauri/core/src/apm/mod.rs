@@ -17,8 +17,9 @@ mod level;
 pub mod signals;
 pub mod talk;
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use webrtc_audio_processing as wap;
@@ -115,7 +116,17 @@ pub struct Apm {
     voice: Arc<AtomicBool>,
     buf: Vec<f32>,
     level: level::LevelControl,
+    /// What the speaker took from the mix, 10 ms frames, oldest first (see [`EchoReference`]).
+    played: Arc<Mutex<VecDeque<Vec<f32>>>>,
+    render: Vec<f32>,
+    /// Frames until the far end counts as quiet again (it played lately).
+    far_hold: u32,
 }
+
+/// The far end counts as playing above this RMS (-50 dBFS, on the module's ±1 scale), and
+/// for this many 10 ms frames after (the echo's tail).
+const FAR_ACTIVE_RMS: f32 = 0.003_16;
+const FAR_HOLD_FRAMES: u32 = 30;
 
 impl std::fmt::Debug for Apm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -143,6 +154,9 @@ impl Apm {
             voice: Arc::new(AtomicBool::new(false)),
             buf: vec![0.0; APM_FRAME],
             level: level::LevelControl::default(),
+            played: Arc::default(),
+            render: vec![0.0; APM_FRAME],
+            far_hold: 0,
         })
     }
 
@@ -159,9 +173,8 @@ impl Apm {
     /// The far-end side: hand it everything the speaker plays.
     pub fn reference(&self) -> EchoReference {
         EchoReference {
-            processor: self.processor.clone(),
+            queue: self.played.clone(),
             pending: Vec::with_capacity(APM_FRAME * 2),
-            buf: vec![0.0; APM_FRAME],
         }
     }
 
@@ -175,13 +188,35 @@ impl Apm {
     pub fn process(&mut self, pcm: &mut [i16]) -> bool {
         let mut voice = false;
         for chunk in pcm.chunks_exact_mut(APM_FRAME) {
+            // One frame of the far end per frame captured, the oldest the speaker took: a
+            // speaker pulls its buffer's worth ahead of playing it, so the oldest waiting is
+            // about what is playing now.
+            let next = self
+                .played
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop_front();
+            self.far_hold = self.far_hold.saturating_sub(1);
+            if let Some(frame) = next {
+                let power = frame.iter().map(|x| x * x).sum::<f32>() / frame.len() as f32;
+                if power.sqrt() > FAR_ACTIVE_RMS {
+                    self.far_hold = FAR_HOLD_FRAMES;
+                }
+                self.render.copy_from_slice(&frame);
+                if let Err(e) = self.processor.process_render_frame(&mut self.render) {
+                    tracing::debug!(error = %e, "the echo reference skipped a frame");
+                }
+            }
             to_f32(chunk, &mut self.buf);
             match self.processor.process_capture_frame(&mut self.buf) {
                 Ok(()) => {
                     to_i16(&self.buf, chunk);
                     let heard = self.processor.get_stats().has_voice.unwrap_or(false);
                     if self.settings.gain_control {
-                        self.level.process(chunk, heard);
+                        // The level is learnt from the near end alone: while the far end
+                        // plays, what sounds like a voice may be its echo's remains, and
+                        // lifting those would undo the canceller.
+                        self.level.process(chunk, heard && self.far_hold == 0);
                     }
                     voice |= heard;
                 }
@@ -220,12 +255,17 @@ pub fn process_signals(
 }
 
 /// What the speaker plays, for the echo canceller. Fed on the playout thread in blocks of any
-/// size; the module gets them 10 ms at a time.
+/// size; kept in 10 ms frames (at most [`REFERENCE_BACKLOG`]) until the capture side hands
+/// them to the module, one per frame it captures — the module wants far and near end
+/// interleaved, which two devices' callbacks are not.
 pub struct EchoReference {
-    processor: wap::Processor,
+    queue: Arc<Mutex<VecDeque<Vec<f32>>>>,
     pending: Vec<f32>,
-    buf: Vec<f32>,
 }
+
+/// Far-end frames kept for the capture side (2 s): past that the oldest go (a microphone
+/// that stopped, a speaker clock faster than the microphone's).
+pub const REFERENCE_BACKLOG: usize = 200;
 
 impl std::fmt::Debug for EchoReference {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -240,14 +280,19 @@ impl EchoReference {
     pub fn played(&mut self, pcm: &[i16]) {
         self.pending
             .extend(pcm.iter().map(|s| f32::from(*s) / 32768.0));
+        if self.pending.len() < APM_FRAME {
+            return;
+        }
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         let mut at = 0;
         while self.pending.len() - at >= APM_FRAME {
-            self.buf.copy_from_slice(&self.pending[at..at + APM_FRAME]);
-            if let Err(e) = self.processor.process_render_frame(&mut self.buf) {
-                tracing::debug!(error = %e, "the echo reference skipped a frame");
-            }
+            queue.push_back(self.pending[at..at + APM_FRAME].to_vec());
             at += APM_FRAME;
         }
+        while queue.len() > REFERENCE_BACKLOG {
+            queue.pop_front();
+        }
+        drop(queue);
         self.pending.drain(..at);
     }
 }

@@ -75,7 +75,7 @@ impl Rng {
     }
 
     /// Uniform in [-1, 1).
-    pub fn next(&mut self) -> f32 {
+    pub fn uniform(&mut self) -> f32 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -93,7 +93,7 @@ pub fn fan_and_keys(n: usize, seed: u64) -> Vec<f32> {
     let mut next_click = 4000usize;
     (0..n)
         .map(|i| {
-            let w = rng.next();
+            let w = rng.uniform();
             lp1 += 0.15 * (w - lp1);
             lp2 += 0.15 * (lp1 - lp2);
             let t = i as f32 / SAMPLE_RATE as f32;
@@ -101,11 +101,11 @@ pub fn fan_and_keys(n: usize, seed: u64) -> Vec<f32> {
                 + 0.15 * (std::f32::consts::TAU * 200.0 * t).sin();
             if i == next_click {
                 click_left = 240;
-                next_click = i + 6000 + (rng.next().abs() * 12_000.0) as usize;
+                next_click = i + 6000 + (rng.uniform().abs() * 12_000.0) as usize;
             }
             let click = if click_left > 0 {
                 click_left -= 1;
-                rng.next() * 3.0 * (click_left as f32 / 240.0).powi(2)
+                rng.uniform() * 3.0 * (click_left as f32 / 240.0).powi(2)
             } else {
                 0.0
             };

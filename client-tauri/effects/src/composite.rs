@@ -1,0 +1,492 @@
+//! Putting the person over a new background: blur (two strengths), a picture (built in or
+//! the user's own), and a touch-up, on I420 frames in place.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::EffectsError;
+use crate::segment::{I420, Segmenter};
+
+/// What is behind the person.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Background {
+    /// The camera's own.
+    #[default]
+    None,
+    /// Blurred: `strong` hides a room, the light one softens it.
+    Blur { strong: bool },
+    /// One of [`BUILT_IN`] by its id.
+    Builtin { id: String },
+    /// A PNG or JPEG of the user's.
+    File { path: PathBuf },
+}
+
+/// The built-in pictures (drawn at the frame's size, so they are sharp at any resolution).
+pub const BUILT_IN: [(&str, &str); 3] =
+    [("dusk", "Dusk"), ("studio", "Studio"), ("aurora", "Aurora")];
+
+/// What the camera's frames get, as the settings keep it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Effects {
+    pub background: Background,
+    /// Brighter, slightly smoothed skin ("touch up my appearance").
+    pub touch_up: bool,
+}
+
+impl Effects {
+    pub const NONE: Effects = Effects {
+        background: Background::None,
+        touch_up: false,
+    };
+
+    /// Whether anything is to be done (nothing is segmented otherwise).
+    pub fn is_none(&self) -> bool {
+        self.background == Background::None && !self.touch_up
+    }
+}
+
+/// Segmentation slower than this per frame, on average over [`SLOW_WINDOW`] frames, switches
+/// the background off: the camera would drop frames for everyone.
+pub const SLOW_MS: f64 = 40.0;
+const SLOW_WINDOW: u32 = 30;
+
+/// The effects on a stream of frames: the model (loaded the first time one is needed), the
+/// prepared background, the time each frame took.
+#[derive(Debug, Default)]
+pub struct Processor {
+    effects: Effects,
+    segmenter: Option<Segmenter>,
+    picture: Option<Picture>,
+    /// Scratch planes: the blurred background and the per-pixel alpha.
+    blurred: Vec<u8>,
+    alpha: Vec<u8>,
+    small: Vec<f32>,
+    /// Milliseconds of the last frames (sum, count), for [`SLOW_MS`].
+    cost: (f64, u32),
+    last_ms: f64,
+}
+
+#[derive(Debug)]
+struct Picture {
+    source: Background,
+    size: (usize, usize),
+    i420: Vec<u8>,
+}
+
+impl Processor {
+    /// A processor with a model already loaded (tests, benchmarks); [`Processor::default`]
+    /// loads the installed one when an effect first needs it.
+    pub fn with_segmenter(segmenter: Segmenter) -> Processor {
+        Processor {
+            segmenter: Some(segmenter),
+            ..Processor::default()
+        }
+    }
+
+    pub fn effects(&self) -> &Effects {
+        &self.effects
+    }
+
+    /// Changes the effects; a picture that cannot be read or a model that cannot be loaded
+    /// leaves the background as the camera's and says why.
+    pub fn set(&mut self, effects: Effects) -> Result<(), EffectsError> {
+        self.cost = (0.0, 0);
+        if effects.is_none() {
+            self.effects = effects;
+            return Ok(());
+        }
+        if self.segmenter.is_none() {
+            match Segmenter::installed() {
+                Ok(s) => self.segmenter = Some(s),
+                Err(e) => {
+                    self.effects = Effects::NONE;
+                    return Err(e);
+                }
+            }
+        }
+        if let Background::File { path } = &effects.background {
+            // Read now, so that a bad file is refused when chosen, not at the next frame.
+            if let Err(e) = image::open(path) {
+                self.effects = Effects {
+                    background: Background::None,
+                    ..effects
+                };
+                return Err(EffectsError::Picture(format!("{}: {e}", path.display())));
+            }
+        }
+        if let Some(s) = self.segmenter.as_mut() {
+            s.reset();
+        }
+        self.picture = None;
+        self.effects = effects;
+        Ok(())
+    }
+
+    /// The time the last frame took, in milliseconds.
+    pub fn last_ms(&self) -> f64 {
+        self.last_ms
+    }
+
+    /// Applies the effects to one frame in place. `Err(TooSlow)` once when the effects have
+    /// been switched off because this machine cannot keep up (the frame is left as it was).
+    pub fn process(
+        &mut self,
+        width: usize,
+        height: usize,
+        i420: &mut [u8],
+    ) -> Result<(), EffectsError> {
+        if self.effects.is_none() {
+            return Ok(());
+        }
+        let frame = I420 {
+            width,
+            height,
+            data: i420,
+        };
+        if !frame.is_valid() {
+            return Ok(());
+        }
+        let Some(segmenter) = self.segmenter.as_mut() else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let (mw, mh) = segmenter.mask_size();
+        let mask = segmenter.segment(frame);
+        upsample_alpha(mask, mw, mh, width, height, &mut self.alpha);
+        match self.effects.background.clone() {
+            Background::None => {}
+            Background::Blur { strong } => {
+                blur_i420(
+                    i420,
+                    width,
+                    height,
+                    if strong { 12 } else { 5 },
+                    &mut self.small,
+                    &mut self.blurred,
+                );
+                blend(i420, &self.blurred, &self.alpha, width, height);
+            }
+            source @ (Background::Builtin { .. } | Background::File { .. }) => {
+                let stale = self
+                    .picture
+                    .as_ref()
+                    .is_none_or(|p| p.source != source || p.size != (width, height));
+                if stale {
+                    let i420 = match &source {
+                        Background::Builtin { id } => builtin(id, width, height),
+                        Background::File { path } => load_picture(path, width, height)?,
+                        _ => Vec::new(),
+                    };
+                    self.picture = Some(Picture {
+                        source,
+                        size: (width, height),
+                        i420,
+                    });
+                }
+                if let Some(p) = &self.picture {
+                    blend(i420, &p.i420, &self.alpha, width, height);
+                }
+            }
+        }
+        if self.effects.touch_up {
+            touch_up(i420, &self.alpha, width, height);
+        }
+        self.last_ms = started.elapsed().as_secs_f64() * 1000.0;
+        self.cost.0 += self.last_ms;
+        self.cost.1 += 1;
+        if self.cost.1 >= SLOW_WINDOW {
+            let average = self.cost.0 / f64::from(self.cost.1);
+            self.cost = (0.0, 0);
+            if average > SLOW_MS {
+                self.effects = Effects::NONE;
+                return Err(EffectsError::TooSlow { ms: average });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The mask (model grid) stretched bilinearly to the frame's luma grid as 0..255, its
+/// probabilities sharpened around one half so the edge is a few pixels wide, not a haze.
+fn upsample_alpha(mask: &[f32], mw: usize, mh: usize, w: usize, h: usize, out: &mut Vec<u8>) {
+    out.resize(w * h, 0);
+    let sx = mw as f32 / w as f32;
+    let sy = mh as f32 / h as f32;
+    let cols: Vec<(usize, usize, f32)> = (0..w)
+        .map(|x| {
+            let v = ((x as f32 + 0.5) * sx - 0.5).max(0.0);
+            let x0 = (v as usize).min(mw - 1);
+            (x0, (x0 + 1).min(mw - 1), v - x0 as f32)
+        })
+        .collect();
+    for y in 0..h {
+        let v = ((y as f32 + 0.5) * sy - 0.5).max(0.0);
+        let y0 = (v as usize).min(mh - 1);
+        let y1 = (y0 + 1).min(mh - 1);
+        let fy = v - y0 as f32;
+        let (r0, r1) = (&mask[y0 * mw..][..mw], &mask[y1 * mw..][..mw]);
+        for (o, &(x0, x1, fx)) in out[y * w..][..w].iter_mut().zip(&cols) {
+            let top = r0[x0] + (r0[x1] - r0[x0]) * fx;
+            let bottom = r1[x0] + (r1[x1] - r1[x0]) * fx;
+            let p = top + (bottom - top) * fy;
+            // Smoothstep from 0.25 to 0.75.
+            let t = ((p - 0.25) * 2.0).clamp(0.0, 1.0);
+            *o = (t * t * (3.0 - 2.0 * t) * 255.0 + 0.5) as u8;
+        }
+    }
+}
+
+/// `frame = alpha·frame + (1 − alpha)·back`, per plane (chroma with alpha's 2×2 average).
+fn blend(frame: &mut [u8], back: &[u8], alpha: &[u8], w: usize, h: usize) {
+    let mix =
+        |f: u8, b: u8, a: u32| ((u32::from(f) * a + u32::from(b) * (255 - a) + 127) / 255) as u8;
+    for ((f, b), a) in frame[..w * h].iter_mut().zip(&back[..w * h]).zip(alpha) {
+        *f = mix(*f, *b, u32::from(*a));
+    }
+    let (cw, ch) = (w / 2, h / 2);
+    for plane in 0..2 {
+        let start = w * h + plane * cw * ch;
+        for cy in 0..ch {
+            for cx in 0..cw {
+                let i = start + cy * cw + cx;
+                let a = (u32::from(alpha[2 * cy * w + 2 * cx])
+                    + u32::from(alpha[2 * cy * w + 2 * cx + 1])
+                    + u32::from(alpha[(2 * cy + 1) * w + 2 * cx])
+                    + u32::from(alpha[(2 * cy + 1) * w + 2 * cx + 1])
+                    + 2)
+                    / 4;
+                frame[i] = mix(frame[i], back[i], a);
+            }
+        }
+    }
+}
+
+/// A blurred copy of the frame in `out`: each plane shrunk 4×, box-blurred three times with
+/// `radius` (of the small grid; about a Gaussian), and stretched back.
+fn blur_i420(
+    frame: &[u8],
+    w: usize,
+    h: usize,
+    radius: usize,
+    small: &mut Vec<f32>,
+    out: &mut Vec<u8>,
+) {
+    out.resize(frame.len(), 0);
+    let (cw, ch) = (w / 2, h / 2);
+    let planes = [
+        (0, w, h, radius),
+        (w * h, cw, ch, radius.div_ceil(2)),
+        (w * h + cw * ch, cw, ch, radius.div_ceil(2)),
+    ];
+    for (start, pw, ph, r) in planes {
+        let src = &frame[start..start + pw * ph];
+        let dst = &mut out[start..start + pw * ph];
+        let (sw, sh) = (pw.div_ceil(4), ph.div_ceil(4));
+        small.clear();
+        small.resize(sw * sh, 0.0);
+        for y in 0..sh {
+            for x in 0..sw {
+                let (mut sum, mut n) = (0u32, 0u32);
+                for yy in y * 4..(y * 4 + 4).min(ph) {
+                    for xx in x * 4..(x * 4 + 4).min(pw) {
+                        sum += u32::from(src[yy * pw + xx]);
+                        n += 1;
+                    }
+                }
+                small[y * sw + x] = sum as f32 / n.max(1) as f32;
+            }
+        }
+        for _ in 0..3 {
+            box_blur(small, sw, sh, r);
+        }
+        for y in 0..ph {
+            let v = ((y as f32 + 0.5) / 4.0 - 0.5).max(0.0);
+            let y0 = (v as usize).min(sh - 1);
+            let y1 = (y0 + 1).min(sh - 1);
+            let fy = v - y0 as f32;
+            for x in 0..pw {
+                let u = ((x as f32 + 0.5) / 4.0 - 0.5).max(0.0);
+                let x0 = (u as usize).min(sw - 1);
+                let x1 = (x0 + 1).min(sw - 1);
+                let fx = u - x0 as f32;
+                let top = small[y0 * sw + x0] + (small[y0 * sw + x1] - small[y0 * sw + x0]) * fx;
+                let bottom = small[y1 * sw + x0] + (small[y1 * sw + x1] - small[y1 * sw + x0]) * fx;
+                dst[y * pw + x] = (top + (bottom - top) * fy + 0.5).clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+}
+
+/// A box blur of `radius` in place, rows then columns, edges clamped.
+fn box_blur(p: &mut [f32], w: usize, h: usize, radius: usize) {
+    let mut line = Vec::with_capacity(w.max(h));
+    let pass = |line: &mut Vec<f32>, get: &dyn Fn(usize) -> f32, n: usize| {
+        line.clear();
+        let r = radius as isize;
+        let at = |i: isize| get(i.clamp(0, n as isize - 1) as usize);
+        let mut sum: f32 = (-r..=r).map(at).sum();
+        let norm = 1.0 / (2 * radius + 1) as f32;
+        for i in 0..n as isize {
+            line.push(sum * norm);
+            sum += at(i + r + 1) - at(i - r);
+        }
+    };
+    for y in 0..h {
+        let row: Vec<f32> = p[y * w..][..w].to_vec();
+        pass(&mut line, &|i| row[i], w);
+        p[y * w..][..w].copy_from_slice(&line);
+    }
+    for x in 0..w {
+        let col: Vec<f32> = (0..h).map(|y| p[y * w + x]).collect();
+        pass(&mut line, &|i| col[i], h);
+        for (y, v) in line.iter().enumerate() {
+            p[y * w + x] = *v;
+        }
+    }
+}
+
+/// Brighter (a gentle lift of the darker tones) and smoother (blended with a light blur)
+/// where the person is; the background is left alone.
+fn touch_up(frame: &mut [u8], alpha: &[u8], w: usize, h: usize) {
+    let lift: Vec<u8> = (0..=255u32)
+        .map(|v| {
+            let x = v as f32 / 255.0;
+            (x.powf(0.85) * 255.0 + 0.5).min(255.0) as u8
+        })
+        .collect();
+    let luma: Vec<u8> = frame[..w * h].to_vec();
+    for y in 0..h {
+        for x in 0..w {
+            let a = u32::from(alpha[y * w + x]);
+            if a == 0 {
+                continue;
+            }
+            // A 3×3 mean for the smoothing, half of it blended in.
+            let (y0, y1) = (y.saturating_sub(1), (y + 1).min(h - 1));
+            let (x0, x1) = (x.saturating_sub(1), (x + 1).min(w - 1));
+            let (mut sum, mut n) = (0u32, 0u32);
+            for yy in y0..=y1 {
+                for xx in x0..=x1 {
+                    sum += u32::from(luma[yy * w + xx]);
+                    n += 1;
+                }
+            }
+            let own = u32::from(luma[y * w + x]);
+            let smooth = (own + sum / n) / 2;
+            let touched = u32::from(lift[smooth as usize]);
+            frame[y * w + x] = ((touched * a + own * (255 - a) + 127) / 255) as u8;
+        }
+    }
+}
+
+/// RGB (0..255) to BT.601 video-range Y, U, V.
+pub fn rgb_to_yuv(r: f32, g: f32, b: f32) -> (u8, u8, u8) {
+    let y = 16.0 + 0.257 * r + 0.504 * g + 0.098 * b;
+    let u = 128.0 - 0.148 * r - 0.291 * g + 0.439 * b;
+    let v = 128.0 + 0.439 * r - 0.368 * g - 0.071 * b;
+    let q = |x: f32| (x + 0.5).clamp(0.0, 255.0) as u8;
+    (q(y), q(u), q(v))
+}
+
+/// An RGB picture (`rgb(x, y)`, 0..255) as I420.
+pub fn i420_from(w: usize, h: usize, rgb: impl Fn(usize, usize) -> [f32; 3]) -> Vec<u8> {
+    let (cw, ch) = (w / 2, h / 2);
+    let mut out = vec![0u8; w * h + 2 * cw * ch];
+    for y in 0..h {
+        for x in 0..w {
+            let [r, g, b] = rgb(x, y);
+            out[y * w + x] = rgb_to_yuv(r, g, b).0;
+        }
+    }
+    for cy in 0..ch {
+        for cx in 0..cw {
+            let mut acc = [0.0f32; 3];
+            for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+                let p = rgb(2 * cx + dx, 2 * cy + dy);
+                acc.iter_mut().zip(p).for_each(|(a, v)| *a += v / 4.0);
+            }
+            let (_, u, v) = rgb_to_yuv(acc[0], acc[1], acc[2]);
+            out[w * h + cy * cw + cx] = u;
+            out[w * h + cw * ch + cy * cw + cx] = v;
+        }
+    }
+    out
+}
+
+/// A built-in background at the frame's size (an unknown id draws the first).
+pub fn builtin(id: &str, w: usize, h: usize) -> Vec<u8> {
+    let lerp = |a: [f32; 3], b: [f32; 3], t: f32| -> [f32; 3] {
+        [
+            a[0] + (b[0] - a[0]) * t,
+            a[1] + (b[1] - a[1]) * t,
+            a[2] + (b[2] - a[2]) * t,
+        ]
+    };
+    let (wf, hf) = (w as f32, h as f32);
+    match id {
+        "studio" => i420_from(w, h, |x, y| {
+            let dx = (x as f32 - wf / 2.0) / wf;
+            let dy = (y as f32 - hf * 0.4) / hf;
+            let d = (dx * dx + dy * dy).sqrt().min(1.0);
+            lerp(
+                [196.0, 200.0, 204.0],
+                [70.0, 74.0, 82.0],
+                d * 1.4_f32.min(1.0 / d.max(1e-3)),
+            )
+        }),
+        "aurora" => i420_from(w, h, |x, y| {
+            let u = x as f32 / wf;
+            let v = y as f32 / hf;
+            let band = (-(v - 0.35 - 0.12 * (u * 7.0).sin()).powi(2) * 40.0).exp();
+            lerp(
+                lerp([12.0, 20.0, 48.0], [20.0, 40.0, 70.0], v),
+                [90.0, 220.0, 150.0],
+                band * 0.8,
+            )
+        }),
+        _ => i420_from(w, h, |_, y| {
+            let v = y as f32 / hf;
+            if v < 0.6 {
+                lerp([40.0, 50.0, 110.0], [230.0, 140.0, 90.0], v / 0.6)
+            } else {
+                lerp([230.0, 140.0, 90.0], [60.0, 40.0, 50.0], (v - 0.6) / 0.4)
+            }
+        }),
+    }
+}
+
+/// The user's picture, cropped to the frame's aspect ratio (centred) and scaled to it.
+pub fn load_picture(path: &std::path::Path, w: usize, h: usize) -> Result<Vec<u8>, EffectsError> {
+    let img = image::open(path)
+        .map_err(|e| EffectsError::Picture(format!("{}: {e}", path.display())))?
+        .to_rgb8();
+    Ok(fit_picture(&img, w, h))
+}
+
+/// An RGB image, cropped to `w`×`h`'s aspect ratio (centred) and scaled to it, as I420.
+pub fn fit_picture(img: &image::RgbImage, w: usize, h: usize) -> Vec<u8> {
+    let (iw, ih) = (img.width() as f32, img.height() as f32);
+    let scale = (iw / w as f32).min(ih / h as f32);
+    let (ox, oy) = ((iw - w as f32 * scale) / 2.0, (ih - h as f32 * scale) / 2.0);
+    let resized = image::imageops::resize(
+        &image::imageops::crop_imm(
+            img,
+            ox as u32,
+            oy as u32,
+            (w as f32 * scale) as u32,
+            (h as f32 * scale) as u32,
+        )
+        .to_image(),
+        w as u32,
+        h as u32,
+        image::imageops::FilterType::Triangle,
+    );
+    i420_from(w, h, |x, y| {
+        let p = resized.get_pixel(x as u32, y as u32).0;
+        [f32::from(p[0]), f32::from(p[1]), f32::from(p[2])]
+    })
+}
