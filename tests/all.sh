@@ -9,5 +9,9 @@ cd "$(dirname "$0")/.."
 # candidates on 127.0.0.1 only, never on the machine's own interfaces. (The network bed sets
 # each process's own addresses.)
 export CONVO_ICE_IPS=127.0.0.1
+# The ui's npm dependencies first: they carry the segmentation model the video effects' tests
+# run (@mediapipe/selfie_segmentation).
+(cd ui && npm ci --no-audit --no-fund --loglevel=error)
+export CONVO_UI_INSTALLED=1
 cargo test --workspace --locked
 bash tests/desktop.sh

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== ui: install, type check (tsc, strict), unit tests, build"
-(cd ui && npm ci --no-audit --no-fund && npm run typecheck && npx vitest run && npm run build)
+(cd ui && { [ -n "${CONVO_UI_INSTALLED:-}" ] || npm ci --no-audit --no-fund; } && npm run typecheck && npx vitest run && npm run build)
 
 echo "== the app, with the ui embedded"
 cargo build -p convo-desktop --features custom-protocol --locked

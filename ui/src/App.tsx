@@ -10,6 +10,7 @@ import { Home } from "./screens/Home";
 import { PreJoin } from "./screens/PreJoin";
 import { Settings } from "./screens/Settings";
 import { useAudioProcessing } from "./audioProcessing";
+import { applyKeptEffects } from "./videoEffects";
 import { Forgot, Register, SignIn } from "./screens/SignIn";
 import { useTheme } from "./theme";
 
@@ -29,6 +30,9 @@ export function App() {
   const [error, setError] = useState<string | null>(null);
   const [audio, setAudio] = useAudioProcessing();
   const [theme, setTheme] = useTheme();
+
+  // The kept camera effects, before any camera opens.
+  useEffect(applyKeptEffects, []);
 
   useEffect(() => {
     (async () => {

@@ -1,10 +1,19 @@
 // The app's commands (client-tauri/app/src/lib.rs), typed. Every failure is an object with a
 // `code` and a human `message`.
 import { Channel, invoke } from "@tauri-apps/api/core";
+import { listen } from "@tauri-apps/api/event";
 import type { ChannelInfo } from "./video";
 import type { CallEvent, ChatMessage, ParticipantInfo, TrackKind, TrackReport } from "./store";
 
 /** What runs on the microphone before it is sent (`AudioProcessing` in client-tauri/core). */
+/** What is behind the person on camera (`Background` in client-tauri/effects). */
+export type VideoBackground =
+  | { kind: "none" }
+  | { kind: "blur"; strong: boolean }
+  | { kind: "builtin"; id: string }
+  | { kind: "file"; path: string };
+/** The camera's effects (`Effects` in client-tauri/effects). */
+export type VideoEffects = { background: VideoBackground; touch_up: boolean };
 export type AudioProcessing = { echo_cancellation: boolean; noise_suppression: boolean; gain_control: boolean };
 
 export interface User {
@@ -101,6 +110,11 @@ export const api = {
   leaveCall: () => invoke<void>("leave_call"),
   setMuted: (kind: TrackKind, muted: boolean) => invoke<void>("set_muted", { kind, muted }),
   setAudioProcessing: (settings: AudioProcessing) => invoke<void>("set_audio_processing", { settings }),
+  setVideoEffects: (effects: VideoEffects) => invoke<void>("set_video_effects", { effects }),
+  videoBackgrounds: () => invoke<{ id: string; name: string }[]>("video_backgrounds"),
+  saveBackground: (name: string, base64: string) => invoke<VideoBackground>("save_background", { name, base64 }),
+  /** The effects were switched off while running (too slow, the model failed). */
+  onEffectsOff: (f: (e: { code: string; message: string }) => void) => listen<{ code: string; message: string }>("effects-off", (e) => f(e.payload)),
   listDevices: () => invoke<Devices>("list_devices"),
   chooseDevices: (input: string | null, output: string | null, camera: string | null) =>
     invoke<void>("choose_devices", { input, output, camera }),

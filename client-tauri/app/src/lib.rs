@@ -4,6 +4,7 @@
 //! video channel (see [`frame_ws`]), which the webview draws with WebGL.
 
 mod agenda;
+mod effects;
 pub mod frame_ws;
 pub mod frames;
 mod session;
@@ -105,6 +106,7 @@ struct AppBackend {
     mixer: Mixer,
     input: Option<String>,
     camera: Option<String>,
+    effects: convo_client::effects::EffectsControl,
 }
 
 /// Opens a monitor or window from [`list_screens`] by id (`synthetic` in synthetic mode).
@@ -218,7 +220,8 @@ impl MediaBackend for AppBackend {
             MediaMode::Devices => convo_client::camera::Camera::open(self.camera.as_deref())
                 .map(|c| Box::new(c) as Box<dyn VideoSource>),
         };
-        self.previewed(source, "local:video")
+        // The effects before the self view: it shows what the others see.
+        self.previewed(source.map(|s| self.effects.wrap(s)), "local:video")
     }
 
     fn screen(&self) -> Result<Box<dyn VideoSource>, MediaError> {
@@ -263,6 +266,8 @@ pub struct AppState {
     mic_muted: std::sync::atomic::AtomicBool,
     /// What runs on the microphone (the ui's settings; all on until it says).
     audio_processing: std::sync::Mutex<AudioProcessing>,
+    /// The camera's effects (the ui's settings; none until it says).
+    effects: convo_client::effects::EffectsControl,
     /// A room from a `convoconnect://join/<id>` link, until the ui takes it.
     pending_link: std::sync::Mutex<Option<String>>,
     /// While joining: gives up (e.g. leaving a waiting room).
@@ -315,6 +320,7 @@ impl AppState {
             mixer: self.mixer.clone(),
             input: chosen.input,
             camera: chosen.camera,
+            effects: self.effects.clone(),
         }
     }
 }
@@ -1152,6 +1158,7 @@ pub fn run() {
         in_call: std::sync::atomic::AtomicBool::new(false),
         mic_muted: std::sync::atomic::AtomicBool::new(false),
         audio_processing: std::sync::Mutex::new(AudioProcessing::default()),
+        effects: convo_client::effects::EffectsControl::default(),
         pending_link: std::sync::Mutex::new(None),
         cancel_join: std::sync::Mutex::new(None),
         agenda: agenda::Agenda::default(),
@@ -1190,6 +1197,7 @@ pub fn run() {
             if let Some(room) = link_in(&args) {
                 *lock(&app.state::<AppState>().pending_link) = Some(room);
             }
+            effects::report_errors(app.handle());
             // A missing tray host (a bare X server, some desktops) is not a reason to fail.
             if let Err(e) = tray(app) {
                 tracing::warn!(error = %e, "no tray icon");
@@ -1230,6 +1238,9 @@ pub fn run() {
             leave_call,
             set_muted,
             set_audio_processing,
+            effects::set_video_effects,
+            effects::video_backgrounds,
+            effects::save_background,
             list_devices,
             choose_devices,
             start_pre_join,

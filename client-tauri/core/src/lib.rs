@@ -19,6 +19,7 @@ pub mod camera;
 pub mod convert;
 #[cfg(feature = "devices")]
 pub mod devices;
+pub mod effects;
 pub mod jitter;
 pub mod loss;
 pub mod media;

@@ -82,3 +82,177 @@ fn the_mask_covers_the_person_and_not_the_wall() {
         wall_share * 100.0
     );
 }
+
+/// The reference mask shrunk by `margin` pixels (what is surely the person), and its
+/// complement shrunk likewise (surely not), so edges do not decide a comparison.
+fn regions(margin: usize) -> (Vec<bool>, Vec<bool>) {
+    let r = reference();
+    let near = |i: usize, want: bool| {
+        let (x, y) = ((i % W) as isize, (i / W) as isize);
+        let m = margin as isize;
+        (-m..=m).all(|dy| {
+            (-m..=m).all(|dx| {
+                let (xx, yy) = (x + dx, y + dy);
+                xx < 0
+                    || yy < 0
+                    || xx >= W as isize
+                    || yy >= H as isize
+                    || r[yy as usize * W + xx as usize] == want
+            })
+        })
+    };
+    (
+        (0..W * H).map(|i| near(i, true)).collect(),
+        (0..W * H).map(|i| near(i, false)).collect(),
+    )
+}
+
+fn mean_abs_diff(a: &[u8], b: &[u8], region: &[bool]) -> f64 {
+    let (sum, n) = a
+        .iter()
+        .zip(b)
+        .zip(region)
+        .filter(|(_, r)| **r)
+        .fold((0u64, 0u64), |(s, n), ((x, y), _)| {
+            (s + u64::from(x.abs_diff(*y)), n + 1)
+        });
+    sum as f64 / n.max(1) as f64
+}
+
+/// High-frequency energy of the luma in a region: the mean absolute difference between
+/// horizontal neighbours (the wall's stripes are 4 pixels wide).
+fn detail(luma: &[u8], region: &[bool]) -> f64 {
+    let (sum, n) = (0..W * H)
+        .filter(|i| i % W + 1 < W && region[*i] && region[*i + 1])
+        .fold((0u64, 0u64), |(s, n), i| {
+            (s + u64::from(luma[i].abs_diff(luma[i + 1])), n + 1)
+        });
+    sum as f64 / n.max(1) as f64
+}
+
+fn processed(effects: Effects) -> Vec<u8> {
+    let mut p = Processor::with_segmenter(segmenter());
+    p.set(effects).unwrap();
+    let mut frame = person();
+    // A few frames, as a camera gives them: the mask settles.
+    for _ in 0..3 {
+        frame = person();
+        p.process(W, H, &mut frame).unwrap();
+    }
+    frame
+}
+
+#[test]
+fn blur_takes_the_detail_out_of_the_background_only() {
+    let (person_region, background) = regions(6);
+    let original = person();
+    let luma = |f: &[u8]| f[..W * H].to_vec();
+    let before = (
+        detail(&original, &background),
+        detail(&original, &person_region),
+    );
+    for strong in [false, true] {
+        let out = processed(Effects {
+            background: Background::Blur { strong },
+            touch_up: false,
+        });
+        let after = (detail(&out, &background), detail(&out, &person_region));
+        let person_change = mean_abs_diff(&luma(&out), &luma(&original), &person_region);
+        eprintln!(
+            "blur (strong: {strong}): background detail {:.2} -> {:.2}, person {:.2} -> {:.2}, person changed by {person_change:.2} levels",
+            before.0, after.0, before.1, after.1
+        );
+        assert!(
+            after.0 < before.0 * 0.25,
+            "the background kept its detail: {before:?} -> {after:?}"
+        );
+        assert!(
+            after.1 > before.1 * 0.9,
+            "the person lost detail: {before:?} -> {after:?}"
+        );
+        assert!(
+            person_change < 2.0,
+            "the person changed by {person_change:.2}"
+        );
+    }
+}
+
+#[test]
+fn a_picture_replaces_the_background_and_keeps_the_person() {
+    let (person_region, background) = regions(6);
+    let out = processed(Effects {
+        background: Background::Builtin { id: "dusk".into() },
+        touch_up: false,
+    });
+    let dusk = convo_effects::composite::builtin("dusk", W, H);
+    let original = person();
+    let to_picture = mean_abs_diff(&out[..W * H], &dusk[..W * H], &background);
+    let to_camera = mean_abs_diff(&out[..W * H], &original[..W * H], &person_region);
+    let was = mean_abs_diff(&original[..W * H], &dusk[..W * H], &background);
+    eprintln!(
+        "background: {to_picture:.2} levels from the picture (the camera's was {was:.2}); person: {to_camera:.2} from the camera"
+    );
+    assert!(to_picture < 5.0 && was > 20.0, "{to_picture:.2} / {was:.2}");
+    assert!(to_camera < 2.0, "{to_camera:.2}");
+}
+
+#[test]
+fn touch_up_brightens_the_person_and_leaves_the_background() {
+    let (person_region, background) = regions(6);
+    let original = person();
+    let out = processed(Effects {
+        background: Background::None,
+        touch_up: true,
+    });
+    let mean = |f: &[u8], r: &[bool]| {
+        let (s, n) = f[..W * H]
+            .iter()
+            .zip(r)
+            .filter(|(_, r)| **r)
+            .fold((0u64, 0u64), |(s, n), (v, _)| (s + u64::from(*v), n + 1));
+        s as f64 / n as f64
+    };
+    let lift = mean(&out, &person_region) - mean(&original, &person_region);
+    let bg_change = mean_abs_diff(&out[..W * H], &original[..W * H], &background);
+    eprintln!(
+        "touch-up: the person {lift:+.1} levels brighter; the background changed by {bg_change:.2}"
+    );
+    assert!(lift > 4.0, "{lift:.1}");
+    assert!(bg_change < 0.5, "{bg_change:.2}");
+}
+
+#[test]
+fn a_picture_that_is_not_one_is_refused_and_changes_nothing() {
+    let mut p = Processor::with_segmenter(segmenter());
+    let dir = std::env::temp_dir().join(format!("convo-effects-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("not-a-picture.png");
+    std::fs::write(&bad, b"hello").unwrap();
+    let err = p
+        .set(Effects {
+            background: Background::File { path: bad },
+            touch_up: false,
+        })
+        .unwrap_err();
+    assert_eq!(err.code(), "effects_picture");
+    let mut frame = person();
+    p.process(W, H, &mut frame).unwrap();
+    assert_eq!(
+        frame,
+        person(),
+        "a refused picture left the frame as it was"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_file_that_is_not_a_model_is_a_clear_error() {
+    let err = Segmenter::from_bytes(b"TFL2 not a model").unwrap_err();
+    assert_eq!(err.code(), "effects_model");
+    let mut bytes = std::fs::read(model_path().unwrap()).unwrap();
+    bytes.truncate(bytes.len() / 3);
+    assert_eq!(
+        Segmenter::from_bytes(&bytes).unwrap_err().code(),
+        "effects_model"
+    );
+}

@@ -8,7 +8,7 @@ import { type Tile } from "../store";
  * One video: the app pushes each new frame of the tile's track while the window is shown and
  * the tile is in view; drawn as it comes (I420 planes to RGB on the GPU).
  */
-export function VideoTile({ tile, speaking, off }: { tile: Tile; speaking: boolean; off: boolean }) {
+export function VideoTile({ tile, speaking, off, mirror }: { tile: Tile; speaking: boolean; off: boolean; mirror?: boolean }) {
   const canvas = useRef<HTMLCanvasElement>(null);
   const figure = useRef<HTMLElement>(null);
   const [drawn, setDrawn] = useState(0);
@@ -77,7 +77,7 @@ export function VideoTile({ tile, speaking, off }: { tile: Tile; speaking: boole
     };
   }, [tile.trackId]);
   return (
-    <figure ref={figure} className={`tile ${speaking ? "speaking" : ""} ${tile.kind}`} data-track={tile.trackId}>
+    <figure ref={figure} className={`tile ${speaking ? "speaking" : ""} ${tile.kind} ${mirror && tile.local && tile.kind === "video" ? "mirrored" : ""}`} data-track={tile.trackId}>
       <canvas key={tile.trackId} ref={canvas} data-track={tile.trackId} data-frames="0" />
       {off ? <div className="waiting">Camera off</div> : drawn === 0 && <div className="waiting">{tile.local ? (tile.kind === "screen" ? "Starting to share…" : "Starting camera…") : "Waiting for video…"}</div>}
       <figcaption>{tile.name}{tile.kind === "screen" ? " (screen)" : ""}{tile.reconnecting ? " · reconnecting…" : ""}</figcaption>

@@ -1,11 +1,13 @@
 /** The call: tiles, controls, chat, people, devices, screen sharing, the waiting room's knocks. */
 import { useCallback, useEffect, useReducer, useRef, useState, type FormEvent, type ReactNode } from "react";
-import { LayoutGrid, MessageSquare, Mic, MicOff, MonitorUp, MonitorX, PhoneOff, Presentation, SlidersHorizontal, Users, Video, VideoOff } from "lucide-react";
+import { LayoutGrid, MessageSquare, Sparkles, Mic, MicOff, MonitorUp, MonitorX, PhoneOff, Presentation, SlidersHorizontal, Users, Video, VideoOff } from "lucide-react";
 import { api, type Room, type ScreenSource } from "../api";
 import { featured, humanError, quality, initialCall, reduceCall, shortcut, tiles, type ChatMessage, type Quality, type TrackReport } from "../store";
 import { DevicePickers } from "../components/DevicePickers";
 import { Progress } from "../components/Progress";
 import { VideoTile } from "../components/VideoTile";
+import { EffectsPicker } from "../components/EffectsPicker";
+import { useVideoEffects } from "../videoEffects";
 import { joinRef } from "../joinRef";
 
 export function Call(props: { room: Room; joinRef: typeof joinRef; onLeft: () => void; onError: (m: string) => void }) {
@@ -16,6 +18,8 @@ export function Call(props: { room: Room; joinRef: typeof joinRef; onLeft: () =>
   const [picking, setPicking] = useState(false);
   const [showChat, setShowChat] = useState(false);
   const [showDevices, setShowDevices] = useState(false);
+  const [showEffects, setShowEffects] = useState(false);
+  const [effects, setEffects, effectsError] = useVideoEffects();
   useEffect(() => {
     api
       .chatHistory(props.room.id)
@@ -127,12 +131,12 @@ export function Call(props: { room: Room; joinRef: typeof joinRef; onLeft: () =>
       <div className="stage">
         {big && (
           <div className="featured">
-            <VideoTile tile={big} speaking={state.speaker === big.participantId} off={false} />
+            <VideoTile tile={big} speaking={state.speaker === big.participantId} off={false} mirror={effects.mirror} />
           </div>
         )}
         <div className={`grid n${Math.min(rest.length, 9)}`}>
           {rest.map((t) => (
-            <VideoTile key={t.trackId} tile={t} speaking={state.speaker === t.participantId} off={t.local && t.kind === "video" && state.camMuted} />
+            <VideoTile key={t.trackId} tile={t} speaking={state.speaker === t.participantId} off={t.local && t.kind === "video" && state.camMuted} mirror={effects.mirror} />
           ))}
         </div>
         {state.notice && <div className="toast" role="status">{state.notice}</div>}
@@ -159,6 +163,13 @@ export function Call(props: { room: Room; joinRef: typeof joinRef; onLeft: () =>
           <h3>Devices</h3>
           <p className="hint">A change takes effect at once; the call goes on.</p>
           <DevicePickers onError={props.onError} />
+        </aside>
+      )}
+      {showEffects && (
+        <aside className="people" id="effects-panel">
+          <h3>Effects</h3>
+          <p className="hint">Everyone sees the background you choose; the mirror is only for you.</p>
+          <EffectsPicker value={effects} onChange={setEffects} error={effectsError} />
         </aside>
       )}
       {showPeople && (
@@ -193,11 +204,12 @@ export function Call(props: { room: Room; joinRef: typeof joinRef; onLeft: () =>
         <ControlButton id="toggle-cam" className={state.camMuted ? "off" : ""} onClick={() => toggle("video")} label={state.camMuted ? "Start camera" : "Stop camera"} keys="Ctrl+E" icon={state.camMuted ? <VideoOff /> : <Video />} />
         <ControlButton id="toggle-share" className={state.sharing ? "on" : ""} onClick={() => (state.sharing ? share(null) : setPicking(true))} label={state.sharing ? "Stop sharing" : "Share screen"} icon={state.sharing ? <MonitorX /> : <MonitorUp />} />
         <ControlButton id="toggle-layout" onClick={() => setLayout(layout === "grid" ? "speaker" : "grid")} label={layout === "grid" ? "Speaker view" : "Grid view"} icon={layout === "grid" ? <Presentation /> : <LayoutGrid />} />
-        <ControlButton id="toggle-chat" className={showChat ? "on" : ""} onClick={() => { setShowChat(!showChat); setShowPeople(false); setShowDevices(false); }} label="Chat" icon={<MessageSquare />} pressed={showChat}>
+        <ControlButton id="toggle-chat" className={showChat ? "on" : ""} onClick={() => { setShowChat(!showChat); setShowPeople(false); setShowDevices(false); setShowEffects(false); }} label="Chat" icon={<MessageSquare />} pressed={showChat}>
           {state.unread > 0 && <span className="badge" id="chat-unread" aria-label={`${state.unread} unread`}>{state.unread}</span>}
         </ControlButton>
-        <ControlButton id="toggle-people" className={showPeople ? "on" : ""} onClick={() => { setShowPeople(!showPeople); setShowChat(false); setShowDevices(false); }} label="People" icon={<Users />} pressed={showPeople} />
-        <ControlButton id="toggle-devices" className={showDevices ? "on" : ""} onClick={() => { setShowDevices(!showDevices); setShowChat(false); setShowPeople(false); }} label="Devices" icon={<SlidersHorizontal />} pressed={showDevices} />
+        <ControlButton id="toggle-people" className={showPeople ? "on" : ""} onClick={() => { setShowPeople(!showPeople); setShowChat(false); setShowDevices(false); setShowEffects(false); }} label="People" icon={<Users />} pressed={showPeople} />
+        <ControlButton id="toggle-devices" className={showDevices ? "on" : ""} onClick={() => { setShowDevices(!showDevices); setShowChat(false); setShowPeople(false); setShowEffects(false); }} label="Devices" icon={<SlidersHorizontal />} pressed={showDevices} />
+        <ControlButton id="toggle-effects" className={showEffects ? "on" : ""} onClick={() => { setShowEffects(!showEffects); setShowChat(false); setShowPeople(false); setShowDevices(false); }} label="Effects" icon={<Sparkles />} pressed={showEffects} />
         <ControlButton id="leave" className="danger" onClick={leave} label="Leave" keys="Ctrl+Shift+L" icon={<PhoneOff />} />
       </footer>
       {picking && <SharePicker onPick={share} onCancel={() => setPicking(false)} />}

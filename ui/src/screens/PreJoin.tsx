@@ -6,6 +6,8 @@ import { DevicePickers, useMicLevel } from "../components/DevicePickers";
 import { Progress } from "../components/Progress";
 import { VideoTile } from "../components/VideoTile";
 import { joinRef } from "../joinRef";
+import { EffectsPicker } from "../components/EffectsPicker";
+import { useVideoEffects } from "../videoEffects";
 
 export function PreJoin(props: {
   room: Room;
@@ -21,6 +23,7 @@ export function PreJoin(props: {
   const [password, setPassword] = useState("");
   const [busy, setBusy] = useState(false);
   const level = useMicLevel();
+  const [effects, setEffects, effectsError] = useVideoEffects();
   const [problems, setProblems] = useState<{ microphone: string | null; camera: string | null }>({ microphone: null, camera: null });
   const start = useCallback(() => {
     api.startPreJoin().then(setProblems).catch((e) => props.onError(humanError(e)));
@@ -63,8 +66,9 @@ export function PreJoin(props: {
       <p className="hint">Meeting id <code>{props.room.id}</code> · share <code>{props.room.join_url}</code></p>
       {props.info?.media === "synthetic" && <p className="hint">Using synthetic camera and microphone (CONVO_MEDIA=synthetic).</p>}
       <div className="preview">
-        <VideoTile tile={{ participantId: "", name: "You", trackId: "local:video", kind: "video", local: true }} speaking={false} off={problems.camera !== null} />
+        <VideoTile tile={{ participantId: "", name: "You", trackId: "local:video", kind: "video", local: true }} speaking={false} off={problems.camera !== null} mirror={effects.mirror} />
       </div>
+      <EffectsPicker value={effects} onChange={setEffects} error={effectsError} />
       {problems.camera && <p className="hint" id="camera-problem">{problems.camera} You can join without it.</p>}
       {problems.microphone && <p className="hint" id="mic-problem">{problems.microphone} Pick another microphone below.</p>}
       <div className="meter" title="Microphone level" id="mic-meter"><span style={{ width: `${level}%` }} /></div>

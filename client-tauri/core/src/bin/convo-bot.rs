@@ -9,6 +9,7 @@ use convo_client::api::Api;
 use convo_client::apm::AudioProcessing;
 use convo_client::apm::signals::{PlaybackMic, read_wav};
 use convo_client::call::{self, CallOptions};
+use convo_client::effects::{Effects, EffectsControl, PictureCamera, parse_background};
 use convo_client::media::{AudioSource, Backend, MediaBackend, MediaError, Synthetic, VideoSource};
 use convo_client::synth::VideoSize;
 use std::sync::Arc;
@@ -71,6 +72,17 @@ struct Cli {
     /// Automatic gain control: on or off (defaults as --aec).
     #[arg(long, value_parser = on_off)]
     agc: Option<bool>,
+    /// The camera shows this picture (PNG or JPEG, scaled and cropped to --video) instead of
+    /// the synthetic pattern: a person, for the video effects.
+    #[arg(long)]
+    camera_image: Option<std::path::PathBuf>,
+    /// The camera's background: none, blur, blur-strong, a built-in picture (dusk, studio,
+    /// aurora) or a picture file's path.
+    #[arg(long, default_value = "none")]
+    background: String,
+    /// Touch up the camera's picture (brighter, smoother skin).
+    #[arg(long)]
+    touch_up: bool,
     /// Report format.
     #[arg(long, default_value = "json", value_parser = ["json", "text"])]
     report: String,
@@ -84,18 +96,31 @@ fn on_off(s: &str) -> Result<bool, String> {
     }
 }
 
-/// The synthetic backend with a recording for a microphone.
-struct Speech {
+/// The synthetic backend, with a recording for a microphone and a picture for a camera if
+/// given.
+struct BotMedia {
     synthetic: Synthetic,
-    pcm: Vec<i16>,
+    pcm: Option<Vec<i16>>,
+    picture: Option<std::path::PathBuf>,
 }
 
-impl MediaBackend for Speech {
+impl MediaBackend for BotMedia {
     fn microphone(&self) -> Result<Box<dyn AudioSource>, MediaError> {
-        Ok(Box::new(PlaybackMic::new(self.pcm.clone())))
+        match &self.pcm {
+            Some(pcm) => Ok(Box::new(PlaybackMic::new(pcm.clone()))),
+            None => self.synthetic.microphone(),
+        }
     }
     fn camera(&self) -> Result<Box<dyn VideoSource>, MediaError> {
-        self.synthetic.camera()
+        match &self.picture {
+            Some(path) => Ok(Box::new(PictureCamera::open(
+                path,
+                self.synthetic.size.width,
+                self.synthetic.size.height,
+                self.synthetic.fps,
+            )?)),
+            None => self.synthetic.camera(),
+        }
     }
     fn screen(&self) -> Result<Box<dyn VideoSource>, MediaError> {
         self.synthetic.screen()
@@ -145,6 +170,7 @@ async fn main() -> anyhow::Result<()> {
         view: cli.view.map(|v| (v.width as u32, v.height as u32)),
         ice_ips: call::ice_ips_from_env(),
         audio_processing: AudioProcessing::OFF,
+        video_effects: None,
     };
     let default_on = cli.speech.is_some();
     opts.audio_processing = AudioProcessing {
@@ -152,16 +178,31 @@ async fn main() -> anyhow::Result<()> {
         noise_suppression: cli.ns.unwrap_or(default_on),
         gain_control: cli.agc.unwrap_or(default_on),
     };
-    if let Some(path) = &cli.speech {
-        let pcm = read_wav(path).with_context(|| format!("reading {}", path.display()))?;
-        opts.backend = Some(Backend(Arc::new(Speech {
+    let pcm = match &cli.speech {
+        Some(path) => Some(read_wav(path).with_context(|| format!("reading {}", path.display()))?),
+        None => None,
+    };
+    if pcm.is_some() || cli.camera_image.is_some() {
+        opts.backend = Some(Backend(Arc::new(BotMedia {
             synthetic: Synthetic {
                 tone_hz: cli.tone,
                 fps: cli.fps,
                 size: cli.video,
             },
             pcm,
+            picture: cli.camera_image.clone(),
         })));
+    }
+    let effects = Effects {
+        background: parse_background(&cli.background),
+        touch_up: cli.touch_up,
+    };
+    if !effects.is_none() {
+        let control = EffectsControl::default();
+        control
+            .set(effects)
+            .map_err(|e| anyhow::anyhow!("--background/--touch-up: {e}"))?;
+        opts.video_effects = Some(control);
     }
     for part in cli
         .publish

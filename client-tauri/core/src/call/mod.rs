@@ -84,6 +84,21 @@ pub struct CallOptions {
     /// control). Off here: a synthetic tone is what tests measure, and a suppressor would
     /// take a steady tone for noise. The desktop app turns it on (its settings).
     pub audio_processing: crate::apm::AudioProcessing,
+    /// Effects on the camera (background blur or picture, touch-up), changeable while the
+    /// call runs through the handle. `None` leaves frames as the backend gives them (the
+    /// desktop app applies its effects in its backend, so the self view shows them too).
+    pub video_effects: Option<crate::effects::EffectsControl>,
+}
+
+/// A camera with the call's effects, if it has any.
+fn with_effects(
+    effects: &Option<crate::effects::EffectsControl>,
+    camera: Box<dyn VideoSource>,
+) -> Box<dyn VideoSource> {
+    match effects {
+        Some(e) => e.wrap(camera),
+        None => camera,
+    }
 }
 
 /// The addresses in `CONVO_ICE_IPS` (comma-separated; what does not parse is ignored).
@@ -112,6 +127,7 @@ impl Default for CallOptions {
             view: None,
             ice_ips: ice_ips_from_env(),
             audio_processing: crate::apm::AudioProcessing::OFF,
+            video_effects: None,
         }
     }
 }
@@ -259,6 +275,9 @@ pub enum CallEvent {
     /// Our microphone is muted and we are talking (`true`), or no longer (`false`): the ui
     /// says "you are muted".
     TalkingWhileMuted { talking: bool },
+    /// The camera's effects were switched off while running (`code`: `effects_too_slow`,
+    /// `effects_model`, `effects_picture`); the ui says why.
+    EffectsOff { code: String, message: String },
     /// The call is over (left, replaced by another device, removed, or the connection could
     /// not be got back within the server's grace period).
     Ended { reason: String },
@@ -432,6 +451,7 @@ pub async fn start(
     events: Option<mpsc::UnboundedSender<CallEvent>>,
 ) -> Result<CallHandle, ClientError> {
     let talk_events = events.clone();
+    let effects_events = events.clone();
     let emit = move |e: CallEvent| {
         if let Some(tx) = &events {
             let _ = tx.send(e);
@@ -516,6 +536,15 @@ pub async fn start(
         }),
     };
     let processing = audio_path.settings.clone();
+    let video_effects = opts.video_effects.clone();
+    if let (Some(fx), Some(tx)) = (&video_effects, effects_events) {
+        fx.on_error(move |e| {
+            let _ = tx.send(CallEvent::EffectsOff {
+                code: e.code().into(),
+                message: e.to_string(),
+            });
+        });
+    }
 
     // Publish what can open. A source that cannot (no microphone, camera in use) leaves its
     // track out: the call goes on without it, as muted, and the owner hears why.
@@ -545,7 +574,9 @@ pub async fn start(
             TrackKind::Audio => backend
                 .microphone()
                 .map(|m| Source::Audio(audio_path.wrap(m))),
-            TrackKind::Video => backend.camera().map(Source::Video),
+            TrackKind::Video => backend
+                .camera()
+                .map(|c| Source::Video(with_effects(&opts.video_effects, c))),
             TrackKind::Screen => backend.screen().map(Source::Video),
         };
         match source {
@@ -732,7 +763,7 @@ pub async fn start(
                         Some(Control::Switch(source)) => {
                             let (kind, source) = match source {
                                 Source::Audio(a) => (TrackKind::Audio, Source::Audio(audio_path.wrap(a))),
-                                v @ Source::Video(_) => (TrackKind::Video, v),
+                                Source::Video(v) => (TrackKind::Video, Source::Video(with_effects(&video_effects, v))),
                             };
                             let muted = muted_kinds.get(&kind).copied().unwrap_or(false);
                             published(&mut outgoing, kind, muted, &mut offers, &sig, &participant_id)
