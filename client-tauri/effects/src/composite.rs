@@ -61,8 +61,7 @@ pub struct Processor {
     effects: Effects,
     segmenter: Option<Segmenter>,
     picture: Option<Picture>,
-    /// Scratch planes: the blurred background and the per-pixel alpha.
-    blurred: Vec<u8>,
+    /// Scratch: the per-pixel alpha and the shrunk plane the blur works on.
     alpha: Vec<u8>,
     small: Vec<f32>,
     /// Milliseconds of the last frames (sum, count), for [`SLOW_MS`].
@@ -168,15 +167,8 @@ impl Processor {
         match self.effects.background.clone() {
             Background::None => {}
             Background::Blur { strong } => {
-                blur_i420(
-                    i420,
-                    width,
-                    height,
-                    if strong { 6 } else { 2 },
-                    &mut self.small,
-                    &mut self.blurred,
-                );
-                blend(i420, &self.blurred, &self.alpha, width, height);
+                let radius = if strong { 6 } else { 2 };
+                blur_behind(i420, &self.alpha, width, height, radius, &mut self.small);
             }
             source @ (Background::Builtin { .. } | Background::File { .. }) => {
                 let stale = self
@@ -278,57 +270,73 @@ fn blend(frame: &mut [u8], back: &[u8], alpha: &[u8], w: usize, h: usize) {
     }
 }
 
-/// A blurred copy of the frame in `out`: each plane shrunk 4×, box-blurred three times with
-/// `radius` (of the small grid; about a Gaussian), and stretched back.
-fn blur_i420(
-    frame: &[u8],
+/// Blurs the frame where it is not the person: each plane shrunk 4×, box-blurred three
+/// times with `radius` (of the small grid; about a Gaussian), stretched back and mixed in by
+/// `1 − alpha` — only where alpha is not the person's whole.
+fn blur_behind(
+    frame: &mut [u8],
+    alpha: &[u8],
     w: usize,
     h: usize,
     radius: usize,
     small: &mut Vec<f32>,
-    out: &mut Vec<u8>,
 ) {
-    out.resize(frame.len(), 0);
     let (cw, ch) = (w / 2, h / 2);
     let planes = [
-        (0, w, h, radius),
-        (w * h, cw, ch, radius.div_ceil(2)),
-        (w * h + cw * ch, cw, ch, radius.div_ceil(2)),
+        (0, w, h, radius, 1),
+        (w * h, cw, ch, radius.div_ceil(2), 2),
+        (w * h + cw * ch, cw, ch, radius.div_ceil(2), 2),
     ];
-    for (start, pw, ph, r) in planes {
-        let src = &frame[start..start + pw * ph];
-        let dst = &mut out[start..start + pw * ph];
+    for (start, pw, ph, r, sub) in planes {
+        let plane = &mut frame[start..start + pw * ph];
         let (sw, sh) = (pw.div_ceil(4), ph.div_ceil(4));
         small.clear();
         small.resize(sw * sh, 0.0);
-        for y in 0..sh {
-            for x in 0..sw {
-                let (mut sum, mut n) = (0u32, 0u32);
-                for yy in y * 4..(y * 4 + 4).min(ph) {
-                    for xx in x * 4..(x * 4 + 4).min(pw) {
-                        sum += u32::from(src[yy * pw + xx]);
-                        n += 1;
-                    }
-                }
-                small[y * sw + x] = sum as f32 / n.max(1) as f32;
+        // Shrink: sums of 4×4 blocks (the last row and column of blocks may be partial).
+        let mut counts = vec![0u32; sw * sh];
+        for (y, row) in plane.chunks_exact(pw).enumerate() {
+            let srow = &mut small[(y / 4) * sw..][..sw];
+            let crow = &mut counts[(y / 4) * sw..][..sw];
+            for (x, v) in row.iter().enumerate() {
+                srow[x / 4] += f32::from(*v);
+                crow[x / 4] += 1;
             }
+        }
+        for (v, n) in small.iter_mut().zip(&counts) {
+            *v /= (*n).max(1) as f32;
         }
         for _ in 0..3 {
             box_blur(small, sw, sh, r);
         }
-        for y in 0..ph {
-            let v = ((y as f32 + 0.5) / 4.0 - 0.5).max(0.0);
-            let y0 = (v as usize).min(sh - 1);
-            let y1 = (y0 + 1).min(sh - 1);
-            let fy = v - y0 as f32;
-            for x in 0..pw {
-                let u = ((x as f32 + 0.5) / 4.0 - 0.5).max(0.0);
-                let x0 = (u as usize).min(sw - 1);
-                let x1 = (x0 + 1).min(sw - 1);
-                let fx = u - x0 as f32;
-                let top = small[y0 * sw + x0] + (small[y0 * sw + x1] - small[y0 * sw + x0]) * fx;
-                let bottom = small[y1 * sw + x0] + (small[y1 * sw + x1] - small[y1 * sw + x0]) * fx;
-                dst[y * pw + x] = (top + (bottom - top) * fy + 0.5).clamp(0.0, 255.0) as u8;
+        // Stretch back, a row at a time, mixing where the background shows.
+        let taps = |n: usize, m: usize| -> Vec<(usize, usize, f32)> {
+            (0..n)
+                .map(|i| {
+                    let v = ((i as f32 + 0.5) / 4.0 - 0.5).max(0.0);
+                    let i0 = (v as usize).min(m - 1);
+                    (i0, (i0 + 1).min(m - 1), v - i0 as f32)
+                })
+                .collect()
+        };
+        let (cols, rows) = (taps(pw, sw), taps(ph, sh));
+        let mut line = vec![0.0f32; sw];
+        for (y, &(y0, y1, fy)) in rows.iter().enumerate() {
+            for ((l, a), b) in line
+                .iter_mut()
+                .zip(&small[y0 * sw..][..sw])
+                .zip(&small[y1 * sw..][..sw])
+            {
+                *l = a + (b - a) * fy;
+            }
+            let arow = &alpha[(y * sub) * w..][..w];
+            for (x, (px, &(x0, x1, fx))) in plane[y * pw..][..pw].iter_mut().zip(&cols).enumerate()
+            {
+                let a = u32::from(arow[x * sub]);
+                if a == 255 {
+                    continue;
+                }
+                let back = (line[x0] + (line[x1] - line[x0]) * fx + 0.5) as u32;
+                *px = ((u32::from(*px) * a + back.min(255) * (255 - a) + 127) / 255) as u8;
             }
         }
     }

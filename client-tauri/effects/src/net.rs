@@ -124,6 +124,25 @@ enum Step {
     },
 }
 
+impl Step {
+    fn kind(&self) -> &'static str {
+        match self {
+            Step::Conv { win, .. } if win.k == (1, 1) => "conv 1x1",
+            Step::Conv { .. } => "conv",
+            Step::Depthwise { .. } => "depthwise",
+            Step::AvgPool { .. } => "average pool",
+            Step::Mean => "mean",
+            Step::Add(_) => "add",
+            Step::Mul(_) => "mul",
+            Step::Relu => "relu",
+            Step::HardSwish => "hard swish",
+            Step::Logistic => "logistic",
+            Step::Resize { .. } => "resize",
+            Step::TransposeConv { .. } => "transpose conv",
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Node {
     step: Step,
@@ -405,7 +424,27 @@ impl Net {
 
     /// Runs the graph on what is in the input buffer; the output, as [`Net::output_shape`] says.
     pub fn run(&mut self) -> &[f32] {
+        self.run_timed(&mut |_, _| {});
+        &self.values[self.output]
+    }
+
+    /// Runs the graph and returns the milliseconds each kind of operator took (for the
+    /// benchmark), most first.
+    pub fn profile(&mut self) -> Vec<(&'static str, f64)> {
+        let mut by_kind: Vec<(&'static str, f64)> = Vec::new();
+        self.run_timed(
+            &mut |kind, ms| match by_kind.iter_mut().find(|(k, _)| *k == kind) {
+                Some(e) => e.1 += ms,
+                None => by_kind.push((kind, ms)),
+            },
+        );
+        by_kind.sort_by(|a, b| b.1.total_cmp(&a.1));
+        by_kind
+    }
+
+    fn run_timed(&mut self, on_step: &mut dyn FnMut(&'static str, f64)) {
         for node in &self.nodes {
+            let started = std::time::Instant::now();
             let mut out = std::mem::take(&mut self.values[node.output]);
             let si = self.shapes[node.inputs[0]].unwrap_or(Shape { h: 0, w: 0, c: 0 });
             let so = self.shapes[node.output].unwrap_or(Shape { h: 0, w: 0, c: 0 });
@@ -463,8 +502,8 @@ impl Net {
                 } => transpose(x, si, &mut out, so, weights, bias, *k, *stride, *pad),
             }
             self.values[node.output] = out;
+            on_step(node.step.kind(), started.elapsed().as_secs_f64() * 1000.0);
         }
-        &self.values[self.output]
     }
 }
 
@@ -570,33 +609,118 @@ fn conv(
     act: Activation,
 ) {
     let (ci, co) = (si.c, so.c);
+    if win.k == (1, 1) && win.stride == (1, 1) && (si.h, si.w) == (so.h, so.w) {
+        // Pointwise: a matrix product, pixel by pixel; the common widths with the
+        // accumulators in registers.
+        match co {
+            8 => return pointwise::<8>(x, ci, out, w, bias, act),
+            16 => return pointwise::<16>(x, ci, out, w, bias, act),
+            24 => return pointwise::<24>(x, ci, out, w, bias, act),
+            32 => return pointwise::<32>(x, ci, out, w, bias, act),
+            _ => {}
+        }
+        for (o, px) in out.chunks_exact_mut(co).zip(x.chunks_exact(ci)) {
+            o.copy_from_slice(bias);
+            for (a, row) in px.iter().zip(w.chunks_exact(co)) {
+                for (acc, wv) in o.iter_mut().zip(row) {
+                    *acc += a * wv;
+                }
+            }
+            activate(o, act);
+        }
+        return;
+    }
+    // The window's inputs gathered into a patch (zeros outside the picture), then the same
+    // product as a pointwise convolution: the taps are worked out once per pixel, not per
+    // multiply.
+    let mut patch = vec![0.0f32; win.k.0 * win.k.1 * ci];
     for oy in 0..so.h {
         for ox in 0..so.w {
+            for ky in 0..win.k.0 {
+                let iy = Window::tap(oy, ky, win.stride.0, win.dilation.0, win.pad.0, si.h);
+                for kx in 0..win.k.1 {
+                    let dst = &mut patch[(ky * win.k.1 + kx) * ci..][..ci];
+                    match (
+                        iy,
+                        Window::tap(ox, kx, win.stride.1, win.dilation.1, win.pad.1, si.w),
+                    ) {
+                        (Some(iy), Some(ix)) => {
+                            dst.copy_from_slice(&x[(iy * si.w + ix) * ci..][..ci])
+                        }
+                        _ => dst.fill(0.0),
+                    }
+                }
+            }
             let o = &mut out[(oy * so.w + ox) * co..][..co];
             o.copy_from_slice(bias);
-            for ky in 0..win.k.0 {
-                let Some(iy) = Window::tap(oy, ky, win.stride.0, win.dilation.0, win.pad.0, si.h)
-                else {
-                    continue;
-                };
-                for kx in 0..win.k.1 {
-                    let Some(ix) =
-                        Window::tap(ox, kx, win.stride.1, win.dilation.1, win.pad.1, si.w)
-                    else {
-                        continue;
-                    };
-                    let px = &x[(iy * si.w + ix) * ci..][..ci];
-                    let wk = &w[(ky * win.k.1 + kx) * ci * co..][..ci * co];
-                    for (a, row) in px.iter().zip(wk.chunks_exact(co)) {
-                        for (acc, wv) in o.iter_mut().zip(row) {
-                            *acc += a * wv;
-                        }
-                    }
+            for (a, row) in patch.iter().zip(w.chunks_exact(co)) {
+                for (acc, wv) in o.iter_mut().zip(row) {
+                    *acc += a * wv;
                 }
             }
             activate(o, act);
         }
     }
+}
+
+/// A pointwise convolution to `CO` channels, two pixels at a time (each weight row loaded
+/// once for both).
+fn pointwise<const CO: usize>(
+    x: &[f32],
+    ci: usize,
+    out: &mut [f32],
+    w: &[f32],
+    bias: &[f32],
+    act: Activation,
+) {
+    let mut b = [0.0f32; CO];
+    b.copy_from_slice(bias);
+    let mut pixels = x.chunks_exact(2 * ci);
+    let mut outs = out.chunks_exact_mut(2 * CO);
+    for (px, o) in (&mut pixels).zip(&mut outs) {
+        let (p0, p1) = px.split_at(ci);
+        let (mut a0, mut a1) = (b, b);
+        for ((v0, v1), row) in p0.iter().zip(p1).zip(w.chunks_exact(CO)) {
+            for k in 0..CO {
+                a0[k] += v0 * row[k];
+                a1[k] += v1 * row[k];
+            }
+        }
+        o[..CO].copy_from_slice(&a0);
+        o[CO..].copy_from_slice(&a1);
+        activate(o, act);
+    }
+    // An odd pixel count leaves one.
+    let rest = pixels.remainder();
+    if let (true, Some(o)) = (rest.len() == ci, outs.into_remainder().get_mut(..CO)) {
+        let mut acc = b;
+        for (v, row) in rest.iter().zip(w.chunks_exact(CO)) {
+            for k in 0..CO {
+                acc[k] += v * row[k];
+            }
+        }
+        o.copy_from_slice(&acc);
+        activate(o, act);
+    }
+}
+
+/// A dot product in eight lanes (so it vectorises; the order of the sum differs from a
+/// plain loop's by rounding only).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            lanes[k] += x[k] * y[k];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -686,21 +810,38 @@ fn binary(
     act: Activation,
     f: impl Fn(f32, f32) -> f32,
 ) {
-    let total = out.len();
-    let at = |v: &[f32], i: usize| -> f32 {
-        match v.len() {
-            1 => v[0],
-            n if n == total => v[i],
-            _ => v[i % c],
+    let n = out.len();
+    match (a.len(), b.len()) {
+        (x, y) if x == n && y == n => {
+            out.iter_mut()
+                .zip(a.iter().zip(b))
+                .for_each(|(o, (p, q))| *o = f(*p, *q));
         }
-    };
-    if a.len() == out.len() && b.len() == out.len() {
-        out.iter_mut()
-            .zip(a.iter().zip(b))
-            .for_each(|(o, (p, q))| *o = f(*p, *q));
-    } else {
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = f(at(a, i), at(b, i));
+        (x, y) if x == n && y == c => {
+            for (o, p) in out.chunks_exact_mut(c).zip(a.chunks_exact(c)) {
+                o.iter_mut()
+                    .zip(p.iter().zip(b))
+                    .for_each(|(o, (p, q))| *o = f(*p, *q));
+            }
+        }
+        (x, y) if x == c && y == n => {
+            for (o, q) in out.chunks_exact_mut(c).zip(b.chunks_exact(c)) {
+                o.iter_mut()
+                    .zip(a.iter().zip(q))
+                    .for_each(|(o, (p, q))| *o = f(*p, *q));
+            }
+        }
+        _ => {
+            let at = |v: &[f32], i: usize| -> f32 {
+                match v.len() {
+                    1 => v[0],
+                    len if len == n => v[i],
+                    _ => v[i % c],
+                }
+            };
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = f(at(a, i), at(b, i));
+            }
         }
     }
     activate(out, act);
@@ -757,6 +898,32 @@ fn transpose(
     let (ci, co) = (si.c, so.c);
     for px in out.chunks_exact_mut(co) {
         px.copy_from_slice(bias);
+    }
+    if co == 1 {
+        // One output channel (a mask): a dot product per tap.
+        for iy in 0..si.h {
+            for ix in 0..si.w {
+                let input = &x[(iy * si.w + ix) * ci..][..ci];
+                for ky in 0..k.0 {
+                    let Some(oy) = (iy * stride.0 + ky)
+                        .checked_sub(pad.0)
+                        .filter(|v| *v < so.h)
+                    else {
+                        continue;
+                    };
+                    for kx in 0..k.1 {
+                        let Some(ox) = (ix * stride.1 + kx)
+                            .checked_sub(pad.1)
+                            .filter(|v| *v < so.w)
+                        else {
+                            continue;
+                        };
+                        out[oy * so.w + ox] += dot(input, &w[(ky * k.1 + kx) * ci..][..ci]);
+                    }
+                }
+            }
+        }
+        return;
     }
     for iy in 0..si.h {
         for ix in 0..si.w {

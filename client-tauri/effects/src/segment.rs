@@ -98,6 +98,11 @@ impl Segmenter {
         (w, h)
     }
 
+    /// The model's own time per kind of operator on the last input (for the benchmark).
+    pub fn profile(&mut self) -> Vec<(&'static str, f64)> {
+        self.net.profile()
+    }
+
     /// Forgets the previous masks (the next one is taken as it is).
     pub fn reset(&mut self) {
         self.for_size = (0, 0);

@@ -18,6 +18,27 @@ fn main() {
     .expect("the test photograph")
     .to_rgb8();
     let frames = 120;
+    {
+        let mut s = Segmenter::open(&path).unwrap();
+        let frame = fit_picture(&photo, 640, 360);
+        s.segment(I420 {
+            width: 640,
+            height: 360,
+            data: &frame,
+        });
+        let mut total: Vec<(&str, f64)> = Vec::new();
+        for _ in 0..20 {
+            for (k, ms) in s.profile() {
+                match total.iter_mut().find(|(t, _)| *t == k) {
+                    Some(e) => e.1 += ms / 20.0,
+                    None => total.push((k, ms / 20.0)),
+                }
+            }
+        }
+        total.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let parts: Vec<String> = total.iter().map(|(k, ms)| format!("{k} {ms:.2}")).collect();
+        println!("the model's time by operator (ms): {}", parts.join(", "));
+    }
     println!("video effects, per frame (one core, {frames} frames each; target at 640x360: 10 ms)");
     println!("{:<22} {:>10} {:>10}", "", "640x360", "1280x720");
     let cases: Vec<(&str, Option<Effects>)> = vec![
