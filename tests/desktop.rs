@@ -767,3 +767,142 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
     d.call(reqwest::Method::DELETE, "", None).await;
     env.stop().await;
 }
+
+/// The number of frames the pre-join self view has drawn.
+async fn preview_frames(d: &convo_e2e::webdriver::Driver) -> u64 {
+    d.script(
+        "return Number(document.querySelector(\"canvas[data-track='local:video']\")?.dataset.frames || 0)",
+        json!([]),
+    )
+    .await
+    .as_u64()
+    .unwrap_or(0)
+}
+
+/// Waits (20 s at most) for the self view to draw `more` frames after now.
+async fn preview_goes_on(d: &convo_e2e::webdriver::Driver, more: u64, what: &str) {
+    let from = preview_frames(d).await;
+    let end = Instant::now() + Duration::from_secs(20);
+    while preview_frames(d).await < from + more {
+        assert!(
+            Instant::now() < end,
+            "{what}: the self view stopped at {}",
+            preview_frames(d).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Backgrounds in pre-join: a person (the synthetic camera shows a photograph) blurred, then
+/// in front of a built-in picture, then in front of a picture of the user's that the app
+/// keeps; a file that is not a picture is refused with a message and changes nothing.
+/// Screenshots of each (target/e2e/pre-join-*.png).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the built app, tauri-driver and a display: run tests/desktop.sh"]
+async fn pre_join_offers_backgrounds_and_shows_them_in_the_self_view() {
+    let app = std::env::var("CONVO_DESKTOP_BIN").expect("CONVO_DESKTOP_BIN: run tests/desktop.sh");
+    let photo = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../client-tauri/effects/tests/data/person.jpg"
+    );
+    let env = Env::start(Backend::Sqlite).await;
+    let (_driver, d) = launch(
+        &app,
+        &[
+            ("CONVO_SERVER", &env.base),
+            ("CONVO_MEDIA", "synthetic"),
+            ("CONVO_SYNTH_VIDEO", "640x360@15"),
+            ("CONVO_SYNTH_CAMERA_IMAGE", photo),
+        ],
+    )
+    .await;
+    env.user("effects").await;
+    d.wait("#login", 30).await;
+    d.type_in("#login", "effects").await;
+    d.type_in("#password", PASSWORD).await;
+    d.click("#sign-in").await;
+    d.type_in("#room-name", "Backgrounds").await;
+    d.click("#create-room").await;
+    d.wait("#prejoin", 20).await;
+    d.wait("#effects", 20).await;
+    preview_goes_on(&d, 3, "pre-join").await;
+    d.screenshot("pre-join-no-effect").await;
+
+    d.click("#effects input[value='blur-strong']").await;
+    preview_goes_on(&d, 10, "blur").await;
+    assert_eq!(text_of(&d, "#effects-error").await, "", "blur was refused");
+    d.screenshot("pre-join-blur").await;
+
+    d.click("#effects input[value='builtin:dusk']").await;
+    preview_goes_on(&d, 10, "a built-in picture").await;
+    assert_eq!(
+        text_of(&d, "#effects-error").await,
+        "",
+        "the picture was refused"
+    );
+    d.click("#touch-up").await;
+    preview_goes_on(&d, 10, "touch-up").await;
+    d.screenshot("pre-join-picture").await;
+    problems_free(audit(&d, "pre-join with effects").await);
+
+    // A picture of the user's, handed over as the file input would (a data transfer).
+    let upload = |bytes: &[u8], name: &str| {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+        format!(
+            "const bytes = Uint8Array.from(atob('{b64}'), (c) => c.charCodeAt(0));
+             const input = document.querySelector('#background-file');
+             const t = new DataTransfer();
+             t.items.add(new File([bytes], '{name}', {{ type: 'image/jpeg' }}));
+             input.files = t.files;
+             input.dispatchEvent(new Event('change', {{ bubbles: true }}));
+             return true;"
+        )
+    };
+    d.script(&upload(b"not a picture at all", "notes.jpg"), json!([]))
+        .await;
+    shows(
+        &d,
+        "#effects-error",
+        "notes.jpg",
+        "a file that is not a picture was not refused",
+    )
+    .await;
+    assert!(
+        d.script(
+            "return document.querySelector(\"#effects input[value='builtin:dusk']\").checked",
+            json!([])
+        )
+        .await
+        .as_bool()
+        .unwrap_or(false),
+        "a refused file changed the background"
+    );
+    let own = std::fs::read(photo).unwrap();
+    d.script(&upload(&own, "me.jpg"), json!([])).await;
+    let end = Instant::now() + Duration::from_secs(20);
+    while !d
+        .script(
+            "return document.querySelector(\"#effects input[value='file']\").checked",
+            json!([]),
+        )
+        .await
+        .as_bool()
+        .unwrap_or(false)
+    {
+        assert!(
+            Instant::now() < end,
+            "the user's picture was not taken: {}",
+            text_of(&d, "#effects-error").await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    preview_goes_on(&d, 10, "the user's picture").await;
+    d.screenshot("pre-join-own-picture").await;
+    d.click("#effects input[value='none']").await;
+    preview_goes_on(&d, 5, "no effect").await;
+}
+
+fn problems_free(found: Vec<String>) {
+    assert!(found.is_empty(), "accessibility problems: {found:#?}");
+}

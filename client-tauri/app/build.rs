@@ -31,6 +31,12 @@ const COMMANDS: &[&str] = &[
     "answer_knock",
     "upcoming_meetings",
     "schedule_meeting",
+    "set_audio_processing",
+    "remove_participant",
+    "set_view",
+    "set_video_effects",
+    "video_backgrounds",
+    "save_background",
 ];
 
 fn main() {

@@ -212,11 +212,24 @@ impl MediaBackend for AppBackend {
 
     fn camera(&self) -> Result<Box<dyn VideoSource>, MediaError> {
         let source: Result<Box<dyn VideoSource>, MediaError> = match self.mode {
-            MediaMode::Synthetic => Ok(Box::new(synth::SyntheticVideo::new(
-                synthetic_pick(&SYNTHETIC_CAMERAS, self.camera.as_deref()),
-                synthetic().size,
-                synthetic().fps,
-            ))),
+            // `CONVO_SYNTH_CAMERA_IMAGE`: the synthetic camera shows a photograph (a person,
+            // for the video effects) instead of its pattern.
+            MediaMode::Synthetic => match std::env::var_os("CONVO_SYNTH_CAMERA_IMAGE") {
+                Some(path) if self.camera.as_deref().is_none_or(|c| c == "synthetic") => {
+                    convo_client::effects::PictureCamera::open(
+                        std::path::Path::new(&path),
+                        synthetic().size.width,
+                        synthetic().size.height,
+                        synthetic().fps,
+                    )
+                    .map(|c| Box::new(c) as Box<dyn VideoSource>)
+                }
+                _ => Ok(Box::new(synth::SyntheticVideo::new(
+                    synthetic_pick(&SYNTHETIC_CAMERAS, self.camera.as_deref()),
+                    synthetic().size,
+                    synthetic().fps,
+                ))),
+            },
             MediaMode::Devices => convo_client::camera::Camera::open(self.camera.as_deref())
                 .map(|c| Box::new(c) as Box<dyn VideoSource>),
         };
@@ -1269,6 +1282,35 @@ pub fn run() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every command the app registers is declared to Tauri (build.rs) and granted to the
+    /// main window (capabilities/default.json): one left out fails in the ui as "not
+    /// allowed", which a `.catch` may hide.
+    #[test]
+    fn every_command_is_declared_and_granted() {
+        let source = include_str!("lib.rs");
+        let start = source.find("generate_handler![").expect("the handler list") + 18;
+        let end = start + source[start..].find(']').expect("its end");
+        let build = include_str!("../build.rs");
+        let caps = include_str!("../capabilities/default.json");
+        let commands: Vec<&str> = source[start..end]
+            .split(',')
+            .map(|c| c.trim().rsplit("::").next().unwrap_or_default())
+            .filter(|c| !c.is_empty())
+            .collect();
+        assert!(commands.len() > 30, "{commands:?}");
+        for c in commands {
+            assert!(
+                build.contains(&format!("\"{c}\"")),
+                "{c} is not in build.rs's COMMANDS"
+            );
+            let grant = format!("\"allow-{}\"", c.replace('_', "-"));
+            assert!(
+                caps.contains(&grant),
+                "{c} is not granted in capabilities/default.json"
+            );
+        }
+    }
 
     #[test]
     fn room_ids_come_out_of_links() {
