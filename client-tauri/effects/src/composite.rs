@@ -52,7 +52,7 @@ impl Effects {
 /// Segmentation slower than this per frame, on average over [`SLOW_WINDOW`] frames, switches
 /// the background off: the camera would drop frames for everyone.
 pub const SLOW_MS: f64 = 40.0;
-const SLOW_WINDOW: u32 = 30;
+pub const SLOW_WINDOW: u32 = 30;
 
 /// The effects on a stream of frames: the model (loaded the first time one is needed), the
 /// prepared background, the time each frame took.
@@ -67,8 +67,8 @@ pub struct Processor {
     /// Milliseconds of the last frames (sum, count), for [`SLOW_MS`].
     cost: (f64, u32),
     last_ms: f64,
-    /// Off: never switch the effects off for being slow (benchmarks).
-    no_time_limit: bool,
+    /// The average milliseconds a frame may take ([`SLOW_MS`] unless changed).
+    limit_ms: Option<f64>,
 }
 
 #[derive(Debug)]
@@ -89,8 +89,13 @@ impl Processor {
     }
 
     /// Never switches the effects off for being slow (what a benchmark wants).
-    pub fn without_time_limit(mut self) -> Processor {
-        self.no_time_limit = true;
+    pub fn without_time_limit(self) -> Processor {
+        self.with_time_limit(f64::INFINITY)
+    }
+
+    /// Switches the effects off when frames take longer than `ms` on average.
+    pub fn with_time_limit(mut self, ms: f64) -> Processor {
+        self.limit_ms = Some(ms);
         self
     }
 
@@ -201,7 +206,7 @@ impl Processor {
         if self.cost.1 >= SLOW_WINDOW {
             let average = self.cost.0 / f64::from(self.cost.1);
             self.cost = (0.0, 0);
-            if average > SLOW_MS && !self.no_time_limit {
+            if average > self.limit_ms.unwrap_or(SLOW_MS) {
                 self.effects = Effects::NONE;
                 return Err(EffectsError::TooSlow { ms: average });
             }

@@ -34,8 +34,12 @@ impl I420<'_> {
 
     /// BT.601 (video range) RGB, 0..1, of the pixel at (x, y).
     pub fn rgb(&self, x: usize, y: usize) -> [f32; 3] {
+        self.rgb_with_luma(x, y, f32::from(self.data[y * self.width + x]))
+    }
+
+    /// The same with the luma given (an average over neighbours).
+    pub fn rgb_with_luma(&self, x: usize, y: usize, luma: f32) -> [f32; 3] {
         let (w, h) = (self.width, self.height);
-        let luma = f32::from(self.data[y * w + x]);
         let c = (y / 2) * (w / 2) + x / 2;
         let u = f32::from(self.data[w * h + c]) - 128.0;
         let v = f32::from(self.data[w * h + w * h / 4 + c]) - 128.0;
@@ -55,6 +59,7 @@ pub struct Segmenter {
     /// The smoothed mask at the model's resolution, and the frame size it is for.
     mask: Vec<f32>,
     for_size: (usize, usize),
+    smoothing: f32,
 }
 
 impl Segmenter {
@@ -72,6 +77,7 @@ impl Segmenter {
             net,
             mask: vec![0.0; w * h],
             for_size: (0, 0),
+            smoothing: SMOOTHING,
         })
     }
 
@@ -103,6 +109,11 @@ impl Segmenter {
         self.net.profile()
     }
 
+    /// How much of each new mask is taken, 0..=1 (1: no smoothing over time).
+    pub fn set_smoothing(&mut self, share: f32) {
+        self.smoothing = share.clamp(0.01, 1.0);
+    }
+
     /// Forgets the previous masks (the next one is taken as it is).
     pub fn reset(&mut self) {
         self.for_size = (0, 0);
@@ -113,19 +124,37 @@ impl Segmenter {
     pub fn segment(&mut self, frame: I420<'_>) -> &[f32] {
         let (mw, mh) = self.mask_size();
         let input = self.net.input_mut();
+        // Each model pixel is the mean of four samples spread over its footprint: less
+        // aliasing and sensor noise than one (which makes a mask's edge shimmer).
+        let quarter = |i: usize, n: usize, size: usize| -> [usize; 2] {
+            [
+                ((i * 4 + 1) * size / (n * 4)).min(size - 1),
+                ((i * 4 + 3) * size / (n * 4)).min(size - 1),
+            ]
+        };
         for y in 0..mh {
-            // Sample at the centre of each model pixel's footprint.
-            let fy = ((y * 2 + 1) * frame.height / (mh * 2)).min(frame.height - 1);
+            let ys = quarter(y, mh, frame.height);
             for x in 0..mw {
-                let fx = ((x * 2 + 1) * frame.width / (mw * 2)).min(frame.width - 1);
-                input[(y * mw + x) * 3..][..3].copy_from_slice(&frame.rgb(fx, fy));
+                let xs = quarter(x, mw, frame.width);
+                let mut acc = [0.0f32; 3];
+                for fy in ys {
+                    for fx in xs {
+                        let p = frame.rgb(fx, fy);
+                        acc.iter_mut().zip(p).for_each(|(a, v)| *a += v * 0.25);
+                    }
+                }
+                input[(y * mw + x) * 3..][..3].copy_from_slice(&acc);
             }
         }
         let fresh = self.for_size != (frame.width, frame.height);
         self.for_size = (frame.width, frame.height);
         let out = self.net.run();
         for (m, p) in self.mask.iter_mut().zip(out) {
-            *m = if fresh { *p } else { *m + (p - *m) * SMOOTHING };
+            *m = if fresh {
+                *p
+            } else {
+                *m + (p - *m) * self.smoothing
+            };
         }
         &self.mask
     }

@@ -256,3 +256,88 @@ fn a_file_that_is_not_a_model_is_a_clear_error() {
         "effects_model"
     );
 }
+
+#[test]
+fn a_machine_too_slow_for_the_effects_gets_them_switched_off_with_a_reason() {
+    // A limit no machine meets: after a window of frames the effects go, with the reason.
+    let mut p = Processor::with_segmenter(segmenter()).with_time_limit(0.0);
+    p.set(Effects {
+        background: Background::Blur { strong: true },
+        touch_up: false,
+    })
+    .unwrap();
+    let mut outcome = Ok(());
+    for _ in 0..convo_effects::composite::SLOW_WINDOW {
+        let mut frame = person();
+        outcome = p.process(W, H, &mut frame);
+    }
+    let err = outcome.unwrap_err();
+    assert_eq!(err.code(), "effects_too_slow");
+    assert!(err.to_string().contains("too slow"), "{err}");
+    assert!(p.effects().is_none());
+    let mut frame = person();
+    p.process(W, H, &mut frame).unwrap();
+    assert_eq!(
+        frame,
+        person(),
+        "after switching off, frames pass untouched"
+    );
+}
+
+/// The share of pixels whose mask flips (crosses one half) from one frame to the next, over
+/// frames of the photograph with a little sensor noise (seeded).
+fn flicker(smoothing: f32) -> f64 {
+    let mut seg = segmenter();
+    seg.set_smoothing(smoothing);
+    let clean = person();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut previous: Option<Vec<bool>> = None;
+    let (mut flips, mut total) = (0usize, 0usize);
+    for _ in 0..24 {
+        let noisy: Vec<u8> = clean
+            .iter()
+            .map(|v| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (i32::from(*v) + (seed % 13) as i32 - 6).clamp(0, 255) as u8
+            })
+            .collect();
+        let m = seg
+            .segment(I420 {
+                width: W,
+                height: H,
+                data: &noisy,
+            })
+            .iter()
+            .map(|p| *p > 0.5)
+            .collect::<Vec<_>>();
+        if let Some(prev) = &previous {
+            flips += prev.iter().zip(&m).filter(|(a, b)| a != b).count();
+            total += m.len();
+        }
+        previous = Some(m);
+    }
+    flips as f64 / total as f64
+}
+
+#[test]
+fn the_mask_edge_holds_still_on_a_still_picture() {
+    let (raw, smoothed) = (flicker(1.0), flicker(0.55));
+    eprintln!(
+        "mask pixels flipping per frame: {:.3} % unsmoothed, {:.3} % smoothed",
+        raw * 100.0,
+        smoothed * 100.0
+    );
+    // ±6 levels of noise on every pixel, more than a camera in daylight: the edge moves by a
+    // pixel here and there, half as often as unsmoothed.
+    assert!(
+        smoothed < raw * 0.6,
+        "smoothing did not steady the edge: {raw} -> {smoothed}"
+    );
+    assert!(
+        smoothed < 0.005,
+        "{:.3} % of the mask flips every frame",
+        smoothed * 100.0
+    );
+}

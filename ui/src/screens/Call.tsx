@@ -140,6 +140,11 @@ export function Call(props: { room: Room; joinRef: typeof joinRef; onLeft: () =>
           ))}
         </div>
         {state.notice && <div className="toast" role="status">{state.notice}</div>}
+        {effectsError && !showEffects && (
+          <div className="toast" id="effects-off" role="status">
+            {effectsError}
+          </div>
+        )}
         {state.talkingMuted && state.micMuted && (
           <div className="toast" id="talking-muted" role="status">
             You are muted. Unmute to be heard.
