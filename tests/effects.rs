@@ -44,10 +44,13 @@ impl MediaBackend for Photo {
     }
 }
 
+/// A decoded picture's width, height and Y plane.
+type Picture = (usize, usize, Vec<u8>);
+
 /// The viewer keeps the last decoded picture (width, height, Y plane) and counts them.
 #[derive(Clone, Default)]
 struct Viewer {
-    last: Arc<Mutex<Option<(usize, usize, Vec<u8>)>>>,
+    last: Arc<Mutex<Option<Picture>>>,
     frames: Arc<Mutex<u32>>,
 }
 
@@ -107,7 +110,7 @@ fn regions(margin: isize) -> (Vec<bool>, Vec<bool>) {
 }
 
 /// Mean absolute difference of two lumas (`got` at its own size, scaled to W×H) in a region.
-fn diff(got: &(usize, usize, Vec<u8>), want: &[u8], region: &[bool]) -> f64 {
+fn diff(got: &Picture, want: &[u8], region: &[bool]) -> f64 {
     let (gw, gh, y) = got;
     let (mut sum, mut n) = (0u64, 0u64);
     for (i, inside) in region.iter().enumerate() {
@@ -161,7 +164,7 @@ async fn a_viewer_sees_the_chosen_picture_behind_the_person() {
         let (base, o) = (
             base.clone(),
             opts(
-                media::Backend(Arc::new(Photo(synthetic.clone()))),
+                media::Backend(Arc::new(Photo(synthetic))),
                 Some(effects.clone()),
                 true,
             ),
@@ -170,7 +173,7 @@ async fn a_viewer_sees_the_chosen_picture_behind_the_person() {
     };
     let b = {
         let o = opts(
-            media::Backend(Arc::new(ViewerBackend(synthetic.clone(), viewer.clone()))),
+            media::Backend(Arc::new(ViewerBackend(synthetic, viewer.clone()))),
             None,
             false,
         );

@@ -129,6 +129,30 @@ fn on_stream_thread(
     Ok((name, StopOnDrop(stop_tx)))
 }
 
+/// The device's default configuration at 48 kHz if it offers that (same channels and sample
+/// format): the sound server's resampler is better than the linear one here, and an echo
+/// path through two linear resamplers is one the echo canceller cannot fully model.
+fn at_48k(
+    default: cpal::SupportedStreamConfig,
+    supported: Option<Vec<cpal::SupportedStreamConfigRange>>,
+) -> cpal::SupportedStreamConfig {
+    if default.sample_rate().0 == SAMPLE_RATE {
+        return default;
+    }
+    supported
+        .unwrap_or_default()
+        .into_iter()
+        .find(|r| {
+            r.channels() == default.channels()
+                && r.sample_format() == default.sample_format()
+                && r.min_sample_rate().0 <= SAMPLE_RATE
+                && r.max_sample_rate().0 >= SAMPLE_RATE
+        })
+        .map_or(default, |r| {
+            r.with_sample_rate(cpal::SampleRate(SAMPLE_RATE))
+        })
+}
+
 impl CpalMic {
     /// Opens a microphone (`None`: the default one).
     pub fn open(id: Option<&str>) -> Result<CpalMic, MediaError> {
@@ -137,9 +161,12 @@ impl CpalMic {
         let (name, stop) = on_stream_thread("microphone", move || {
             let device = find(true, id.as_deref())?;
             let name = device.name().unwrap_or_default();
-            let config = device
-                .default_input_config()
-                .map_err(|e| unavailable("microphone", e))?;
+            let config = at_48k(
+                device
+                    .default_input_config()
+                    .map_err(|e| unavailable("microphone", e))?,
+                device.supported_input_configs().ok().map(|c| c.collect()),
+            );
             let channels = usize::from(config.channels().max(1));
             let mut resampler = Resampler::new(config.sample_rate().0, SAMPLE_RATE);
             let mut pending: Vec<f32> = Vec::new();
@@ -228,9 +255,12 @@ impl CpalSpeaker {
         let (name, stop) = on_stream_thread("speaker", move || {
             let device = find(false, id.as_deref())?;
             let name = device.name().unwrap_or_default();
-            let config = device
-                .default_output_config()
-                .map_err(|e| unavailable("speaker", e))?;
+            let config = at_48k(
+                device
+                    .default_output_config()
+                    .map_err(|e| unavailable("speaker", e))?,
+                device.supported_output_configs().ok().map(|c| c.collect()),
+            );
             let channels = usize::from(config.channels().max(1));
             let rate = config.sample_rate().0;
             // Mixer samples at 48 kHz, resampled to the device's rate, kept between calls.

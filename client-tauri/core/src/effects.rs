@@ -78,10 +78,12 @@ impl EffectsControl {
 
     /// A camera whose frames get these effects.
     pub fn wrap(&self, inner: Box<dyn VideoSource>) -> Box<dyn VideoSource> {
+        let mut processor = convo_effects::Processor::default();
+        processor.set_camera_fps(inner.fps());
         Box::new(EffectSource {
             inner,
             control: self.clone(),
-            processor: convo_effects::Processor::default(),
+            processor,
             applied: None,
         })
     }
@@ -164,7 +166,7 @@ impl PictureCamera {
             device: format!("picture {}", path.display()),
             reason,
         };
-        if width < 2 || height < 2 || width % 2 != 0 || height % 2 != 0 {
+        if width < 2 || height < 2 || !width.is_multiple_of(2) || !height.is_multiple_of(2) {
             return Err(unavailable(format!("{width}x{height}: sides must be even")));
         }
         let i420 = load_picture(path, width, height).map_err(|e| unavailable(e.to_string()))?;

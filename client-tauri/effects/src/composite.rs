@@ -54,6 +54,9 @@ impl Effects {
 pub const SLOW_MS: f64 = 40.0;
 pub const SLOW_WINDOW: u32 = 30;
 
+/// How often a second the person is looked for, at most.
+pub const SEGMENT_HZ: u32 = 15;
+
 /// The effects on a stream of frames: the model (loaded the first time one is needed), the
 /// prepared background, the time each frame took.
 #[derive(Debug, Default)]
@@ -67,6 +70,9 @@ pub struct Processor {
     /// Milliseconds of the last frames (sum, count), for [`SLOW_MS`].
     cost: (f64, u32),
     last_ms: f64,
+    /// Segment every this many frames (see [`Processor::set_camera_fps`]); 0 or 1: every one.
+    segment_every: u32,
+    frame_no: u32,
     /// The average milliseconds a frame may take ([`SLOW_MS`] unless changed).
     limit_ms: Option<f64>,
 }
@@ -97,6 +103,11 @@ impl Processor {
     pub fn with_time_limit(mut self, ms: f64) -> Processor {
         self.limit_ms = Some(ms);
         self
+    }
+
+    /// The camera's frame rate: the person is found at most [`SEGMENT_HZ`] times a second.
+    pub fn set_camera_fps(&mut self, fps: u32) {
+        self.segment_every = (fps / SEGMENT_HZ).max(1);
     }
 
     pub fn effects(&self) -> &Effects {
@@ -166,9 +177,15 @@ impl Processor {
             return Ok(());
         };
         let started = Instant::now();
-        let (mw, mh) = segmenter.mask_size();
-        let mask = segmenter.segment(frame);
-        upsample_alpha(mask, mw, mh, width, height, &mut self.alpha);
+        // The person is found at most 15 times a second (every other frame at 30 fps): a
+        // person moves little in 66 ms, and the mask is smoothed over frames anyway.
+        let fresh_size = self.alpha.len() != width * height;
+        if fresh_size || self.frame_no.is_multiple_of(self.segment_every.max(1)) {
+            let (mw, mh) = segmenter.mask_size();
+            let mask = segmenter.segment(frame);
+            upsample_alpha(mask, mw, mh, width, height, &mut self.alpha);
+        }
+        self.frame_no = self.frame_no.wrapping_add(1);
         match self.effects.background.clone() {
             Background::None => {}
             Background::Blur { strong } => {

@@ -27,8 +27,8 @@ impl I420<'_> {
     pub fn is_valid(&self) -> bool {
         self.width >= 2
             && self.height >= 2
-            && self.width % 2 == 0
-            && self.height % 2 == 0
+            && self.width.is_multiple_of(2)
+            && self.height.is_multiple_of(2)
             && self.data.len() == self.width * self.height * 3 / 2
     }
 

@@ -71,7 +71,9 @@ impl AudioProcessing {
                 suppression_level: wap::EchoCancellationSuppressionLevel::Lowest,
                 enable_extended_filter: true,
                 enable_delay_agnostic: true,
-                stream_delay_ms: Some(0),
+                // None: the delay is found by the module (delay-agnostic); a value would switch
+                // that off and leave it to the extended filter, which reaches ~100 ms.
+                stream_delay_ms: None,
             }),
             gain_control: self.gain_control.then_some(wap::GainControl {
                 mode: wap::GainControlMode::AdaptiveDigital,
@@ -170,6 +172,25 @@ impl Apm {
         self.processor.set_config(settings.config());
     }
 
+    /// The echo canceller's delay estimate: median and deviation (ms), and the share of
+    /// estimates too poor to use.
+    pub fn delay_estimate(&self) -> (Option<i32>, Option<i32>, Option<f64>) {
+        let s = self.processor.get_stats();
+        (
+            s.delay_median_ms,
+            s.delay_standard_deviation_ms,
+            s.delay_fraction_poor_delays,
+        )
+    }
+
+    /// How many 10 ms far-end frames wait for the capture side.
+    pub fn reference_backlog(&self) -> usize {
+        self.played
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
     /// The far-end side: hand it everything the speaker plays.
     pub fn reference(&self) -> EchoReference {
         EchoReference {
@@ -188,16 +209,19 @@ impl Apm {
     pub fn process(&mut self, pcm: &mut [i16]) -> bool {
         let mut voice = false;
         for chunk in pcm.chunks_exact_mut(APM_FRAME) {
-            // One frame of the far end per frame captured, the oldest the speaker took: a
-            // speaker pulls its buffer's worth ahead of playing it, so the oldest waiting is
-            // about what is playing now.
-            let next = self
-                .played
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .pop_front();
+            // Everything the speaker has taken since, oldest first: the speaker takes its
+            // buffer's worth ahead of playing it, so each of these plays now or soon and its
+            // echo is yet to come — the canceller must have the far end before its echo (it
+            // finds the delay itself, delay-agnostic). Fed here, on the capture side, so far
+            // and near end reach the module interleaved, as it wants.
             self.far_hold = self.far_hold.saturating_sub(1);
-            if let Some(frame) = next {
+            loop {
+                let next = self
+                    .played
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .pop_front();
+                let Some(frame) = next else { break };
                 let power = frame.iter().map(|x| x * x).sum::<f32>() / frame.len() as f32;
                 if power.sqrt() > FAR_ACTIVE_RMS {
                     self.far_hold = FAR_HOLD_FRAMES;
