@@ -193,9 +193,14 @@ async fn shows(d: &convo_e2e::webdriver::Driver, css: &str, needle: &str, missin
     }
 }
 
+/// The app is single-instance: a second launch would hand over to the first and exit. The
+/// tests here take turns.
+static APP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the built app, tauri-driver and a display: run tests/desktop.sh"]
 async fn the_app_joins_a_call_and_sees_a_bot() {
+    let _turn = APP.lock().await;
     let app = std::env::var("CONVO_DESKTOP_BIN").expect("CONVO_DESKTOP_BIN: run tests/desktop.sh");
     let notifications =
         std::env::var("CONVO_NOTIFY_LOG").expect("CONVO_NOTIFY_LOG: run tests/desktop.sh");
@@ -467,21 +472,37 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
         assert!(Instant::now() < end, "quality indicator says {q}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    // The bot's camera is 720p: once the layers ramp up (the downlink's estimate starts low),
-    // the full one is drawn.
+    // The bot's camera is 720p, sent as 1280, 640 and 320 pixels wide: once the layers ramp
+    // up (the downlink's estimate starts low), the app is sent the smallest that fills the
+    // tile it draws (the tile's size goes to the server), as the SFU's `desired_layer` picks.
     let end = Instant::now() + Duration::from_secs(30);
-    while d
-        .script(
-            &format!("return document.querySelector(\"{tile}\").width"),
-            json!([]),
-        )
-        .await
-        .as_u64()
-        != Some(1280)
-    {
-        assert!(Instant::now() < end, "the bot's 720p layer never showed");
+    let layer = loop {
+        let v = d
+            .script(
+                &format!(
+                    "const c = document.querySelector(\"{tile}\");
+                     const r = c.closest('figure').getBoundingClientRect();
+                     return [c.width, Math.round(r.width * devicePixelRatio), Math.round(r.height * devicePixelRatio)]"
+                ),
+                json!([]),
+            )
+            .await;
+        let n = |i: usize| v[i].as_u64().unwrap_or(0);
+        let (drawn, tile_w, tile_h) = (n(0), n(1), n(2));
+        let wanted = [(320u64, 180u64), (640, 360), (1280, 720)]
+            .into_iter()
+            .find(|(w, h)| w * 10 >= tile_w * 9 || h * 10 >= tile_h * 9)
+            .map_or(1280, |(w, _)| w);
+        if drawn == wanted {
+            eprintln!("the tile is {tile_w}x{tile_h}: the {drawn}-pixel layer is drawn");
+            break (wanted as usize, wanted as usize * 9 / 16);
+        }
+        assert!(
+            Instant::now() < end,
+            "the tile is {tile_w}x{tile_h}: wanted the {wanted}-pixel layer, drawing {drawn}"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    };
     let (mut codes, mut ages, mut shown, mut renderers, mut sizes) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..5 {
@@ -505,10 +526,11 @@ async fn the_app_joins_a_call_and_sees_a_bot() {
         "drawn frames: codes {codes:?}, age when drawn {ages:?} ms, when read back {shown:?} ms, \
          {renderers:?}, {sizes:?}"
     );
-    // The video channel's path: 720p drawn with WebGL, and nothing stale on screen.
+    // The video channel's path: the layer drawn whole with WebGL, and nothing stale on
+    // screen.
     assert!(
-        sizes.iter().all(|&s| s == (1280, 720)),
-        "drawn at {sizes:?}"
+        sizes.iter().all(|&s| s == layer),
+        "drawn at {sizes:?}, wanted {layer:?}"
     );
     assert!(renderers.iter().all(|r| r == "webgl"), "{renderers:?}");
     assert!(
@@ -800,6 +822,7 @@ async fn preview_goes_on(d: &convo_e2e::webdriver::Driver, more: u64, what: &str
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the built app, tauri-driver and a display: run tests/desktop.sh"]
 async fn pre_join_offers_backgrounds_and_shows_them_in_the_self_view() {
+    let _turn = APP.lock().await;
     let app = std::env::var("CONVO_DESKTOP_BIN").expect("CONVO_DESKTOP_BIN: run tests/desktop.sh");
     let photo = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -899,8 +922,20 @@ async fn pre_join_offers_backgrounds_and_shows_them_in_the_self_view() {
     }
     preview_goes_on(&d, 10, "the user's picture").await;
     d.screenshot("pre-join-own-picture").await;
+    // Back to none, so the kept settings leave the next test's camera as it is.
     d.click("#effects input[value='none']").await;
+    d.click("#touch-up").await;
     preview_goes_on(&d, 5, "no effect").await;
+    assert!(
+        !d.script(
+            "return document.querySelector('#touch-up').checked",
+            json!([])
+        )
+        .await
+        .as_bool()
+        .unwrap_or(true),
+        "touch-up stayed on"
+    );
 }
 
 fn problems_free(found: Vec<String>) {
