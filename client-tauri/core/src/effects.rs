@@ -118,11 +118,12 @@ pub struct EffectSource {
 impl VideoSource for EffectSource {
     fn next_frame(&mut self) -> Result<VideoFrame, MediaError> {
         let mut frame = self.inner.next_frame()?;
-        let (generation, effects) = {
+        // The effects are copied only when they changed, not for every frame.
+        let changed = {
             let s = self.control.lock();
-            (s.generation, s.effects.clone())
+            (self.applied != Some(s.generation)).then(|| (s.generation, s.effects.clone()))
         };
-        if self.applied != Some(generation) {
+        if let Some((generation, effects)) = changed {
             self.applied = Some(generation);
             // The model loads here, on the camera's thread, the first time it is needed.
             if let Err(e) = self.processor.set(effects) {

@@ -186,25 +186,26 @@ impl Processor {
             upsample_alpha(mask, mw, mh, width, height, &mut self.alpha);
         }
         self.frame_no = self.frame_no.wrapping_add(1);
-        match self.effects.background.clone() {
+        match &self.effects.background {
             Background::None => {}
             Background::Blur { strong } => {
-                let radius = if strong { 6 } else { 2 };
+                let radius = if *strong { 6 } else { 2 };
                 blur_behind(i420, &self.alpha, width, height, radius, &mut self.small);
             }
             source @ (Background::Builtin { .. } | Background::File { .. }) => {
+                // The picture is drawn (or read) again only when it or the frame size changes.
                 let stale = self
                     .picture
                     .as_ref()
-                    .is_none_or(|p| p.source != source || p.size != (width, height));
+                    .is_none_or(|p| p.source != *source || p.size != (width, height));
                 if stale {
-                    let i420 = match &source {
+                    let i420 = match source {
                         Background::Builtin { id } => builtin(id, width, height),
                         Background::File { path } => load_picture(path, width, height)?,
                         _ => Vec::new(),
                     };
                     self.picture = Some(Picture {
-                        source,
+                        source: source.clone(),
                         size: (width, height),
                         i420,
                     });

@@ -277,20 +277,9 @@ impl Net {
                             "conv channels {dims:?} for {si:?} -> {so:?}"
                         )));
                     }
-                    let mut t = vec![0.0; w.len()];
-                    for o in 0..co {
-                        for y in 0..kh {
-                            for xk in 0..kw {
-                                for i in 0..ci {
-                                    t[((y * kw + xk) * ci + i) * co + o] =
-                                        w[((o * kh + y) * kw + xk) * ci + i];
-                                }
-                            }
-                        }
-                    }
                     let bias = bias(&consts, &ins, co)?;
                     Step::Conv {
-                        weights: t,
+                        weights: to_hwio(&w, [co, kh, kw, ci]),
                         bias,
                         win: Window::new(si, so, (kh, kw), *stride, *dilation, *padding),
                         act: *act,
@@ -562,6 +551,26 @@ fn transpose_conv(
     if ci != si.c || co != so.c || sw == 0 || sh == 0 {
         return Err(unsupported(format!("transpose convolution {dims:?}")));
     }
+    // TfLitePadding: 1 same, 2 valid.
+    let pad = |inp: usize, out: usize, k: usize, s: usize| {
+        if padding == 2 {
+            0
+        } else {
+            ((inp - 1) * s + k).saturating_sub(out) / 2
+        }
+    };
+    Ok(Step::TransposeConv {
+        weights: to_hwio(&w, [co, kh, kw, ci]),
+        bias: bias(consts, ins, co)?,
+        k: (kh, kw),
+        stride: (sh, sw),
+        pad: (pad(si.h, so.h, kh, sh), pad(si.w, so.w, kw, sw)),
+    })
+}
+
+/// Weights from TFLite's [cout][kh][kw][cin] to [kh][kw][cin][cout], so the inner loops of
+/// the convolutions run over the output channels.
+fn to_hwio(w: &[f32], [co, kh, kw, ci]: [usize; 4]) -> Vec<f32> {
     let mut t = vec![0.0; w.len()];
     for o in 0..co {
         for y in 0..kh {
@@ -572,21 +581,7 @@ fn transpose_conv(
             }
         }
     }
-    // TfLitePadding: 1 same, 2 valid.
-    let pad = |inp: usize, out: usize, k: usize, s: usize| {
-        if padding == 2 {
-            0
-        } else {
-            ((inp - 1) * s + k).saturating_sub(out) / 2
-        }
-    };
-    Ok(Step::TransposeConv {
-        weights: t,
-        bias: bias(consts, ins, co)?,
-        k: (kh, kw),
-        stride: (sh, sw),
-        pad: (pad(si.h, so.h, kh, sh), pad(si.w, so.w, kw, sw)),
-    })
+    t
 }
 
 fn activate(v: &mut [f32], act: Activation) {
@@ -899,32 +894,6 @@ fn transpose(
     for px in out.chunks_exact_mut(co) {
         px.copy_from_slice(bias);
     }
-    if co == 1 {
-        // One output channel (a mask): a dot product per tap.
-        for iy in 0..si.h {
-            for ix in 0..si.w {
-                let input = &x[(iy * si.w + ix) * ci..][..ci];
-                for ky in 0..k.0 {
-                    let Some(oy) = (iy * stride.0 + ky)
-                        .checked_sub(pad.0)
-                        .filter(|v| *v < so.h)
-                    else {
-                        continue;
-                    };
-                    for kx in 0..k.1 {
-                        let Some(ox) = (ix * stride.1 + kx)
-                            .checked_sub(pad.1)
-                            .filter(|v| *v < so.w)
-                        else {
-                            continue;
-                        };
-                        out[oy * so.w + ox] += dot(input, &w[(ky * k.1 + kx) * ci..][..ci]);
-                    }
-                }
-            }
-        }
-        return;
-    }
     for iy in 0..si.h {
         for ix in 0..si.w {
             let input = &x[(iy * si.w + ix) * ci..][..ci];
@@ -944,6 +913,11 @@ fn transpose(
                     };
                     let o = &mut out[(oy * so.w + ox) * co..][..co];
                     let wk = &w[(ky * k.1 + kx) * ci * co..][..ci * co];
+                    if co == 1 {
+                        // One output channel (a mask): a dot product per tap.
+                        o[0] += dot(input, wk);
+                        continue;
+                    }
                     for (a, row) in input.iter().zip(wk.chunks_exact(co)) {
                         for (acc, wv) in o.iter_mut().zip(row) {
                             *acc += a * wv;

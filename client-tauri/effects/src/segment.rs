@@ -34,12 +34,8 @@ impl I420<'_> {
 
     /// BT.601 (video range) RGB, 0..1, of the pixel at (x, y).
     pub fn rgb(&self, x: usize, y: usize) -> [f32; 3] {
-        self.rgb_with_luma(x, y, f32::from(self.data[y * self.width + x]))
-    }
-
-    /// The same with the luma given (an average over neighbours).
-    pub fn rgb_with_luma(&self, x: usize, y: usize, luma: f32) -> [f32; 3] {
         let (w, h) = (self.width, self.height);
+        let luma = f32::from(self.data[y * w + x]);
         let c = (y / 2) * (w / 2) + x / 2;
         let u = f32::from(self.data[w * h + c]) - 128.0;
         let v = f32::from(self.data[w * h + w * h / 4 + c]) - 128.0;

@@ -183,14 +183,6 @@ impl Apm {
         )
     }
 
-    /// How many 10 ms far-end frames wait for the capture side.
-    pub fn reference_backlog(&self) -> usize {
-        self.played
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-
     /// The far-end side: hand it everything the speaker plays.
     pub fn reference(&self) -> EchoReference {
         EchoReference {
